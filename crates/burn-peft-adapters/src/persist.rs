@@ -1,0 +1,85 @@
+//! Saving and loading adapters in HF PEFT's directory format.
+
+use std::path::Path;
+
+use burn_peft_core::format::{
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, export_adapter, import_adapter, read_safetensors,
+    write_atomic, write_safetensors,
+};
+use burn_peft_core::{PeftError, PeftModel, Result};
+
+use crate::lora::{LoraConfig, LoraInit};
+use crate::{Adapter, AddAdapter};
+
+/// A parsed `adapter_config.json`, by method.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdapterConfig {
+    /// `peft_type: "LORA"`.
+    Lora(LoraConfig),
+}
+
+/// Reads `<dir>/adapter_config.json` and picks the method from `peft_type`.
+pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
+    let path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| PeftError::io(&path, e))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| PeftError::format(&path, e))?;
+    let peft_type = value
+        .get("peft_type")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| PeftError::format(&path, "no 'peft_type' string"))?;
+    match peft_type {
+        "LORA" => {
+            let config: LoraConfig =
+                serde_json::from_value(value.clone()).map_err(|e| PeftError::format(&path, e))?;
+            config.validate()?;
+            Ok(AdapterConfig::Lora(config))
+        }
+        other => Err(PeftError::UnsupportedMethod(other.to_string())),
+    }
+}
+
+/// Writes adapter `name` of `model` to `dir` as PEFT does: `adapter_model.safetensors`
+/// (metadata `format: pt`, PEFT keys and `[out, in]` shapes) and `adapter_config.json`.
+/// Each file is written atomically, weights first.
+pub fn save_adapter<M>(model: &M, name: &str, dir: &Path) -> Result<()>
+where
+    M: PeftModel<Adapter = Adapter>,
+{
+    let tensors = export_adapter(model, name)?;
+    let mut config = None;
+    model.clone().visit_adapter(name, &mut |_, adapter| {
+        if config.is_none() {
+            config = Some(match adapter {
+                Adapter::Lora(l) => l.config.to_peft_json(),
+            });
+        }
+    });
+    let config = config.ok_or_else(|| PeftError::UnknownAdapter(name.to_string()))??;
+    std::fs::create_dir_all(dir).map_err(|e| PeftError::io(dir, e))?;
+    write_safetensors(&dir.join(ADAPTER_WEIGHTS), &tensors)?;
+    write_atomic(&dir.join(ADAPTER_CONFIG), config.as_bytes())
+}
+
+/// Loads the PEFT adapter directory `dir` into `model` as adapter `name` (inactive unless it
+/// is the model's first adapter, as in PEFT). On any error the model is left unchanged.
+pub fn load_adapter<M>(model: &mut M, dir: &Path, name: &str) -> Result<()>
+where
+    M: PeftModel<Adapter = Adapter>,
+{
+    let config = read_adapter_config(dir)?;
+    let weights = dir.join(ADAPTER_WEIGHTS);
+    let tensors = read_safetensors(&weights)?;
+    let mut staged = model.clone();
+    match config {
+        AdapterConfig::Lora(mut lora) => {
+            // The file holds the trained values; PiSSA must not rewrite the base on load.
+            lora.init_lora_weights = LoraInit::Default;
+            lora.inference_mode = false;
+            staged.add_lora(name, &lora)?;
+        }
+    }
+    import_adapter(&mut staged, name, tensors, &weights)?;
+    *model = staged;
+    Ok(())
+}

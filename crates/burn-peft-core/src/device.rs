@@ -1,0 +1,194 @@
+//! One `--device` syntax for every binary and example.
+//!
+//! | spelling | backend | cargo feature |
+//! | --- | --- | --- |
+//! | `flex`, `cpu` | burn's portable CPU backend | `flex` (default) |
+//! | `wgpu` | WGPU, auto-selected graphics API | `wgpu` |
+//! | `vulkan` | WGPU on Vulkan (SPIR-V kernels) | `vulkan` |
+//! | `cuda`, `cuda:N` | CUDA device N (default 0) | `cuda` |
+//! | `tch`, `tch:cuda:N` | LibTorch on CPU or CUDA device N | `tch` |
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Device;
+
+use crate::error::{PeftError, Result};
+
+/// A parsed `--device` value.
+///
+/// ```
+/// use burn_peft_core::DeviceSpec;
+/// let spec: DeviceSpec = "cuda:1".parse().unwrap();
+/// assert_eq!(spec, DeviceSpec::Cuda(1));
+/// assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Flex);
+/// // flex is always compiled in.
+/// let device = DeviceSpec::Flex.device().unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    /// burn's portable CPU backend (`flex`, alias `cpu`).
+    #[default]
+    Flex,
+    /// WGPU with the graphics API it picks.
+    Wgpu,
+    /// WGPU on Vulkan.
+    Vulkan,
+    /// A CUDA device by index.
+    Cuda(usize),
+    /// LibTorch on the CPU.
+    TchCpu,
+    /// LibTorch on a CUDA device.
+    TchCuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = PeftError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        let index = |rest: &str| -> Result<usize> {
+            rest.parse::<usize>()
+                .map_err(|_| PeftError::UnknownDevice(s.to_string()))
+        };
+        match lower.as_str() {
+            "flex" | "cpu" => Ok(DeviceSpec::Flex),
+            "wgpu" => Ok(DeviceSpec::Wgpu),
+            "vulkan" => Ok(DeviceSpec::Vulkan),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            "tch" | "tch:cpu" => Ok(DeviceSpec::TchCpu),
+            "tch:cuda" => Ok(DeviceSpec::TchCuda(0)),
+            other => {
+                if let Some(rest) = other.strip_prefix("tch:cuda:") {
+                    Ok(DeviceSpec::TchCuda(index(rest)?))
+                } else if let Some(rest) = other.strip_prefix("cuda:") {
+                    Ok(DeviceSpec::Cuda(index(rest)?))
+                } else {
+                    Err(PeftError::UnknownDevice(s.to_string()))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Flex => write!(f, "flex"),
+            DeviceSpec::Wgpu => write!(f, "wgpu"),
+            DeviceSpec::Vulkan => write!(f, "vulkan"),
+            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+            DeviceSpec::TchCpu => write!(f, "tch"),
+            DeviceSpec::TchCuda(i) => write!(f, "tch:cuda:{i}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// The cargo feature that compiles this backend in.
+    pub fn feature(&self) -> &'static str {
+        match self {
+            DeviceSpec::Flex => "flex",
+            DeviceSpec::Wgpu => "wgpu",
+            DeviceSpec::Vulkan => "vulkan",
+            DeviceSpec::Cuda(_) => "cuda",
+            DeviceSpec::TchCpu | DeviceSpec::TchCuda(_) => "tch",
+        }
+    }
+
+    /// The burn device for inference. Call `.autodiff()` on it for training.
+    ///
+    /// Fails with [`PeftError::BackendNotCompiled`] when this build lacks the backend.
+    pub fn device(&self) -> Result<Device> {
+        let missing = || PeftError::BackendNotCompiled {
+            device: self.to_string(),
+            feature: self.feature(),
+        };
+        match *self {
+            DeviceSpec::Flex => Ok(Device::flex()),
+            DeviceSpec::Wgpu => {
+                #[cfg(feature = "wgpu")]
+                return Ok(Device::wgpu(Default::default()));
+                #[cfg(not(feature = "wgpu"))]
+                Err(missing())
+            }
+            DeviceSpec::Vulkan => {
+                #[cfg(feature = "vulkan")]
+                return Ok(Device::vulkan(Default::default()));
+                #[cfg(not(feature = "vulkan"))]
+                Err(missing())
+            }
+            DeviceSpec::Cuda(_index) => {
+                #[cfg(feature = "cuda")]
+                return Ok(Device::cuda(_index));
+                #[cfg(not(feature = "cuda"))]
+                Err(missing())
+            }
+            DeviceSpec::TchCpu => {
+                #[cfg(feature = "tch")]
+                #[allow(deprecated)]
+                return Ok(Device::libtorch());
+                #[cfg(not(feature = "tch"))]
+                Err(missing())
+            }
+            DeviceSpec::TchCuda(_index) => {
+                #[cfg(feature = "tch")]
+                #[allow(deprecated)]
+                return Ok(Device::libtorch_cuda(_index));
+                #[cfg(not(feature = "tch"))]
+                Err(missing())
+            }
+        }
+    }
+}
+
+/// Parses a `--device` string and returns the burn device in one call.
+///
+/// ```
+/// let device = burn_peft_core::parse_device("flex").unwrap();
+/// assert!(burn_peft_core::parse_device("tpu").is_err());
+/// ```
+pub fn parse_device(s: &str) -> Result<Device> {
+    s.parse::<DeviceSpec>()?.device()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_spelling() {
+        let cases = [
+            ("flex", DeviceSpec::Flex),
+            ("CPU", DeviceSpec::Flex),
+            ("wgpu", DeviceSpec::Wgpu),
+            ("vulkan", DeviceSpec::Vulkan),
+            ("cuda", DeviceSpec::Cuda(0)),
+            ("cuda:3", DeviceSpec::Cuda(3)),
+            ("tch", DeviceSpec::TchCpu),
+            ("tch:cuda:1", DeviceSpec::TchCuda(1)),
+        ];
+        for (text, spec) in cases {
+            assert_eq!(text.parse::<DeviceSpec>().unwrap(), spec, "{text}");
+            // Display round-trips.
+            assert_eq!(spec.to_string().parse::<DeviceSpec>().unwrap(), spec);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_spellings() {
+        for bad in ["", "gpu", "cuda:x", "cuda:", "tch:cuda:-1", "metal"] {
+            assert!(
+                matches!(bad.parse::<DeviceSpec>(), Err(PeftError::UnknownDevice(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn missing_backend_names_the_feature() {
+        let err = DeviceSpec::Cuda(0).device().unwrap_err();
+        assert!(err.to_string().contains("--features cuda"), "{err}");
+    }
+}

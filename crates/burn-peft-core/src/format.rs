@@ -1,0 +1,316 @@
+//! HF PEFT's on-disk format and safetensors files: reading, writing (atomically), key names.
+//!
+//! A saved adapter is a directory with `adapter_config.json` and `adapter_model.safetensors`
+//! (metadata `{"format": "pt"}`); keys are `base_model.model.<module path>.<suffix>` with
+//! PyTorch's `[out, in]` layout.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{PeftError, Result};
+use crate::peft_model::PeftModel;
+
+/// The config file of a saved adapter.
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+/// The weights file of a saved adapter.
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+/// The prefix PEFT puts before module paths in adapter files.
+pub const PEFT_PREFIX: &str = "base_model.model.";
+
+/// A host-side f32 tensor with its shape, as read from or written to a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+impl NamedTensor {
+    /// Copies a tensor to the host.
+    pub fn from_tensor<const D: usize>(tensor: Tensor<D>) -> Self {
+        let shape = tensor.dims().to_vec();
+        let data = tensor
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        Self { shape, data }
+    }
+
+    /// Builds a tensor of rank `D` on `device`; `key` names it in errors.
+    pub fn to_tensor<const D: usize>(&self, device: &Device, key: &str) -> Result<Tensor<D>> {
+        if self.shape.len() != D || self.shape.iter().product::<usize>() != self.data.len() {
+            return Err(PeftError::InvalidConfig(format!(
+                "tensor '{key}' has shape {:?}, expected rank {D}",
+                self.shape
+            )));
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(self.data.clone(), self.shape.clone()),
+            device,
+        ))
+    }
+
+    /// The transpose of a 2-D tensor (PyTorch `[out, in]` to burn `[in, out]` and back).
+    pub fn transposed(&self) -> Self {
+        assert_eq!(self.shape.len(), 2, "transposed() needs a 2-D tensor");
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let mut data = vec![0.0; self.data.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                data[c * rows + r] = self.data[r * cols + c];
+            }
+        }
+        Self {
+            shape: vec![cols, rows],
+            data,
+        }
+    }
+}
+
+/// Reads every tensor of a safetensors file as f32 (F32, F16 and BF16 are accepted).
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, NamedTensor>> {
+    let bytes = fs::read(path).map_err(|e| PeftError::io(path, e))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| PeftError::format(path, e))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(PeftError::format(
+                    path,
+                    format!("tensor '{name}' has unsupported dtype {other:?}"),
+                ));
+            }
+        };
+        out.insert(
+            name,
+            NamedTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Writes f32 tensors to a safetensors file with metadata `{"format": "pt"}`, atomically.
+pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, NamedTensor>) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            let b = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (k.clone(), b, t.shape.clone())
+        })
+        .collect();
+    let mut views = Vec::with_capacity(bytes.len());
+    for (k, b, shape) in &bytes {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b)
+            .map_err(|e| PeftError::format(path, e))?;
+        views.push((k.clone(), view));
+    }
+    let metadata = Some(
+        [("format".to_string(), "pt".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let data = safetensors::serialize(views, metadata).map_err(|e| PeftError::format(path, e))?;
+    write_atomic(path, &data)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// crash leaves either the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| PeftError::io(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(PeftError::io(path, e));
+    }
+    Ok(())
+}
+
+/// The file key of an adapter tensor: `base_model.model.<path>.<suffix>`.
+pub fn peft_key(path: &str, suffix: &str) -> String {
+    format!("{PEFT_PREFIX}{path}.{suffix}")
+}
+
+/// The tensors an adapter saves, in PEFT's layout.
+///
+/// Implemented by every [`LinearAdapter`] that can be written in PEFT's format.
+pub trait PeftTensors {
+    /// `(suffix, tensor)` pairs, e.g. `("lora_A.weight", [r, in])`.
+    fn export(&self) -> Vec<(String, NamedTensor)>;
+
+    /// Replaces the adapter's values. `take(suffix, shape)` returns the file's tensor for that
+    /// suffix, already checked against the shape the adapter expects.
+    fn import(&mut self, take: &mut dyn FnMut(&str, &[usize]) -> Result<NamedTensor>)
+    -> Result<()>;
+}
+
+/// Collects adapter `name`'s tensors from every layer under PEFT's keys.
+pub fn export_adapter<M>(model: &M, name: &str) -> Result<BTreeMap<String, NamedTensor>>
+where
+    M: PeftModel,
+    M::Adapter: PeftTensors,
+{
+    if !model.adapter_names().iter().any(|n| n == name) {
+        return Err(PeftError::UnknownAdapter(name.to_string()));
+    }
+    let mut out = BTreeMap::new();
+    model.clone().visit_adapter(name, &mut |path, adapter| {
+        for (suffix, tensor) in adapter.export() {
+            out.insert(peft_key(path, &suffix), tensor);
+        }
+    });
+    Ok(out)
+}
+
+/// Loads PEFT-keyed `tensors` (read from `file`) into adapter `name`, which must already exist
+/// on the targeted layers. Every tensor of the file must be used, and every shape must fit.
+pub fn import_adapter<M>(
+    model: &mut M,
+    name: &str,
+    mut tensors: BTreeMap<String, NamedTensor>,
+    file: &Path,
+) -> Result<()>
+where
+    M: PeftModel,
+    M::Adapter: PeftTensors,
+{
+    let mut result = Ok(());
+    let mut staged = model.clone();
+    staged.visit_adapter(name, &mut |path, adapter| {
+        if result.is_err() {
+            return;
+        }
+        let mut take = |suffix: &str, expected: &[usize]| -> Result<NamedTensor> {
+            let key = peft_key(path, suffix);
+            let tensor = tensors
+                .remove(&key)
+                .ok_or_else(|| PeftError::MissingTensor {
+                    file: file.to_path_buf(),
+                    key: key.clone(),
+                })?;
+            if tensor.shape != expected {
+                return Err(PeftError::ShapeMismatch {
+                    key,
+                    expected: expected.to_vec(),
+                    found: tensor.shape,
+                });
+            }
+            Ok(tensor)
+        };
+        result = adapter.import(&mut take);
+    });
+    result?;
+    if let Some(key) = tensors.keys().next() {
+        return Err(PeftError::UnexpectedTensors {
+            file: file.to_path_buf(),
+            key: key.clone(),
+            count: tensors.len(),
+        });
+    }
+    *model = staged;
+    Ok(())
+}
+
+/// Checks a tensor's shape against what a model needs.
+pub fn check_shape(key: &str, tensor: &NamedTensor, expected: &[usize]) -> Result<()> {
+    if tensor.shape != expected {
+        return Err(PeftError::ShapeMismatch {
+            key: key.to_string(),
+            expected: expected.to_vec(),
+            found: tensor.shape.clone(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_round_trip_with_pt_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.safetensors");
+        let mut tensors = BTreeMap::new();
+        tensors.insert(
+            "a.weight".to_string(),
+            NamedTensor {
+                shape: vec![2, 3],
+                data: vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5],
+            },
+        );
+        write_safetensors(&path, &tensors).unwrap();
+        assert_eq!(read_safetensors(&path).unwrap(), tensors);
+        let bytes = fs::read(&path).unwrap();
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(
+            meta.metadata().as_ref().unwrap().get("format").unwrap(),
+            "pt"
+        );
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn garbage_is_a_format_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.safetensors");
+        fs::write(&path, b"not a safetensors file").unwrap();
+        assert!(matches!(
+            read_safetensors(&path),
+            Err(PeftError::Format { .. })
+        ));
+        assert!(matches!(
+            read_safetensors(&dir.path().join("missing")),
+            Err(PeftError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn transpose_is_an_involution() {
+        let t = NamedTensor {
+            shape: vec![2, 3],
+            data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        };
+        let tt = t.transposed();
+        assert_eq!(tt.shape, vec![3, 2]);
+        assert_eq!(tt.data, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert_eq!(tt.transposed(), t);
+    }
+}

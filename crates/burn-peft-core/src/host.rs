@@ -1,0 +1,260 @@
+//! The layer that hosts adapters over a frozen base linear layer.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+
+use crate::error::{PeftError, Result};
+
+/// One adapter method's behaviour inside an [`AdaptedLinear`].
+///
+/// Implemented by the adapter crate's modules (LoRA, DoRA, IA3). The host calls, for every
+/// active adapter that is not merged, [`transform_input`](Self::transform_input) before the base
+/// layer and [`forward`](Self::forward) after it.
+pub trait LinearAdapter: Module + Sized {
+    /// PEFT's `peft_type` of this adapter (`"LORA"`, `"IA3"`).
+    fn peft_type(&self) -> &'static str;
+
+    /// Scales or otherwise changes the input of the base layer (IA3 on feed-forward layers).
+    /// The default leaves it alone.
+    fn transform_input<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        x
+    }
+
+    /// Returns the layer output with this adapter's contribution added to `out`.
+    ///
+    /// `x` is the layer input, `base` the frozen base layer and `base_out` its output on `x`.
+    fn forward<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+        base: &Linear,
+        base_out: &Tensor<D>,
+        out: Tensor<D>,
+    ) -> Tensor<D>;
+
+    /// The base weight (burn layout `[in, out]`) with this adapter folded in.
+    /// May remember what [`unmerge`](Self::unmerge) needs.
+    fn merge(&mut self, weight: Tensor<2>) -> Result<Tensor<2>>;
+
+    /// Undoes [`merge`](Self::merge) on `weight`.
+    fn unmerge(&mut self, weight: Tensor<2>) -> Result<Tensor<2>>;
+
+    /// A new base weight that this adapter's initialization computed (PiSSA moves the principal
+    /// components out of the base). Called once when the adapter is added.
+    fn take_base_update(&mut self) -> Option<Tensor<2>> {
+        None
+    }
+
+    /// Sets whether this adapter's parameters get gradients.
+    fn set_trainable(self, trainable: bool) -> Self {
+        self.set_require_grad(trainable)
+    }
+}
+
+/// A linear layer that hosts named adapters over a frozen base.
+///
+/// The base gets no gradient and no optimizer state; adapters are added, activated, merged and
+/// deleted by name, usually through [`PeftModel`](crate::PeftModel) on the whole model.
+///
+/// ```
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::{Device, Tensor};
+/// use burn_peft_core::{AdaptedLinear, NoAdapter};
+///
+/// let device = Device::flex();
+/// let layer: AdaptedLinear<NoAdapter> = AdaptedLinear::new(LinearConfig::new(4, 3).init(&device));
+/// let y = layer.forward(Tensor::<2>::ones([2, 4], &device));
+/// assert_eq!(y.dims(), [2, 3]);
+/// ```
+#[derive(Module, Debug)]
+pub struct AdaptedLinear<A: LinearAdapter> {
+    /// The frozen base layer.
+    pub base: Linear,
+    /// The adapters, in the order they were added.
+    pub adapters: Vec<A>,
+    /// The adapters' names, parallel to `adapters`.
+    #[module(skip)]
+    pub names: Vec<String>,
+    /// Names of the adapters that run in `forward`.
+    #[module(skip)]
+    pub active: Vec<String>,
+    /// Names of the adapters folded into the base weight, in merge order.
+    #[module(skip)]
+    pub merged: Vec<String>,
+    /// When true, `forward` runs the base alone.
+    #[module(skip)]
+    pub disabled: bool,
+}
+
+impl<A: LinearAdapter> AdaptedLinear<A> {
+    /// Wraps `base` and freezes it.
+    pub fn new(base: Linear) -> Self {
+        Self {
+            base: base.no_grad(),
+            adapters: Vec::new(),
+            names: Vec::new(),
+            active: Vec::new(),
+            merged: Vec::new(),
+            disabled: false,
+        }
+    }
+
+    /// `[in_features, out_features]` of the base layer.
+    pub fn dims(&self) -> [usize; 2] {
+        self.base.weight.shape().dims()
+    }
+
+    /// Runs the base and every active, unmerged adapter.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let running: Vec<&A> = self.running_adapters().collect();
+        if running.is_empty() {
+            return self.base.forward(x);
+        }
+        let mut base_in = x.clone();
+        for adapter in &running {
+            base_in = adapter.transform_input(base_in);
+        }
+        let base_out = self.base.forward(base_in);
+        let mut out = base_out.clone();
+        for adapter in running {
+            out = adapter.forward(&x, &self.base, &base_out, out);
+        }
+        out
+    }
+
+    fn running_adapters(&self) -> impl Iterator<Item = &A> {
+        self.adapters
+            .iter()
+            .zip(&self.names)
+            .filter(move |(_, name)| {
+                !self.disabled && self.active.contains(name) && !self.merged.contains(name)
+            })
+            .map(|(a, _)| a)
+    }
+
+    /// The index of the adapter called `name`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// The adapter called `name`.
+    pub fn adapter(&self, name: &str) -> Option<&A> {
+        self.position(name).map(|i| &self.adapters[i])
+    }
+
+    /// The adapter called `name`, mutably.
+    pub fn adapter_mut(&mut self, name: &str) -> Option<&mut A> {
+        self.position(name).map(move |i| &mut self.adapters[i])
+    }
+
+    /// Adds an adapter; it is inactive until [`set_active`](Self::set_active) names it.
+    pub fn add(&mut self, name: &str, adapter: A) -> Result<()> {
+        if self.position(name).is_some() {
+            return Err(PeftError::DuplicateAdapter(name.to_string()));
+        }
+        let mut adapter = adapter;
+        if let Some(weight) = adapter.take_base_update() {
+            self.set_base_weight(weight);
+        }
+        self.adapters.push(adapter.set_trainable(false));
+        self.names.push(name.to_string());
+        Ok(())
+    }
+
+    /// Makes exactly `names` (those this layer holds) active and trainable.
+    pub fn set_active(&mut self, names: &[String]) {
+        self.active = names
+            .iter()
+            .filter(|n| self.names.contains(n))
+            .cloned()
+            .collect();
+        let adapters = std::mem::take(&mut self.adapters);
+        self.adapters = adapters
+            .into_iter()
+            .zip(&self.names)
+            .map(|(a, n)| a.set_trainable(self.active.contains(n)))
+            .collect();
+    }
+
+    /// Removes the adapter called `name`; it must not be merged.
+    pub fn delete(&mut self, name: &str) -> Result<Option<A>> {
+        if self.merged.iter().any(|m| m == name) {
+            return Err(PeftError::AdapterMerged(name.to_string()));
+        }
+        let Some(i) = self.position(name) else {
+            return Ok(None);
+        };
+        self.names.remove(i);
+        self.active.retain(|n| n != name);
+        Ok(Some(self.adapters.remove(i)))
+    }
+
+    /// Folds the named adapters (those this layer holds and has not merged) into the base weight.
+    pub fn merge(&mut self, names: &[String]) -> Result<()> {
+        for name in names {
+            if self.merged.contains(name) {
+                continue;
+            }
+            let Some(i) = self.position(name) else {
+                continue;
+            };
+            let weight = self.base.weight.val().detach();
+            let merged = self.adapters[i].merge(weight)?;
+            self.set_base_weight(merged);
+            self.merged.push(name.clone());
+        }
+        Ok(())
+    }
+
+    /// Undoes every merge, last merged first.
+    pub fn unmerge(&mut self) -> Result<()> {
+        while let Some(name) = self.merged.pop() {
+            let i = self
+                .position(&name)
+                .ok_or_else(|| PeftError::UnknownAdapter(name.clone()))?;
+            let weight = self.base.weight.val().detach();
+            let restored = self.adapters[i].unmerge(weight)?;
+            self.set_base_weight(restored);
+        }
+        Ok(())
+    }
+
+    fn set_base_weight(&mut self, weight: Tensor<2>) {
+        let param = self.base.weight.clone().map(|_| weight);
+        self.base.weight = param.set_require_grad(false);
+    }
+
+    /// The base layer alone, with whatever is merged into it, and no adapters.
+    pub fn into_base(self) -> Linear {
+        self.base
+    }
+}
+
+/// An adapter type with no adapters, for models that only need the host's plumbing (and for
+/// doc examples). Its methods are never called: an `AdaptedLinear<NoAdapter>` cannot hold one.
+#[derive(Module, Debug)]
+pub struct NoAdapter;
+
+impl LinearAdapter for NoAdapter {
+    fn peft_type(&self) -> &'static str {
+        "NONE"
+    }
+
+    fn forward<const D: usize>(
+        &self,
+        _x: &Tensor<D>,
+        _base: &Linear,
+        _base_out: &Tensor<D>,
+        out: Tensor<D>,
+    ) -> Tensor<D> {
+        out
+    }
+
+    fn merge(&mut self, weight: Tensor<2>) -> Result<Tensor<2>> {
+        Ok(weight)
+    }
+
+    fn unmerge(&mut self, weight: Tensor<2>) -> Result<Tensor<2>> {
+        Ok(weight)
+    }
+}

@@ -1,0 +1,25 @@
+//! # burn-peft-core
+//!
+//! The backend-agnostic heart of burn-peft: a linear layer that hosts named adapters over a
+//! frozen base ([`AdaptedLinear`]), model-wide adapter control named after HF PEFT
+//! ([`PeftModel`]), target selection by module path ([`TargetSelector`]), the
+//! trainable-parameter report ([`TrainableParameters`]), HF PEFT's file format ([`format`]) and
+//! the one `--device` syntax ([`DeviceSpec`]).
+//!
+//! Adapter methods themselves (LoRA, DoRA, IA3) live in `burn-peft-adapters`.
+#![warn(missing_docs)]
+
+mod device;
+mod error;
+pub mod format;
+mod host;
+mod peft_model;
+mod report;
+mod target;
+
+pub use device::{DeviceSpec, parse_device};
+pub use error::{PeftError, Result};
+pub use host::{AdaptedLinear, LinearAdapter, NoAdapter};
+pub use peft_model::{AdapterHost, PeftModel};
+pub use report::TrainableParameters;
+pub use target::{ALL_LINEAR, TargetModules, TargetSelector};

@@ -1,0 +1,17 @@
+//! # burn-peft-models
+//!
+//! Reference models whose linear layers host adapters under HF PEFT's module names, with
+//! loaders for HF model directories and tokenizers.
+//!
+//! - [`Llama`]: a Llama-family decoder (RMSNorm, rotate-half RoPE, grouped-query attention,
+//!   SwiGLU, tied or untied embeddings), from `config.json` + `model.safetensors` (or shards).
+//! - [`TextTokenizer`]: `tokenizer.json` through the `tokenizers` crate.
+#![warn(missing_docs)]
+
+mod error;
+mod llama;
+mod tokenizer;
+
+pub use error::{ModelError, Result};
+pub use llama::*;
+pub use tokenizer::TextTokenizer;

@@ -1,0 +1,221 @@
+//! `LlamaConfig`, read from an HF `config.json` in either of its forms.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+
+/// The shape of a Llama-family decoder, with HF's field names.
+///
+/// ```
+/// use burn_peft_models::LlamaConfig;
+/// let config = LlamaConfig::from_json_str(r#"{"model_type":"llama","vocab_size":100,
+///     "hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,
+///     "num_attention_heads":4,"num_key_value_heads":2,"rope_theta":10000.0}"#).unwrap();
+/// assert_eq!(config.head_dim(), 8);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// `llama`, `mistral` or `qwen2`.
+    pub model_type: String,
+    /// Tokens in the vocabulary.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the SwiGLU feed-forward layer.
+    pub intermediate_size: usize,
+    /// Decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than query heads).
+    pub num_key_value_heads: usize,
+    /// Per-head width; `hidden_size / num_attention_heads` when absent.
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base frequency.
+    pub rope_theta: f64,
+    /// Longest sequence the model was trained for.
+    pub max_position_embeddings: usize,
+    /// Whether the output layer reuses the token embedding.
+    pub tie_word_embeddings: bool,
+    /// Biases on q/k/v/o (Qwen2 has them on q/k/v).
+    pub attention_bias: bool,
+    /// Biases on the feed-forward projections.
+    pub mlp_bias: bool,
+    /// Beginning-of-sequence token.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token.
+    pub eos_token_id: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_parameters: Option<RopeParameters>,
+    rope_scaling: Option<RopeParameters>,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    bos_token_id: Option<OneOrList>,
+    eos_token_id: Option<OneOrList>,
+}
+
+#[derive(Deserialize)]
+struct RopeParameters {
+    rope_theta: Option<f64>,
+    rope_type: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrList {
+    One(u32),
+    List(Vec<u32>),
+}
+
+impl OneOrList {
+    fn first(self) -> Option<u32> {
+        match self {
+            OneOrList::One(v) => Some(v),
+            OneOrList::List(v) => v.first().copied(),
+        }
+    }
+}
+
+impl LlamaConfig {
+    /// Reads an HF `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| burn_peft_core::PeftError::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses the text of an HF `config.json`.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        Self::parse(text, Path::new("config.json"))
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self> {
+        let bad = |reason: String| ModelError::UnsupportedModel {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let raw: RawConfig =
+            serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let model_type = raw.model_type.ok_or_else(|| bad("no model_type".into()))?;
+        if !["llama", "mistral", "qwen2"].contains(&model_type.as_str()) {
+            return Err(bad(format!(
+                "model_type '{model_type}' (supported: llama, mistral, qwen2)"
+            )));
+        }
+        let need = |v: Option<usize>, name: &str| {
+            v.filter(|&v| v > 0)
+                .ok_or_else(|| bad(format!("missing or zero '{name}'")))
+        };
+        let rope = raw.rope_parameters.or(raw.rope_scaling);
+        if let Some(rope) = &rope {
+            let kind = rope.rope_type.as_deref().or(rope.kind.as_deref());
+            if let Some(kind) = kind.filter(|k| *k != "default") {
+                return Err(bad(format!("rope type '{kind}' is not supported yet")));
+            }
+        }
+        let rope_theta = raw
+            .rope_theta
+            .or(rope.as_ref().and_then(|r| r.rope_theta))
+            .unwrap_or(10000.0);
+        let heads = need(raw.num_attention_heads, "num_attention_heads")?;
+        let config = LlamaConfig {
+            vocab_size: need(raw.vocab_size, "vocab_size")?,
+            hidden_size: need(raw.hidden_size, "hidden_size")?,
+            intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
+            num_hidden_layers: need(raw.num_hidden_layers, "num_hidden_layers")?,
+            num_attention_heads: heads,
+            num_key_value_heads: raw.num_key_value_heads.unwrap_or(heads),
+            head_dim: raw.head_dim,
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta,
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            attention_bias: raw.attention_bias.unwrap_or(model_type == "qwen2"),
+            mlp_bias: raw.mlp_bias.unwrap_or(false),
+            bos_token_id: raw.bos_token_id.and_then(OneOrList::first),
+            eos_token_id: raw.eos_token_id.and_then(OneOrList::first),
+            model_type,
+        };
+        config.check().map_err(bad)?;
+        Ok(config)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0
+        {
+            return Err(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+            return Err("hidden_size is not a multiple of num_attention_heads".into());
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(format!(
+                "head_dim {} is odd: RoPE needs pairs",
+                self.head_dim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEW_FORM: &str = r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,
+        "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
+        "num_key_value_heads":1,"rope_parameters":{"rope_theta":500.0,"rope_type":"default"}}"#;
+
+    #[test]
+    fn reads_both_rope_forms() {
+        let new = LlamaConfig::from_json_str(NEW_FORM).unwrap();
+        assert_eq!(new.rope_theta, 500.0);
+        let old = NEW_FORM.replace(
+            r#""rope_parameters":{"rope_theta":500.0,"rope_type":"default"}"#,
+            r#""rope_theta":500.0"#,
+        );
+        assert_eq!(LlamaConfig::from_json_str(&old).unwrap(), new);
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_run() {
+        let bert = NEW_FORM.replace("\"llama\"", "\"bert\"");
+        let e = LlamaConfig::from_json_str(&bert).unwrap_err().to_string();
+        assert!(e.contains("model_type 'bert'"), "{e}");
+        let yarn = NEW_FORM.replace("\"default\"", "\"yarn\"");
+        assert!(LlamaConfig::from_json_str(&yarn).is_err());
+        let gqa = NEW_FORM.replace("\"num_key_value_heads\":1", "\"num_key_value_heads\":3");
+        assert!(LlamaConfig::from_json_str(&gqa).is_err());
+        assert!(LlamaConfig::from_json_str("not json").is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! The Llama family (Llama, SmolLM2, Mistral, Qwen2-style) as an adapter host.
+
+mod config;
+mod load;
+mod model;
+
+pub use config::LlamaConfig;
+pub use load::weight_files;
+pub use model::{Attention, DecoderLayer, Llama, Mlp, PeftLinear, RmsNorm, rope_tables};

@@ -1,0 +1,484 @@
+//! The Llama-family decoder: RMSNorm, RoPE (rotate-half), grouped-query attention, SwiGLU.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::activation::{log_softmax, silu, softmax};
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+use burn_peft_adapters::Adapter;
+use burn_peft_core::{AdaptedLinear, AdapterHost};
+
+use super::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+
+/// A linear layer of the model: frozen base plus named adapters.
+pub type PeftLinear = AdaptedLinear<Adapter>;
+
+/// Root-mean-square layer norm with a learned scale.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// Per-feature scale.
+    pub weight: Param<Tensor<1>>,
+    /// Added to the mean square before the root.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let rms = (x.clone().powi_scalar(2).mean_dim(D - 1) + self.eps).sqrt();
+        x / rms * self.weight.val().unsqueeze::<D>()
+    }
+}
+
+/// Self-attention with grouped-query heads and rotary position embeddings.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection.
+    pub q_proj: PeftLinear,
+    /// Key projection.
+    pub k_proj: PeftLinear,
+    /// Value projection.
+    pub v_proj: PeftLinear,
+    /// Output projection.
+    pub o_proj: PeftLinear,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+/// The SwiGLU feed-forward block.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Gate projection (through SiLU).
+    pub gate_proj: PeftLinear,
+    /// Up projection.
+    pub up_proj: PeftLinear,
+    /// Down projection.
+    pub down_proj: PeftLinear,
+}
+
+/// One decoder layer: pre-norm attention and pre-norm feed-forward, both residual.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    /// Attention block.
+    pub self_attn: Attention,
+    /// Feed-forward block.
+    pub mlp: Mlp,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Norm before the feed-forward block.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+/// A Llama-family causal language model whose linear layers host adapters under PEFT's
+/// module names (`model.layers.N.self_attn.q_proj`, `model.layers.N.mlp.down_proj`, ...).
+///
+/// ```
+/// use burn::tensor::{Device, Int, Tensor};
+/// use burn_peft_models::{Llama, LlamaConfig};
+///
+/// let config = LlamaConfig::tiny(32);
+/// let device = Device::flex();
+/// let model = Llama::init(&config, &device);
+/// let ids = Tensor::<2, Int>::from_data([[1, 2, 3]], &device);
+/// let logits = model.forward(ids.clone(), None);
+/// assert_eq!(logits.dims(), [1, 3, 32]);
+/// let loss = Llama::causal_lm_loss(logits, ids, None).into_scalar::<f32>();
+/// assert!(loss.is_finite());
+/// ```
+#[derive(Module, Debug)]
+pub struct Llama {
+    /// Token embedding, `[vocab, hidden]`.
+    pub embed_tokens: Embedding,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output layer; `None` when tied to the embedding.
+    pub lm_head: Option<Linear>,
+    /// The shape the model was built from.
+    #[module(skip)]
+    pub config: LlamaConfig,
+}
+
+impl AdapterHost for Llama {
+    type Adapter = Adapter;
+
+    fn visit_adapted_linears(&mut self, f: &mut dyn FnMut(&str, &mut PeftLinear)) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &mut layer.self_attn;
+            f(&format!("{p}.self_attn.q_proj"), &mut a.q_proj);
+            f(&format!("{p}.self_attn.k_proj"), &mut a.k_proj);
+            f(&format!("{p}.self_attn.v_proj"), &mut a.v_proj);
+            f(&format!("{p}.self_attn.o_proj"), &mut a.o_proj);
+            let m = &mut layer.mlp;
+            f(&format!("{p}.mlp.gate_proj"), &mut m.gate_proj);
+            f(&format!("{p}.mlp.up_proj"), &mut m.up_proj);
+            f(&format!("{p}.mlp.down_proj"), &mut m.down_proj);
+        }
+    }
+}
+
+impl LlamaConfig {
+    /// A tiny random-weight shape for tests and examples: 2 layers, hidden 32, 4 heads, 2 KV heads.
+    pub fn tiny(vocab_size: usize) -> Self {
+        LlamaConfig {
+            model_type: "llama".into(),
+            vocab_size,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: None,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            max_position_embeddings: 256,
+            tie_word_embeddings: false,
+            attention_bias: false,
+            mlp_bias: false,
+            bos_token_id: None,
+            eos_token_id: None,
+        }
+    }
+}
+
+/// Where a model's weights come from while it is built.
+pub(crate) trait WeightSource {
+    /// A `[rows, cols]` matrix in PyTorch layout for `key`, or the fallback.
+    fn matrix(&mut self, key: &str, shape: [usize; 2], device: &Device) -> Result<Tensor<2>>;
+    /// A vector for `key`.
+    fn vector(&mut self, key: &str, len: usize, device: &Device) -> Result<Tensor<1>>;
+    /// Whether `key` exists.
+    fn has(&self, key: &str) -> bool;
+}
+
+/// Random weights: N(0, 0.02) matrices, unit norms, zero biases.
+pub(crate) struct RandomWeights;
+
+impl WeightSource for RandomWeights {
+    fn matrix(&mut self, _key: &str, shape: [usize; 2], device: &Device) -> Result<Tensor<2>> {
+        Ok(Tensor::random(
+            shape,
+            Distribution::Normal(0.0, 0.02),
+            device,
+        ))
+    }
+
+    fn vector(&mut self, key: &str, len: usize, device: &Device) -> Result<Tensor<1>> {
+        Ok(if key.ends_with("norm.weight") {
+            Tensor::ones([len], device)
+        } else {
+            Tensor::zeros([len], device)
+        })
+    }
+
+    fn has(&self, key: &str) -> bool {
+        !key.starts_with("lm_head")
+    }
+}
+
+impl Llama {
+    /// A model with random weights of `config`'s shape.
+    pub fn init(config: &LlamaConfig, device: &Device) -> Self {
+        match Self::build(config, &mut RandomWeights, device) {
+            Ok(model) => model,
+            Err(e) => unreachable!("random weights cannot fail: {e}"),
+        }
+    }
+
+    pub(crate) fn build(
+        config: &LlamaConfig,
+        src: &mut dyn WeightSource,
+        device: &Device,
+    ) -> Result<Self> {
+        let h = config.hidden_size;
+        let hd = config.head_dim();
+        let q_out = config.num_attention_heads * hd;
+        let kv_out = config.num_key_value_heads * hd;
+        let f = config.intermediate_size;
+        let mut linear = |key: &str, d_in: usize, d_out: usize, bias: bool| -> Result<PeftLinear> {
+            // PyTorch stores [out, in]; burn's Linear wants [in, out].
+            let weight = src
+                .matrix(&format!("{key}.weight"), [d_out, d_in], device)?
+                .transpose();
+            let bias = if bias {
+                Some(Param::from_tensor(src.vector(
+                    &format!("{key}.bias"),
+                    d_out,
+                    device,
+                )?))
+            } else {
+                None
+            };
+            Ok(AdaptedLinear::new(Linear {
+                weight: Param::from_tensor(weight),
+                bias,
+            }))
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let ab = config.attention_bias;
+            let mb = config.mlp_bias;
+            let self_attn = Attention {
+                q_proj: linear(&format!("{p}.self_attn.q_proj"), h, q_out, ab)?,
+                k_proj: linear(&format!("{p}.self_attn.k_proj"), h, kv_out, ab)?,
+                v_proj: linear(&format!("{p}.self_attn.v_proj"), h, kv_out, ab)?,
+                o_proj: linear(
+                    &format!("{p}.self_attn.o_proj"),
+                    q_out,
+                    h,
+                    ab && config.model_type != "qwen2",
+                )?,
+                num_heads: config.num_attention_heads,
+                num_kv_heads: config.num_key_value_heads,
+                head_dim: hd,
+            };
+            let mlp = Mlp {
+                gate_proj: linear(&format!("{p}.mlp.gate_proj"), h, f, mb)?,
+                up_proj: linear(&format!("{p}.mlp.up_proj"), h, f, mb)?,
+                down_proj: linear(&format!("{p}.mlp.down_proj"), f, h, mb)?,
+            };
+            layers.push((self_attn, mlp, p));
+        }
+        let mut norm = |key: &str| -> Result<RmsNorm> {
+            Ok(RmsNorm {
+                weight: Param::from_tensor(src.vector(key, h, device)?),
+                eps: config.rms_norm_eps,
+            })
+        };
+        let layers = layers
+            .into_iter()
+            .map(|(self_attn, mlp, p)| {
+                Ok(DecoderLayer {
+                    self_attn,
+                    mlp,
+                    input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
+                    post_attention_layernorm: norm(&format!(
+                        "{p}.post_attention_layernorm.weight"
+                    ))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let final_norm = norm("model.norm.weight")?;
+        let embed = src.matrix("model.embed_tokens.weight", [config.vocab_size, h], device)?;
+        let lm_head = if config.tie_word_embeddings && !src.has("lm_head.weight") {
+            None
+        } else {
+            let w = src.matrix("lm_head.weight", [config.vocab_size, h], device)?;
+            Some(Linear {
+                weight: Param::from_tensor(w.transpose()),
+                bias: None,
+            })
+        };
+        Ok(Llama {
+            embed_tokens: Embedding {
+                weight: Param::from_tensor(embed),
+            },
+            layers,
+            norm: final_norm,
+            lm_head,
+            config: config.clone(),
+        })
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`.
+    ///
+    /// `attention_mask` (`[batch, seq]`, 1 for real tokens, 0 for padding) hides padded keys.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
+        let hidden = self.hidden_states(self.embed_tokens.forward(input_ids), attention_mask);
+        self.logits(hidden)
+    }
+
+    /// The final hidden states for input embeddings `[batch, seq, hidden]`.
+    pub fn hidden_states(
+        &self,
+        embeddings: Tensor<3>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
+        let [_, seq, _] = embeddings.dims();
+        let device = embeddings.device();
+        let (cos, sin) = rope_tables(&self.config, 0, seq, &device);
+        let mask = attention_bias_mask(seq, attention_mask, &device);
+        let mut x = embeddings;
+        for layer in &self.layers {
+            let h = layer.input_layernorm.forward(x.clone());
+            let h = layer
+                .self_attn
+                .forward(h, cos.clone(), sin.clone(), mask.clone());
+            x = x + h;
+            let h = layer.post_attention_layernorm.forward(x.clone());
+            x = x + layer.mlp.forward(h);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Output logits for final hidden states.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => burn::tensor::module::linear(
+                hidden,
+                self.embed_tokens.weight.val().transpose(),
+                None,
+            ),
+        }
+    }
+
+    /// Mean next-token cross-entropy: position t predicts token t+1; positions whose target is
+    /// masked out (mask 0) do not count. Returns a one-element tensor.
+    pub fn causal_lm_loss(
+        logits: Tensor<3>,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<1> {
+        let [batch, seq, vocab] = logits.dims();
+        let n = seq.saturating_sub(1);
+        let pred = logits.slice([0..batch, 0..n, 0..vocab]);
+        let target = input_ids.slice([0..batch, 1..seq]);
+        let logp = log_softmax(pred, 2);
+        let picked = logp
+            .gather(2, target.unsqueeze_dim::<3>(2))
+            .reshape([batch, n]);
+        match attention_mask {
+            None => picked.mean().neg(),
+            Some(mask) => {
+                let weight = mask.slice([0..batch, 1..seq]).float();
+                let count = weight.clone().sum();
+                (picked * weight).sum().neg() / count
+            }
+        }
+    }
+
+    /// Checks that every id is below the vocabulary size.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= self.config.vocab_size) {
+            return Err(ModelError::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Mean next-token loss of one sequence of ids (at least two).
+    pub fn sequence_loss(&self, ids: &[u32], device: &Device) -> Result<f32> {
+        if ids.len() < 2 {
+            return Err(ModelError::InvalidInput(format!(
+                "need at least 2 tokens to score, got {}",
+                ids.len()
+            )));
+        }
+        self.check_ids(ids)?;
+        let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let input = Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device);
+        let logits = self.forward(input.clone(), None);
+        Ok(Self::causal_lm_loss(logits, input, None).into_scalar::<f32>())
+    }
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: Tensor<2>,
+        sin: Tensor<2>,
+        mask: Option<Tensor<4, Bool>>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let split = |y: Tensor<3>, heads: usize| y.reshape([b, t, heads, d]).swap_dims(1, 2);
+        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), &cos, &sin);
+        let k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), &cos, &sin);
+        let v = split(self.v_proj.forward(x), kvh);
+        let k = repeat_kv(k, h / kvh);
+        let v = repeat_kv(v, h / kvh);
+        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
+        let scores = match mask {
+            Some(m) => scores.mask_fill(m, f32::NEG_INFINITY),
+            None => scores,
+        };
+        let out = softmax(scores, 3).matmul(v);
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// cos and sin tables `[seq, head_dim]` for positions `start..start + seq` (HF layout: the two
+/// halves of the head repeat the same frequencies).
+pub fn rope_tables(
+    config: &LlamaConfig,
+    start: usize,
+    seq: usize,
+    device: &Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let d = config.head_dim();
+    let half = d / 2;
+    let mut angles = Vec::with_capacity(seq * d);
+    for pos in start..start + seq {
+        let row: Vec<f32> = (0..half)
+            .map(|i| {
+                let inv = 1.0 / config.rope_theta.powf(2.0 * i as f64 / d as f64);
+                (pos as f64 * inv) as f32
+            })
+            .collect();
+        angles.extend_from_slice(&row);
+        angles.extend_from_slice(&row);
+    }
+    let angles = Tensor::<2>::from_data(TensorData::new(angles, [seq, d]), device);
+    (angles.clone().cos(), angles.sin())
+}
+
+fn apply_rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+    let [b, h, t, d] = x.dims();
+    let half = d / 2;
+    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+    let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone().unsqueeze::<4>() + rotated * sin.clone().unsqueeze::<4>()
+}
+
+fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, kvh, t, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kvh, n_rep, t, d])
+        .reshape([b, kvh * n_rep, t, d])
+}
+
+/// True where attention is forbidden: future keys, and padded keys when a mask is given.
+fn attention_bias_mask(
+    seq: usize,
+    attention_mask: Option<Tensor<2, Int>>,
+    device: &Device,
+) -> Option<Tensor<4, Bool>> {
+    let causal = Tensor::<2, Bool>::tril_mask([seq, seq], 0, device).unsqueeze::<4>();
+    Some(match attention_mask {
+        None => causal,
+        Some(mask) => {
+            let [b, t] = mask.dims();
+            let padded = mask.equal_elem(0).reshape([b, 1, 1, t]);
+            causal
+                .expand([b, 1, seq, seq])
+                .bool_or(padded.expand([b, 1, seq, seq]))
+        }
+    })
+}
