@@ -1,0 +1,340 @@
+//! LoRA / DoRA numerics: gradients against finite differences, freezing, merge round trips and
+//! initialization schemes, on small random layers built in code.
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn_peft_adapters::{Adapter, AddAdapter, LoraConfig, LoraInit};
+use burn_peft_core::{AdaptedLinear, AdapterHost, PeftModel, TargetModules, TrainableParameters};
+
+/// A two-layer network standing in for a user's own model.
+#[derive(Module, Debug)]
+struct TwoLayer {
+    first: AdaptedLinear<Adapter>,
+    second: AdaptedLinear<Adapter>,
+}
+
+impl AdapterHost for TwoLayer {
+    type Adapter = Adapter;
+    fn visit_adapted_linears(&mut self, f: &mut dyn FnMut(&str, &mut AdaptedLinear<Adapter>)) {
+        f("net.first", &mut self.first);
+        f("net.second", &mut self.second);
+    }
+}
+
+impl TwoLayer {
+    fn new(d_in: usize, hidden: usize, d_out: usize, device: &Device) -> Self {
+        Self {
+            first: AdaptedLinear::new(LinearConfig::new(d_in, hidden).init(device)),
+            second: AdaptedLinear::new(LinearConfig::new(hidden, d_out).init(device)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.second.forward(self.first.forward(x).tanh())
+    }
+}
+
+fn lora(r: usize, init: LoraInit) -> LoraConfig {
+    LoraConfig::new(r)
+        .with_lora_alpha(3.0)
+        .with_init(init)
+        .with_target_modules(TargetModules::names(["first", "second"]))
+}
+
+fn max_abs_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
+
+/// Loss L = Σ y ⊙ c for a fixed random c, on a fixed batch.
+fn loss(model: &TwoLayer, x: &Tensor<2>, c: &Tensor<2>) -> Tensor<1> {
+    (model.forward(x.clone()) * c.clone()).sum()
+}
+
+fn values(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+fn with_value(p: &Param<Tensor<2>>, data: Vec<f32>, device: &Device) -> Param<Tensor<2>> {
+    let shape = p.shape().dims::<2>();
+    p.clone()
+        .map(|_| Tensor::from_data(TensorData::new(data, shape), device))
+}
+
+#[test]
+fn lora_gradients_match_finite_differences() {
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    for rslora in [false, true] {
+        let mut model = TwoLayer::new(5, 4, 3, &device);
+        model
+            .add_lora(
+                "default",
+                &lora(2, LoraInit::Random).with_use_rslora(rslora),
+            )
+            .unwrap();
+        let x = Tensor::<2>::random([3, 5], Distribution::Normal(0.0, 1.0), &device);
+        let c = Tensor::<2>::random([3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let grads = loss(&model, &x, &c).backward();
+        let Adapter::Lora(l) = &model.first.adapters[0];
+        for (name, param) in [("A", &l.lora_a), ("B", &l.lora_b)] {
+            let analytic = values(param.grad(&grads).unwrap());
+            let base = values(param.val());
+            let eps = 1e-2f32;
+            for i in 0..base.len() {
+                let eval = |delta: f32| {
+                    let mut v = base.clone();
+                    v[i] += delta;
+                    let mut m = model.clone();
+                    let Adapter::Lora(ml) = &mut m.first.adapters[0];
+                    let p = with_value(param, v, &device);
+                    if name == "A" {
+                        ml.lora_a = p;
+                    } else {
+                        ml.lora_b = p;
+                    }
+                    loss(&m, &x, &c).into_scalar::<f32>()
+                };
+                let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps);
+                assert!(
+                    (numeric - analytic[i]).abs() < 2e-2 * (1.0 + numeric.abs()),
+                    "rslora={rslora} d{name}[{i}]: analytic {} numeric {numeric}",
+                    analytic[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dora_magnitude_gradient_matches_finite_differences() {
+    let device = Device::flex().autodiff();
+    device.seed(11);
+    let mut model = TwoLayer::new(4, 3, 2, &device);
+    model
+        .add_lora("default", &lora(2, LoraInit::Random).with_use_dora(true))
+        .unwrap();
+    let x = Tensor::<2>::random([2, 4], Distribution::Normal(0.0, 1.0), &device);
+    let c = Tensor::<2>::random([2, 2], Distribution::Normal(0.0, 1.0), &device);
+    let grads = loss(&model, &x, &c).backward();
+    let Adapter::Lora(l) = &model.first.adapters[0];
+    let m = l.magnitude.as_ref().unwrap();
+    let analytic: Vec<f32> = m.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+    let base: Vec<f32> = m.val().into_data().try_to_vec().unwrap();
+    for i in 0..base.len() {
+        let eval = |delta: f32| {
+            let mut v = base.clone();
+            v[i] += delta;
+            let mut mm = model.clone();
+            let Adapter::Lora(ml) = &mut mm.first.adapters[0];
+            ml.magnitude = Some(
+                m.clone()
+                    .map(|_| Tensor::from_data(TensorData::new(v, [base.len()]), &device)),
+            );
+            loss(&mm, &x, &c).into_scalar::<f32>()
+        };
+        let numeric = (eval(1e-2) - eval(-1e-2)) / 2e-2;
+        assert!(
+            (numeric - analytic[i]).abs() < 2e-2 * (1.0 + numeric.abs()),
+            "dm[{i}]: analytic {} numeric {numeric}",
+            analytic[i]
+        );
+    }
+}
+
+#[test]
+fn frozen_base_gets_no_gradient_and_no_optimizer_state() {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let mut model = TwoLayer::new(6, 5, 4, &device);
+    let full = TrainableParameters::of(&model.clone().set_require_grad(true));
+    model
+        .add_lora("default", &lora(2, LoraInit::Random))
+        .unwrap();
+    let report = TrainableParameters::of(&model);
+    let adapter_params = (6 * 2 + 2 * 5) + (5 * 2 + 2 * 4);
+    assert_eq!(report.trainable, adapter_params);
+    assert_eq!(report.total, full.total + adapter_params);
+
+    let x = Tensor::<2>::random([3, 6], Distribution::Default, &device);
+    let c = Tensor::<2>::random([3, 4], Distribution::Default, &device);
+    let grads = loss(&model, &x, &c).backward();
+    assert!(model.first.base.weight.grad(&grads).is_none());
+    assert!(
+        model
+            .first
+            .base
+            .bias
+            .as_ref()
+            .unwrap()
+            .grad(&grads)
+            .is_none()
+    );
+    let Adapter::Lora(l) = &model.second.adapters[0];
+    assert!(l.lora_b.grad(&grads).is_some());
+
+    let grads = GradientsParams::from_grads(grads, &model);
+    assert_eq!(grads.len(), 4, "only the four LoRA factors have gradients");
+    let mut optim = AdamWConfig::new().init();
+    let before = model.first.base.weight.val().into_data();
+    let Adapter::Lora(l) = &model.first.adapters[0];
+    let a_before = l.lora_a.val().into_data();
+    let stepped = optim.step(1e-2, model, grads);
+    assert_eq!(stepped.first.base.weight.val().into_data(), before);
+    let Adapter::Lora(l) = &stepped.first.adapters[0];
+    assert_ne!(l.lora_a.val().into_data(), a_before);
+    // AdamW keeps two moments per parameter it saw: the four factors, nothing for the base.
+    assert_eq!(optim.to_record().len(), 2 * 4);
+}
+
+#[test]
+fn merge_then_unmerge_restores_weights_for_random_configs() {
+    let device = Device::flex();
+    for case in 0..24u64 {
+        device.seed(100 + case);
+        let d_in = 2 + (case as usize * 7) % 9;
+        let d_out = 1 + (case as usize * 5) % 8;
+        let r = 1 + (case as usize) % d_in.min(4);
+        let config = lora(r, LoraInit::Random)
+            .with_use_dora(case % 3 == 0)
+            .with_use_rslora(case % 2 == 1)
+            .with_lora_alpha(0.5 + case as f64);
+        let mut model = TwoLayer::new(d_in, 3, d_out, &device);
+        model.add_lora("a", &config).unwrap();
+        if case % 4 == 1 {
+            model
+                .add_lora("b", &config.clone().with_use_dora(false))
+                .unwrap();
+            model.set_adapter(&["a", "b"]).unwrap();
+        }
+        let x = Tensor::<2>::random([4, d_in], Distribution::Normal(0.0, 1.0), &device);
+        let w0 = model.first.base.weight.val();
+        let y = model.forward(x.clone());
+        model.merge_adapter(None).unwrap();
+        let y_merged = model.forward(x.clone());
+        assert!(
+            max_abs_diff(y.clone(), y_merged) < 1e-4,
+            "case {case}: merged output differs"
+        );
+        assert!(max_abs_diff(model.first.base.weight.val(), w0.clone()) > 1e-6);
+        model.unmerge_adapter().unwrap();
+        assert!(
+            max_abs_diff(model.first.base.weight.val(), w0) < 1e-5,
+            "case {case}: unmerge did not restore W"
+        );
+        assert!(max_abs_diff(model.forward(x), y) < 1e-4);
+    }
+}
+
+#[test]
+fn default_and_gaussian_inits_start_as_the_base() {
+    let device = Device::flex();
+    device.seed(5);
+    for init in [LoraInit::Default, LoraInit::Gaussian] {
+        let base = TwoLayer::new(64, 32, 8, &device);
+        let mut model = base.clone();
+        model
+            .add_lora("default", &lora(8, init).with_use_dora(true))
+            .unwrap();
+        let x = Tensor::<2>::random([5, 64], Distribution::Normal(0.0, 1.0), &device);
+        assert!(max_abs_diff(model.forward(x.clone()), base.forward(x)) < 1e-5);
+        let Adapter::Lora(l) = &model.first.adapters[0];
+        assert_eq!(l.lora_b.val().abs().max().into_scalar::<f32>(), 0.0);
+        let a = l.lora_a.val();
+        match init {
+            // kaiming-uniform(a=√5) on [r, in] is U(-1/√in, 1/√in).
+            LoraInit::Default => {
+                assert!(a.clone().abs().max().into_scalar::<f32>() <= 1.0 / 8.0);
+                assert!(a.abs().max().into_scalar::<f32>() > 0.1);
+            }
+            _ => {
+                // N(0, 1/r): the sample std is close to 1/8.
+                let std = a.clone().powi_scalar(2).mean().sqrt().into_scalar::<f32>();
+                assert!((std - 0.125).abs() < 0.02, "std {std}");
+            }
+        }
+    }
+}
+
+#[test]
+fn pissa_moves_the_principal_part_into_the_adapter() {
+    let device = Device::flex();
+    device.seed(9);
+    let base_layer: Linear = LinearConfig::new(12, 10).init(&device);
+    let w = base_layer.weight.val();
+    let mut model = TwoLayer {
+        first: AdaptedLinear::new(base_layer),
+        second: AdaptedLinear::new(LinearConfig::new(10, 3).init(&device)),
+    };
+    let x = Tensor::<2>::random([4, 12], Distribution::Normal(0.0, 1.0), &device);
+    let y0 = model.forward(x.clone());
+    model
+        .add_lora("default", &lora(3, LoraInit::Pissa))
+        .unwrap();
+    // The model computes the same function at the start...
+    assert!(max_abs_diff(model.forward(x), y0) < 1e-4);
+    let Adapter::Lora(l) = &model.first.adapters[0];
+    let delta = l.delta_weight();
+    let residual = model.first.base.weight.val();
+    assert!(max_abs_diff(residual.clone() + delta.clone(), w.clone()) < 1e-4);
+    // ...and the adapter holds the best rank-3 part: the residual keeps only the rest of the
+    // spectrum, so ‖W‖² = ‖ΔW‖² + ‖W_res‖² (orthogonal pieces).
+    let sq = |t: Tensor<2>| t.powi_scalar(2).sum().into_scalar::<f32>();
+    let (total, top, rest) = (sq(w.clone()), sq(delta), sq(residual));
+    assert!(
+        (total - top - rest).abs() < 1e-3 * total,
+        "{total} {top} {rest}"
+    );
+    let (_, s, _) = burn::linalg::svd::<2, 1>(w.transpose(), 64);
+    let s: Vec<f32> = s.into_data().try_to_vec().unwrap();
+    let best: f32 = s[..3].iter().map(|v| v * v).sum();
+    assert!(
+        (top - best).abs() < 1e-3 * best,
+        "top {top} best rank-3 {best}"
+    );
+}
+
+#[test]
+fn dropout_is_random_in_training_and_off_in_eval() {
+    let device = Device::flex().autodiff();
+    device.seed(1);
+    let mut model = TwoLayer::new(16, 8, 4, &device);
+    model
+        .add_lora("default", &lora(4, LoraInit::Random).with_lora_dropout(0.5))
+        .unwrap();
+    let x = Tensor::<2>::ones([2, 16], &device);
+    let a = model.forward(x.clone());
+    let b = model.forward(x.clone());
+    assert!(max_abs_diff(a, b) > 1e-6, "dropout should vary in training");
+    let eval = model.valid();
+    let a = eval.forward(x.clone().inner());
+    let b = eval.forward(x.inner());
+    assert!(max_abs_diff(a, b) == 0.0);
+}
+
+#[test]
+fn exclusions_layers_and_duplicate_names() {
+    let device = Device::flex();
+    let mut model = TwoLayer::new(4, 4, 4, &device);
+    let paths = model
+        .add_lora(
+            "x",
+            &lora(2, LoraInit::Default).with_exclude_modules(TargetModules::names(["second"])),
+        )
+        .unwrap();
+    assert_eq!(paths, vec!["net.first".to_string()]);
+    assert!(model.add_lora("x", &lora(2, LoraInit::Default)).is_err());
+    let regex =
+        LoraConfig::new(2).with_target_modules(TargetModules::Pattern("net\\.sec.*".into()));
+    assert_eq!(
+        model.add_lora("y", &regex).unwrap(),
+        vec!["net.second".to_string()]
+    );
+    let bad = LoraConfig::new(2).with_target_modules(TargetModules::Pattern("(".into()));
+    assert!(model.add_lora("z", &bad).is_err());
+    assert_eq!(
+        model.adapter_names(),
+        vec!["x".to_string(), "y".to_string()]
+    );
+}
