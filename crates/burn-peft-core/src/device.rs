@@ -105,7 +105,12 @@ impl DeviceSpec {
             feature: self.feature(),
         };
         match *self {
-            DeviceSpec::Flex => Ok(Device::flex()),
+            DeviceSpec::Flex => {
+                #[cfg(feature = "flex")]
+                return Ok(Device::flex());
+                #[cfg(not(feature = "flex"))]
+                Err(missing())
+            }
             DeviceSpec::Wgpu => {
                 #[cfg(feature = "wgpu")]
                 return Ok(Device::wgpu(Default::default()));

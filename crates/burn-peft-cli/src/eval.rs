@@ -1,0 +1,93 @@
+//! `burn-peft eval`.
+
+use std::path::PathBuf;
+
+use burn_peft_adapters::load_adapter;
+use burn_peft_core::{PeftModel, parse_device};
+use burn_peft_models::{Llama, TextTokenizer};
+use clap::Args;
+
+/// Arguments of `burn-peft eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// HF model directory (config.json, model.safetensors or shards, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// PEFT adapter directory; repeat for several (all active, their effects add up).
+    #[arg(long)]
+    pub adapter: Vec<PathBuf>,
+    /// Merge the adapters into the weights before evaluating.
+    #[arg(long)]
+    pub merge: bool,
+    /// Plain-text file to score.
+    #[arg(long)]
+    pub text: PathBuf,
+    /// Score only the first N tokens of the text [default: the model's context, at most 1024].
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Device: flex, cpu, wgpu, vulkan, cuda[:N], tch[:cuda:N].
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command; the error is the one-line message to print.
+pub fn run(args: &EvalArgs) -> Result<(), String> {
+    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    if let Some(n) = args.max_tokens.filter(|&n| n < 2) {
+        return Err(format!("--max-tokens must be at least 2, got {n}"));
+    }
+    let text =
+        std::fs::read_to_string(&args.text).map_err(|e| format!("{}: {e}", args.text.display()))?;
+    let mut model = Llama::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
+    let tokenizer =
+        TextTokenizer::from_file(&args.model.join("tokenizer.json")).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    for (i, dir) in args.adapter.iter().enumerate() {
+        let name = format!("adapter{i}");
+        load_adapter(&mut model, dir, &name)
+            .map_err(|e| format!("adapter {}: {e}", dir.display()))?;
+        names.push(name);
+    }
+    if !names.is_empty() {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        model.set_adapter(&refs).map_err(|e| e.to_string())?;
+        if args.merge {
+            model.merge_adapter(None).map_err(|e| e.to_string())?;
+        }
+    }
+    let mut ids = tokenizer.encode(&text).map_err(|e| e.to_string())?;
+    let limit = model.config.max_position_embeddings;
+    ids.truncate(args.max_tokens.unwrap_or(limit.min(1024)));
+    if ids.len() > limit {
+        return Err(format!(
+            "{} tokens exceed the model's context of {limit}: lower --max-tokens",
+            ids.len()
+        ));
+    }
+    let loss = model
+        .sequence_loss(&ids, &device)
+        .map_err(|e| e.to_string())? as f64;
+    let perplexity = loss.exp();
+    if args.json {
+        let out = serde_json::json!({
+            "loss": loss,
+            "perplexity": perplexity,
+            "tokens": ids.len(),
+            "model": args.model,
+            "adapters": args.adapter,
+            "merged": args.merge,
+            "device": args.device,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "loss {loss:.6}  perplexity {perplexity:.4}  tokens {}{}",
+            ids.len(),
+            if args.merge { "  (merged)" } else { "" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! `burn-peft eval` against the losses transformers + PEFT computed for the fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn expected() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap())
+        .unwrap()
+}
+
+fn eval(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_burn-peft"))
+        .arg("eval")
+        .args(args)
+        .current_dir(fixtures())
+        .output()
+        .unwrap()
+}
+
+fn json_loss(out: &Output) -> (f64, u64) {
+    assert!(
+        out.status.success(),
+        "eval failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let loss = v["loss"].as_f64().unwrap();
+    assert!((v["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-6 * loss.exp());
+    (loss, v["tokens"].as_u64().unwrap())
+}
+
+#[test]
+fn eval_matches_peft_with_and_without_adapter_and_merge() {
+    let want = &expected()["eval_max_tokens_32"];
+    let base = [
+        "--model",
+        "tiny-llama",
+        "--text",
+        "text.txt",
+        "--max-tokens",
+        "32",
+        "--json",
+    ];
+    let (loss, tokens) = json_loss(&eval(&base));
+    assert_eq!(tokens, 32);
+    assert!(
+        (loss - want["base_loss"].as_f64().unwrap()).abs() < 1e-4,
+        "{loss}"
+    );
+
+    let with = [&base[..], &["--adapter", "adapters/lora_qv"]].concat();
+    let (loss, _) = json_loss(&eval(&with));
+    assert!(
+        (loss - want["lora_qv_loss"].as_f64().unwrap()).abs() < 1e-4,
+        "{loss}"
+    );
+    let merged = [&with[..], &["--merge"]].concat();
+    let (loss_merged, _) = json_loss(&eval(&merged));
+    assert!((loss_merged - loss).abs() < 1e-4);
+}
+
+#[test]
+fn several_adapters_are_all_active() {
+    let e = expected();
+    let ids: Vec<u64> = e["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 48);
+    let out = eval(&[
+        "--model",
+        "tiny-llama",
+        "--text",
+        "text.txt",
+        "--max-tokens",
+        "48",
+        "--json",
+        "--adapter",
+        "adapters/lora_qv",
+        "--adapter",
+        "adapters/lora_regex_layer1",
+    ]);
+    let (loss, _) = json_loss(&out);
+    let want = e["multi_lora_qv+lora_regex_layer1"]["loss"]
+        .as_f64()
+        .unwrap();
+    assert!((loss - want).abs() < 1e-4, "{loss} vs {want}");
+}
+
+#[test]
+fn text_output_is_one_line() {
+    let out = eval(&[
+        "--model",
+        "tiny-llama",
+        "--text",
+        "text.txt",
+        "--max-tokens",
+        "16",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.starts_with("loss ") && text.contains("perplexity") && text.contains("tokens 16"));
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "'{needle}' not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = ["--text", "text.txt"];
+    // Missing files.
+    assert_one_line_error(
+        &eval(&[&["--model", "no-such-dir"][..], &text].concat()),
+        "no-such-dir",
+    );
+    assert_one_line_error(
+        &eval(&["--model", "tiny-llama", "--text", "missing.txt"]),
+        "missing.txt",
+    );
+    // Not a Llama.
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type":"gpt2"}"#).unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_one_line_error(&eval(&[&["--model", d][..], &text].concat()), "gpt2");
+    // An adapter whose shapes do not fit: lora_qv's q_proj B made for another width.
+    let bad = dir.path().join("bad_adapter");
+    std::fs::create_dir(&bad).unwrap();
+    let src = fixtures().join("adapters/lora_qv");
+    std::fs::copy(
+        src.join("adapter_model.safetensors"),
+        bad.join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(src.join("adapter_config.json"))
+        .unwrap()
+        .replace("\"r\": 4", "\"r\": 3");
+    std::fs::write(bad.join("adapter_config.json"), config).unwrap();
+    assert_one_line_error(
+        &eval(
+            &[
+                &["--model", "tiny-llama", "--adapter", bad.to_str().unwrap()][..],
+                &text,
+            ]
+            .concat(),
+        ),
+        "shape",
+    );
+    // An unknown target module.
+    let unknown = dir.path().join("unknown_target");
+    std::fs::create_dir(&unknown).unwrap();
+    std::fs::copy(
+        src.join("adapter_model.safetensors"),
+        unknown.join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(
+        unknown.join("adapter_config.json"),
+        r#"{"peft_type":"LORA","r":4,"lora_alpha":8,"target_modules":["c_attn"]}"#,
+    )
+    .unwrap();
+    assert_one_line_error(
+        &eval(
+            &[
+                &[
+                    "--model",
+                    "tiny-llama",
+                    "--adapter",
+                    unknown.to_str().unwrap(),
+                ][..],
+                &text,
+            ]
+            .concat(),
+        ),
+        "c_attn",
+    );
+    // A device this build lacks.
+    assert_one_line_error(
+        &eval(&[&["--model", "tiny-llama", "--device", "cuda"][..], &text].concat()),
+        "--features cuda",
+    );
+    assert_one_line_error(
+        &eval(&[&["--model", "tiny-llama", "--device", "tpu"][..], &text].concat()),
+        "unknown device",
+    );
+}

@@ -1,0 +1,43 @@
+//! # burn-peft
+//!
+//! Parameter-efficient fine-tuning for [burn](https://burn.dev): LoRA, rsLoRA and DoRA adapters
+//! on any burn backend, saved and loaded in HF PEFT's on-disk format.
+//!
+//! This crate re-exports the workspace's crates and a [`prelude`]:
+//!
+//! | module | crate | job |
+//! | --- | --- | --- |
+//! | [`core`] | `burn-peft-core` | adapter host layer, targets, freezing, merge, PEFT file format, `--device` |
+//! | [`adapters`] | `burn-peft-adapters` | LoRA / rsLoRA / DoRA, save and load adapters |
+//! | [`models`] | `burn-peft-models` | Llama-family decoder, HF directory loader, tokenizer |
+//!
+//! ```no_run
+//! use burn_peft::prelude::*;
+//!
+//! let device = parse_device("flex").unwrap();
+//! let mut model = Llama::from_pretrained("path/to/hf-model".as_ref(), &device).unwrap();
+//! let config = LoraConfig::new(16)
+//!     .with_lora_alpha(32.0)
+//!     .with_target_modules(TargetModules::all_linear());
+//! model.add_lora("default", &config).unwrap();
+//! println!("{}", TrainableParameters::of(&model));
+//! save_adapter(&model, "default", "out/adapter".as_ref()).unwrap();
+//! ```
+#![warn(missing_docs)]
+
+pub use burn_peft_adapters as adapters;
+pub use burn_peft_core as core;
+pub use burn_peft_models as models;
+
+/// The names most programs need.
+pub mod prelude {
+    pub use burn::module::Module;
+    pub use burn_peft_adapters::{
+        Adapter, AddAdapter, LoraConfig, LoraInit, load_adapter, read_adapter_config, save_adapter,
+    };
+    pub use burn_peft_core::{
+        AdaptedLinear, AdapterHost, DeviceSpec, PeftError, PeftModel, TargetModules,
+        TargetSelector, TrainableParameters, parse_device,
+    };
+    pub use burn_peft_models::{Llama, LlamaConfig, ModelError, TextTokenizer};
+}
