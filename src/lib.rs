@@ -41,3 +41,8 @@ pub mod prelude {
     };
     pub use burn_peft_models::{Llama, LlamaConfig, ModelError, TextTokenizer};
 }
+
+/// The README's Rust examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

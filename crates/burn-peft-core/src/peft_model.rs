@@ -104,11 +104,11 @@ pub trait PeftModel: AdapterHost {
         let frozen = self.clone().no_grad();
         *self = frozen;
         self.visit_adapted_linears(&mut |path, layer| {
-            if built.peek().is_some_and(|(p, _)| p == path) {
-                if let Some((_, adapter)) = built.next() {
-                    // The name was checked to be free on every layer above.
-                    let _ = layer.add(name, adapter);
-                }
+            if built.peek().is_some_and(|(p, _)| p == path)
+                && let Some((_, adapter)) = built.next()
+            {
+                // The name was checked to be free on every layer above.
+                let _ = layer.add(name, adapter);
             }
             layer.set_active(&active);
         });

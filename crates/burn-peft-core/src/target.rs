@@ -143,10 +143,11 @@ impl TargetSelector {
     /// Whether the linear layer at `path` gets the adapter. `is_output_layer` marks the model's
     /// output projection, which `all-linear` leaves out as PEFT does.
     pub fn selects(&self, path: &str, is_output_layer: bool) -> Result<bool> {
-        if let Some(exclude) = &self.exclude_modules {
-            if !exclude.is_all_linear() && exclude.matches(path)? {
-                return Ok(false);
-            }
+        if let Some(exclude) = &self.exclude_modules
+            && !exclude.is_all_linear()
+            && exclude.matches(path)?
+        {
+            return Ok(false);
         }
         if self.target_modules.is_all_linear() && is_output_layer {
             return Ok(false);

@@ -342,7 +342,7 @@ mod tests {
             .with_target_modules(TargetModules::Pattern(r".*\.q_proj".into()));
         let json = c.to_peft_json().unwrap();
         let back: LoraConfig = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.inference_mode, true);
+        assert!(back.inference_mode);
         assert_eq!(
             LoraConfig {
                 inference_mode: false,
