@@ -8,7 +8,10 @@ use burn_peft_core::format::{
 };
 use burn_peft_core::{PeftError, PeftModel, Result};
 
+use crate::ia3::Ia3Config;
 use crate::lora::{LoraConfig, LoraInit};
+use crate::prefix::PrefixTuningConfig;
+use crate::prompt::PromptTuningConfig;
 use crate::{Adapter, AddAdapter};
 
 /// A parsed `adapter_config.json`, by method.
@@ -16,6 +19,12 @@ use crate::{Adapter, AddAdapter};
 pub enum AdapterConfig {
     /// `peft_type: "LORA"`.
     Lora(LoraConfig),
+    /// `peft_type: "IA3"`.
+    Ia3(Ia3Config),
+    /// `peft_type: "PREFIX_TUNING"`.
+    Prefix(PrefixTuningConfig),
+    /// `peft_type: "PROMPT_TUNING"`.
+    Prompt(PromptTuningConfig),
 }
 
 /// Reads `<dir>/adapter_config.json` and picks the method from `peft_type`.
@@ -35,6 +44,18 @@ pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
             config.validate()?;
             Ok(AdapterConfig::Lora(config))
         }
+        "IA3" => {
+            let config: Ia3Config =
+                serde_json::from_value(value.clone()).map_err(|e| PeftError::format(&path, e))?;
+            config.validate()?;
+            Ok(AdapterConfig::Ia3(config))
+        }
+        "PREFIX_TUNING" => serde_json::from_value(value.clone())
+            .map(AdapterConfig::Prefix)
+            .map_err(|e| PeftError::format(&path, e)),
+        "PROMPT_TUNING" => serde_json::from_value(value.clone())
+            .map(AdapterConfig::Prompt)
+            .map_err(|e| PeftError::format(&path, e)),
         other => Err(PeftError::UnsupportedMethod(other.to_string())),
     }
 }
@@ -52,6 +73,7 @@ where
         if config.is_none() {
             config = Some(match adapter {
                 Adapter::Lora(l) => l.config.to_peft_json(),
+                Adapter::Ia3(a) => a.config.to_peft_json(),
             });
         }
     });
@@ -77,6 +99,20 @@ where
             lora.init_lora_weights = LoraInit::Default;
             lora.inference_mode = false;
             staged.add_lora(name, &lora)?;
+        }
+        AdapterConfig::Ia3(mut ia3) => {
+            ia3.inference_mode = false;
+            staged.add_ia3(name, &ia3)?;
+        }
+        AdapterConfig::Prefix(_) => {
+            return Err(PeftError::UnsupportedMethod(
+                "PREFIX_TUNING on a model without prompt-learning support (Llama has it: Llama::load_adapter)".into(),
+            ));
+        }
+        AdapterConfig::Prompt(_) => {
+            return Err(PeftError::UnsupportedMethod(
+                "PROMPT_TUNING on a model without prompt-learning support (Llama has it: Llama::load_adapter)".into(),
+            ));
         }
     }
     import_adapter(&mut staged, name, tensors, &weights)?;

@@ -77,7 +77,7 @@ fn lora_gradients_match_finite_differences() {
         let x = Tensor::<2>::random([3, 5], Distribution::Normal(0.0, 1.0), &device);
         let c = Tensor::<2>::random([3, 3], Distribution::Normal(0.0, 1.0), &device);
         let grads = loss(&model, &x, &c).backward();
-        let Adapter::Lora(l) = &model.first.adapters[0];
+        let l = model.first.adapters[0].as_lora().unwrap();
         for (name, param) in [("A", &l.lora_a), ("B", &l.lora_b)] {
             let analytic = values(param.grad(&grads).unwrap());
             let base = values(param.val());
@@ -87,7 +87,7 @@ fn lora_gradients_match_finite_differences() {
                     let mut v = base.clone();
                     v[i] += delta;
                     let mut m = model.clone();
-                    let Adapter::Lora(ml) = &mut m.first.adapters[0];
+                    let ml = m.first.adapters[0].as_lora_mut().unwrap();
                     let p = with_value(param, v, &device);
                     if name == "A" {
                         ml.lora_a = p;
@@ -118,7 +118,7 @@ fn dora_magnitude_gradient_matches_finite_differences() {
     let x = Tensor::<2>::random([2, 4], Distribution::Normal(0.0, 1.0), &device);
     let c = Tensor::<2>::random([2, 2], Distribution::Normal(0.0, 1.0), &device);
     let grads = loss(&model, &x, &c).backward();
-    let Adapter::Lora(l) = &model.first.adapters[0];
+    let l = model.first.adapters[0].as_lora().unwrap();
     let m = l.magnitude.as_ref().unwrap();
     let analytic: Vec<f32> = m.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
     let base: Vec<f32> = m.val().into_data().try_to_vec().unwrap();
@@ -127,7 +127,7 @@ fn dora_magnitude_gradient_matches_finite_differences() {
             let mut v = base.clone();
             v[i] += delta;
             let mut mm = model.clone();
-            let Adapter::Lora(ml) = &mut mm.first.adapters[0];
+            let ml = mm.first.adapters[0].as_lora_mut().unwrap();
             ml.magnitude = Some(
                 m.clone()
                     .map(|_| Tensor::from_data(TensorData::new(v, [base.len()]), &device)),
@@ -171,18 +171,18 @@ fn frozen_base_gets_no_gradient_and_no_optimizer_state() {
             .grad(&grads)
             .is_none()
     );
-    let Adapter::Lora(l) = &model.second.adapters[0];
+    let l = model.second.adapters[0].as_lora().unwrap();
     assert!(l.lora_b.grad(&grads).is_some());
 
     let grads = GradientsParams::from_grads(grads, &model);
     assert_eq!(grads.len(), 4, "only the four LoRA factors have gradients");
     let mut optim = AdamWConfig::new().init();
     let before = model.first.base.weight.val().into_data();
-    let Adapter::Lora(l) = &model.first.adapters[0];
+    let l = model.first.adapters[0].as_lora().unwrap();
     let a_before = l.lora_a.val().into_data();
     let stepped = optim.step(1e-2, model, grads);
     assert_eq!(stepped.first.base.weight.val().into_data(), before);
-    let Adapter::Lora(l) = &stepped.first.adapters[0];
+    let l = stepped.first.adapters[0].as_lora().unwrap();
     assert_ne!(l.lora_a.val().into_data(), a_before);
     // AdamW keeps two moments per parameter it saw: the four factors, nothing for the base.
     assert_eq!(optim.to_record().len(), 2 * 4);
@@ -239,7 +239,7 @@ fn default_and_gaussian_inits_start_as_the_base() {
             .unwrap();
         let x = Tensor::<2>::random([5, 64], Distribution::Normal(0.0, 1.0), &device);
         assert!(max_abs_diff(model.forward(x.clone()), base.forward(x)) < 1e-5);
-        let Adapter::Lora(l) = &model.first.adapters[0];
+        let l = model.first.adapters[0].as_lora().unwrap();
         assert_eq!(l.lora_b.val().abs().max().into_scalar::<f32>(), 0.0);
         let a = l.lora_a.val();
         match init {
@@ -274,7 +274,7 @@ fn pissa_moves_the_principal_part_into_the_adapter() {
         .unwrap();
     // The model computes the same function at the start...
     assert!(max_abs_diff(model.forward(x), y0) < 1e-4);
-    let Adapter::Lora(l) = &model.first.adapters[0];
+    let l = model.first.adapters[0].as_lora().unwrap();
     let delta = l.delta_weight();
     let residual = model.first.base.weight.val();
     assert!(max_abs_diff(residual.clone() + delta.clone(), w.clone()) < 1e-4);

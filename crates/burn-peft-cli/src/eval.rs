@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use burn_peft_adapters::load_adapter;
 use burn_peft_core::{PeftModel, parse_device};
 use burn_peft_models::{Llama, TextTokenizer};
 use clap::Args;
@@ -47,16 +46,21 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     let mut names = Vec::new();
     for (i, dir) in args.adapter.iter().enumerate() {
         let name = format!("adapter{i}");
-        load_adapter(&mut model, dir, &name)
+        model
+            .load_adapter(dir, &name)
             .map_err(|e| format!("adapter {}: {e}", dir.display()))?;
         names.push(name);
     }
-    if !names.is_empty() {
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        model.set_adapter(&refs).map_err(|e| e.to_string())?;
-        if args.merge {
-            model.merge_adapter(None).map_err(|e| e.to_string())?;
-        }
+    let linear: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| model.prompt_name.as_deref() != Some(*n))
+        .collect();
+    if !linear.is_empty() {
+        model.set_adapter(&linear).map_err(|e| e.to_string())?;
+    }
+    if args.merge {
+        model.merge_active().map_err(|e| e.to_string())?;
     }
     let mut ids = tokenizer.encode(&text).map_err(|e| e.to_string())?;
     let limit = model.config.max_position_embeddings;

@@ -96,6 +96,52 @@ fn several_adapters_are_all_active() {
 }
 
 #[test]
+fn every_peft_method_evaluates_without_extra_flags() {
+    let e = expected();
+    for name in ["ia3", "prefix", "prefix_proj", "prompt", "dora_attn"] {
+        let dir = format!("adapters/{name}");
+        let out = eval(&[
+            "--model",
+            "tiny-llama",
+            "--text",
+            "text.txt",
+            "--max-tokens",
+            "48",
+            "--json",
+            "--adapter",
+            &dir,
+        ]);
+        let (loss, _) = json_loss(&out);
+        let want = e["adapters"][name]["loss"].as_f64().unwrap();
+        assert!((loss - want).abs() < 1e-4, "{name}: {loss} vs {want}");
+    }
+    let merged = eval(&[
+        "--model",
+        "tiny-llama",
+        "--text",
+        "text.txt",
+        "--max-tokens",
+        "48",
+        "--json",
+        "--adapter",
+        "adapters/ia3",
+        "--merge",
+    ]);
+    let (loss, _) = json_loss(&merged);
+    assert!((loss - e["adapters"]["ia3"]["merged_loss"].as_f64().unwrap()).abs() < 1e-4);
+    let out = eval(&[
+        "--model",
+        "tiny-llama",
+        "--text",
+        "text.txt",
+        "--adapter",
+        "adapters/prefix",
+        "--merge",
+    ]);
+    assert_one_line_error(&out, "cannot be merged");
+}
+
+#[test]
 fn text_output_is_one_line() {
     let out = eval(&[
         "--model",

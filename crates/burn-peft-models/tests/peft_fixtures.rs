@@ -5,13 +5,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::Device;
-use burn_peft_adapters::{AddAdapter, LoraConfig, load_adapter, save_adapter};
+use burn_peft_adapters::{
+    AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, load_adapter,
+    save_adapter,
+};
 use burn_peft_core::format::read_safetensors;
 use burn_peft_core::{PeftError, PeftModel, TargetModules, TrainableParameters};
 use burn_peft_models::{Llama, LlamaConfig, ModelError, TextTokenizer};
 use serde_json::Value;
 
 const TOL: f32 = 1e-4;
+
+/// Attaches one adapter to a model.
+type AddFn = Box<dyn Fn(&mut Llama)>;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -65,7 +71,8 @@ fn base_losses_match_transformers() {
     assert_close(loss, e["base_loss_tied"].as_f64().unwrap(), "tied base");
 }
 
-const LORA_FIXTURES: [&str; 6] = [
+const LINEAR_FIXTURES: [&str; 7] = [
+    "ia3",
     "lora_qv",
     "lora_rs_all",
     "dora_attn",
@@ -81,7 +88,7 @@ fn peft_adapters_give_peft_losses_merged_and_unmerged() {
     let ids = ids(&e);
     let base = model(&device);
     let base_loss = base.sequence_loss(&ids, &device).unwrap();
-    for name in LORA_FIXTURES {
+    for name in LINEAR_FIXTURES {
         let want = &e["adapters"][name];
         let mut m = base.clone();
         load_adapter(&mut m, &fixtures().join("adapters").join(name), "default").unwrap();
@@ -113,6 +120,88 @@ fn peft_adapters_give_peft_losses_merged_and_unmerged() {
     }
 }
 
+const PROMPT_FIXTURES: [&str; 3] = ["prefix", "prefix_proj", "prompt"];
+
+#[test]
+fn prefix_and_prompt_tuning_give_peft_losses() {
+    let e = expected();
+    let device = Device::flex();
+    let ids = ids(&e);
+    let base = model(&device);
+    for name in PROMPT_FIXTURES {
+        let mut m = base.clone();
+        m.load_adapter(&fixtures().join("adapters").join(name), "default")
+            .unwrap();
+        let loss = m.sequence_loss(&ids, &device).unwrap();
+        assert_close(loss, e["adapters"][name]["loss"].as_f64().unwrap(), name);
+        // Round trip through our own files.
+        let dir = tempfile::tempdir().unwrap();
+        m.save_adapter("default", dir.path()).unwrap();
+        let ours = read_safetensors(&dir.path().join("adapter_model.safetensors")).unwrap();
+        let theirs = read_safetensors(
+            &fixtures()
+                .join("adapters")
+                .join(name)
+                .join("adapter_model.safetensors"),
+        )
+        .unwrap();
+        assert_eq!(ours, theirs, "{name}");
+        let mut again = base.clone();
+        again.load_adapter(dir.path(), "default").unwrap();
+        assert_eq!(again.sequence_loss(&ids, &device).unwrap(), loss);
+    }
+}
+
+#[test]
+fn prompt_learning_trainable_parameters_match_peft() {
+    let e = expected();
+    let device = Device::flex().autodiff();
+    let base = model(&device);
+    let cases: [(&str, AddFn); 3] = [
+        (
+            "prefix",
+            Box::new(|m| {
+                m.add_prefix_tuning("p", &PrefixTuningConfig::new(5))
+                    .unwrap()
+            }),
+        ),
+        (
+            "prefix_proj",
+            Box::new(|m| {
+                let c = PrefixTuningConfig {
+                    prefix_projection: true,
+                    encoder_hidden_size: Some(32),
+                    ..PrefixTuningConfig::new(4)
+                };
+                m.add_prefix_tuning("p", &c).unwrap()
+            }),
+        ),
+        (
+            "prompt",
+            Box::new(|m| {
+                m.add_prompt_tuning("p", &PromptTuningConfig::new(6), None)
+                    .unwrap()
+            }),
+        ),
+    ];
+    for (name, add) in cases {
+        let mut m = base.clone();
+        add(&mut m);
+        let report = TrainableParameters::of(&m);
+        let want = &e["adapters"][name];
+        assert_eq!(
+            report.trainable as u64,
+            want["trainable_params"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            report.total as u64,
+            want["all_params"].as_u64().unwrap(),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn trainable_parameters_match_peft_report() {
     let e = expected();
@@ -123,7 +212,7 @@ fn trainable_parameters_match_peft_report() {
         all.total as u64,
         e["models"]["tiny-llama"]["all_params"].as_u64().unwrap()
     );
-    for name in LORA_FIXTURES {
+    for name in LINEAR_FIXTURES {
         let want = &e["adapters"][name];
         let mut m = base.clone();
         load_adapter(&mut m, &fixtures().join("adapters").join(name), "default").unwrap();
@@ -187,7 +276,7 @@ fn several_active_adapters_add_up_like_peft() {
 fn saved_adapters_round_trip_byte_for_value() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    for name in LORA_FIXTURES {
+    for name in LINEAR_FIXTURES {
         let src = fixtures().join("adapters").join(name);
         let mut m = model(&device);
         load_adapter(&mut m, &src, "default").unwrap();
@@ -241,7 +330,7 @@ fn bad_adapters_are_typed_errors_and_leave_the_model_alone() {
     assert!(matches!(err, PeftError::Io { .. }), "{err}");
     assert!(m.adapter_names().is_empty());
     // Methods that this build cannot load yet say so.
-    for name in ["ia3", "prefix", "prompt"] {
+    for name in ["prefix", "prompt"] {
         let err = load_adapter(&mut m, &dir.join(name), name).unwrap_err();
         assert!(
             matches!(err, PeftError::UnsupportedMethod(_)),
@@ -269,25 +358,35 @@ fn adapters_we_write_load_in_python_peft() {
     let ids_file = tmp.path().join("ids.json");
     std::fs::write(&ids_file, serde_json::to_string(&ids).unwrap()).unwrap();
     let base = model(&device);
-    let cases: Vec<(&str, LoraConfig)> = vec![
+    let lora_all_rs = LoraConfig::new(4)
+        .with_lora_alpha(16.0)
+        .with_use_rslora(true)
+        .with_init(burn_peft_adapters::LoraInit::Random)
+        .with_target_modules(TargetModules::all_linear());
+    let dora_qv = LoraConfig::new(2)
+        .with_use_dora(true)
+        .with_init(burn_peft_adapters::LoraInit::Random);
+    let ia3 = Ia3Config {
+        init_ia3_weights: false,
+        ..Ia3Config::default()
+    };
+    let cases: Vec<(&str, AddFn)> = vec![
         (
             "lora_all_rs",
-            LoraConfig::new(4)
-                .with_lora_alpha(16.0)
-                .with_use_rslora(true)
-                .with_init(burn_peft_adapters::LoraInit::Random)
-                .with_target_modules(TargetModules::all_linear()),
+            Box::new(move |m| drop(m.add_lora("default", &lora_all_rs).unwrap())),
         ),
         (
             "dora_qv",
-            LoraConfig::new(2)
-                .with_use_dora(true)
-                .with_init(burn_peft_adapters::LoraInit::Random),
+            Box::new(move |m| drop(m.add_lora("default", &dora_qv).unwrap())),
+        ),
+        (
+            "ia3",
+            Box::new(move |m| drop(m.add_ia3("default", &ia3).unwrap())),
         ),
     ];
-    for (name, config) in cases {
+    for (name, add) in cases {
         let mut m = base.clone();
-        m.add_lora("default", &config).unwrap();
+        add(&mut m);
         let ours = m.sequence_loss(&ids, &device).unwrap();
         let out = tmp.path().join(name);
         save_adapter(&m, "default", &out).unwrap();

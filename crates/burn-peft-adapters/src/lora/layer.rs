@@ -230,7 +230,10 @@ impl Lora {
 }
 
 /// A parameter with a new value, keeping its id and whether it trains.
-fn replace<const D: usize>(param: &Param<Tensor<D>>, value: Tensor<D>) -> Param<Tensor<D>> {
+pub(crate) fn replace<const D: usize>(
+    param: &Param<Tensor<D>>,
+    value: Tensor<D>,
+) -> Param<Tensor<D>> {
     let trains = param.is_require_grad();
     param.clone().map(|_| value).set_require_grad(trains)
 }

@@ -5,3 +5,4 @@ mod layer;
 
 pub use config::{LLAMA_DEFAULT_TARGETS, LoraConfig, LoraInit, OneOrMany};
 pub use layer::Lora;
+pub(crate) use layer::replace;

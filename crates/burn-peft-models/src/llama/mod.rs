@@ -3,6 +3,7 @@
 mod config;
 mod load;
 mod model;
+mod prompt;
 
 pub use config::LlamaConfig;
 pub use load::weight_files;

@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{log_softmax, silu, softmax};
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
-use burn_peft_adapters::Adapter;
+use burn_peft_adapters::{Adapter, PromptLearning};
 use burn_peft_core::{AdaptedLinear, AdapterHost};
 
 use super::config::LlamaConfig;
@@ -99,6 +99,11 @@ pub struct Llama {
     pub norm: RmsNorm,
     /// Output layer; `None` when tied to the embedding.
     pub lm_head: Option<Linear>,
+    /// A prefix- or prompt-tuning adapter, if one is attached.
+    pub prompt_learning: Option<PromptLearning>,
+    /// The name of `prompt_learning`.
+    #[module(skip)]
+    pub prompt_name: Option<String>,
     /// The shape the model was built from.
     #[module(skip)]
     pub config: LlamaConfig,
@@ -283,43 +288,102 @@ impl Llama {
             layers,
             norm: final_norm,
             lm_head,
+            prompt_learning: None,
+            prompt_name: None,
             config: config.clone(),
         })
     }
 
-    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`.
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (position t predicts token t+1).
     ///
     /// `attention_mask` (`[batch, seq]`, 1 for real tokens, 0 for padding) hides padded keys.
+    /// A prompt-tuning adapter's virtual positions are not part of the result.
     pub fn forward(
         &self,
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
-        let hidden = self.hidden_states(self.embed_tokens.forward(input_ids), attention_mask);
-        self.logits(hidden)
+        let (hidden, virtual_tokens) = self.decode(input_ids, attention_mask);
+        let [b, s, h] = hidden.dims();
+        self.logits(hidden.slice([0..b, virtual_tokens..s, 0..h]))
     }
 
-    /// The final hidden states for input embeddings `[batch, seq, hidden]`.
-    pub fn hidden_states(
+    /// The training loss for token ids `[batch, seq]`: mean next-token cross-entropy over real
+    /// (mask 1) targets, as HF computes it with `labels = input_ids`. With prompt tuning the
+    /// first token is predicted from the last virtual token, as in PEFT.
+    pub fn lm_loss(
         &self,
-        embeddings: Tensor<3>,
+        input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
-    ) -> Tensor<3> {
-        let [_, seq, _] = embeddings.dims();
-        let device = embeddings.device();
-        let (cos, sin) = rope_tables(&self.config, 0, seq, &device);
-        let mask = attention_bias_mask(seq, attention_mask, &device);
-        let mut x = embeddings;
-        for layer in &self.layers {
+    ) -> Tensor<1> {
+        let (hidden, p) = self.decode(input_ids.clone(), attention_mask.clone());
+        if p == 0 {
+            return Self::causal_lm_loss(self.logits(hidden), input_ids, attention_mask);
+        }
+        let [b, s, h] = hidden.dims();
+        let logits = self.logits(hidden.slice([0..b, p - 1..s - 1, 0..h]));
+        let [_, t, _] = logits.dims();
+        let logp = log_softmax(logits, 2);
+        let picked = logp
+            .gather(2, input_ids.unsqueeze_dim::<3>(2))
+            .reshape([b, t]);
+        match attention_mask {
+            None => picked.mean().neg(),
+            Some(mask) => {
+                let w = mask.float();
+                (picked * w.clone()).sum().neg() / w.sum()
+            }
+        }
+    }
+
+    /// Final hidden states over the virtual prompt tokens (if any) and the input, and the
+    /// number of virtual prompt tokens in front.
+    fn decode(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> (Tensor<3>, usize) {
+        let device = input_ids.device();
+        let [b, t] = input_ids.dims();
+        let mut x = self.embed_tokens.forward(input_ids);
+        let mut mask = attention_mask;
+        let mut prompt_len = 0;
+        let mut prefix: Vec<(Tensor<3>, Tensor<3>)> = Vec::new();
+        match &self.prompt_learning {
+            Some(PromptLearning::Prompt(p)) => {
+                let e = p.embedding.val();
+                let [n, h] = e.dims();
+                x = Tensor::cat(vec![e.unsqueeze::<3>().expand([b, n, h]), x], 1);
+                mask = mask.map(|m| Tensor::cat(vec![Tensor::ones([b, n], &device), m], 1));
+                prompt_len = n;
+            }
+            Some(PromptLearning::Prefix(p)) => {
+                prefix =
+                    p.layer_keys_values(self.config.num_key_value_heads, self.config.head_dim());
+            }
+            None => {}
+        }
+        let prefix_len = prefix.first().map_or(0, |(k, _)| k.dims()[1]);
+        let seq = prompt_len + t;
+        let (cos, sin) = rope_tables(&self.config, prefix_len, seq, &device);
+        let attn_mask = attention_bias_mask(seq, prefix_len, mask, &device);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let past = prefix.get(i).map(|(k, v)| {
+                let [kvh, p, d] = k.dims();
+                (
+                    k.clone().unsqueeze::<4>().expand([b, kvh, p, d]),
+                    v.clone().unsqueeze::<4>().expand([b, kvh, p, d]),
+                )
+            });
             let h = layer.input_layernorm.forward(x.clone());
             let h = layer
                 .self_attn
-                .forward(h, cos.clone(), sin.clone(), mask.clone());
+                .forward(h, cos.clone(), sin.clone(), attn_mask.clone(), past);
             x = x + h;
             let h = layer.post_attention_layernorm.forward(x.clone());
             x = x + layer.mlp.forward(h);
         }
-        self.norm.forward(x)
+        (self.norm.forward(x), prompt_len)
     }
 
     /// Output logits for final hidden states.
@@ -381,8 +445,7 @@ impl Llama {
         self.check_ids(ids)?;
         let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         let input = Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device);
-        let logits = self.forward(input.clone(), None);
-        Ok(Self::causal_lm_loss(logits, input, None).into_scalar::<f32>())
+        Ok(self.lm_loss(input, None).into_scalar::<f32>())
     }
 }
 
@@ -393,6 +456,7 @@ impl Attention {
         cos: Tensor<2>,
         sin: Tensor<2>,
         mask: Option<Tensor<4, Bool>>,
+        past: Option<(Tensor<4>, Tensor<4>)>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -400,6 +464,11 @@ impl Attention {
         let q = apply_rope(split(self.q_proj.forward(x.clone()), h), &cos, &sin);
         let k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), &cos, &sin);
         let v = split(self.v_proj.forward(x), kvh);
+        // Past keys (a prefix) carry no rotation of their own, as in PEFT.
+        let (k, v) = match past {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
         let k = repeat_kv(k, h / kvh);
         let v = repeat_kv(v, h / kvh);
         let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
@@ -465,20 +534,33 @@ fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
 }
 
 /// True where attention is forbidden: future keys, and padded keys when a mask is given.
+/// `past` keys in front (a prefix) are visible to every query.
 fn attention_bias_mask(
     seq: usize,
+    past: usize,
     attention_mask: Option<Tensor<2, Int>>,
     device: &Device,
 ) -> Option<Tensor<4, Bool>> {
-    let causal = Tensor::<2, Bool>::tril_mask([seq, seq], 0, device).unsqueeze::<4>();
+    let mut causal = Tensor::<2, Bool>::tril_mask([seq, seq], 0, device);
+    if past > 0 {
+        let open = Tensor::<2, Int>::zeros([seq, past], device).equal_elem(1);
+        causal = Tensor::cat(vec![open, causal], 1);
+    }
+    let causal = causal.unsqueeze::<4>();
+    let keys = past + seq;
     Some(match attention_mask {
         None => causal,
         Some(mask) => {
             let [b, t] = mask.dims();
-            let padded = mask.equal_elem(0).reshape([b, 1, 1, t]);
+            let mut padded = mask.equal_elem(0);
+            if past > 0 {
+                let visible = Tensor::<2, Int>::zeros([b, past], device).equal_elem(1);
+                padded = Tensor::cat(vec![visible, padded], 1);
+            }
+            let padded = padded.reshape([b, 1, 1, past + t]);
             causal
-                .expand([b, 1, seq, seq])
-                .bool_or(padded.expand([b, 1, seq, seq]))
+                .expand([b, 1, seq, keys])
+                .bool_or(padded.expand([b, 1, seq, keys]))
         }
     })
 }

@@ -1,0 +1,243 @@
+//! Prefix tuning: learned per-layer keys and values in front of every attention, as in HF
+//! PEFT's `tuners/prefix_tuning`.
+//!
+//! The prefix is one table `[num_virtual_tokens, 2 · num_layers · token_dim]` (PEFT's saved
+//! `prompt_embeddings`), where `token_dim = head_dim · num_kv_heads`: layer i reads its keys from
+//! slot 2i and its values from slot 2i+1. With `prefix_projection` the table is produced by
+//! `Embedding(P, token_dim) -> Linear -> tanh -> Linear` while training, and saved projected.
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_peft_core::{PeftError, Result};
+use serde::{Deserialize, Serialize};
+
+/// The shape of the model a prompt-learning adapter attaches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptGeometry {
+    /// Decoder layers.
+    pub num_layers: usize,
+    /// Width of the token embeddings.
+    pub hidden_size: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+/// Prefix tuning's configuration, with PEFT's field names and JSON form.
+///
+/// The geometry fields may be left `None`: [`PrefixTuningConfig::fill`] takes them from the model,
+/// as PEFT does (with grouped-query attention, `token_dim` is `head_dim · num_kv_heads`).
+///
+/// ```
+/// use burn_peft_adapters::{PrefixTuningConfig, PromptGeometry};
+/// let geometry = PromptGeometry { num_layers: 2, hidden_size: 64, num_kv_heads: 2, head_dim: 16 };
+/// let config = PrefixTuningConfig::new(5).fill(&geometry).unwrap();
+/// assert_eq!(config.token_dim, Some(32));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PrefixTuningConfig {
+    /// Number of virtual tokens P.
+    pub num_virtual_tokens: usize,
+    /// Width of one layer's keys (head_dim · KV heads).
+    pub token_dim: Option<usize>,
+    /// 1 for decoder-only models.
+    pub num_transformer_submodules: Option<usize>,
+    /// KV heads of the model.
+    pub num_attention_heads: Option<usize>,
+    /// Layers of the model.
+    pub num_layers: Option<usize>,
+    /// Hidden width of the reparameterization MLP.
+    pub encoder_hidden_size: Option<usize>,
+    /// Train the prefix through an MLP (PEFT's reparameterization).
+    pub prefix_projection: bool,
+    /// PEFT's method name, always `"PREFIX_TUNING"`.
+    pub peft_type: String,
+    /// PEFT's task type.
+    pub task_type: Option<String>,
+    /// Where the base model came from.
+    pub base_model_name_or_path: Option<String>,
+    /// Whether the adapter was saved for inference.
+    pub inference_mode: bool,
+}
+
+impl Default for PrefixTuningConfig {
+    fn default() -> Self {
+        Self {
+            num_virtual_tokens: 20,
+            token_dim: None,
+            num_transformer_submodules: None,
+            num_attention_heads: None,
+            num_layers: None,
+            encoder_hidden_size: None,
+            prefix_projection: false,
+            peft_type: "PREFIX_TUNING".into(),
+            task_type: Some("CAUSAL_LM".into()),
+            base_model_name_or_path: None,
+            inference_mode: false,
+        }
+    }
+}
+
+impl PrefixTuningConfig {
+    /// P virtual tokens, no projection.
+    pub fn new(num_virtual_tokens: usize) -> Self {
+        Self {
+            num_virtual_tokens,
+            ..Self::default()
+        }
+    }
+
+    /// Fills missing geometry from the model and checks what is given against it.
+    pub fn fill(mut self, g: &PromptGeometry) -> Result<Self> {
+        let bad = |m: String| Err(PeftError::InvalidConfig(m));
+        if self.peft_type != "PREFIX_TUNING" {
+            return bad(format!(
+                "peft_type '{}' is not PREFIX_TUNING",
+                self.peft_type
+            ));
+        }
+        if self.num_virtual_tokens == 0 {
+            return bad("num_virtual_tokens must be at least 1".into());
+        }
+        let token_dim = g.head_dim * g.num_kv_heads;
+        let checks = [
+            ("token_dim", &mut self.token_dim, token_dim),
+            ("num_layers", &mut self.num_layers, g.num_layers),
+            (
+                "num_attention_heads",
+                &mut self.num_attention_heads,
+                g.num_kv_heads,
+            ),
+            (
+                "num_transformer_submodules",
+                &mut self.num_transformer_submodules,
+                1,
+            ),
+        ];
+        for (name, field, want) in checks {
+            match *field {
+                Some(v) if v != want => {
+                    return bad(format!("{name} is {v} but the model needs {want}"));
+                }
+                _ => *field = Some(want),
+            }
+        }
+        if self.encoder_hidden_size.is_none() {
+            self.encoder_hidden_size = Some(g.hidden_size);
+        }
+        Ok(self)
+    }
+
+    /// The config as PEFT writes it.
+    pub fn to_peft_json(&self) -> Result<String> {
+        let saved = Self {
+            inference_mode: true,
+            ..self.clone()
+        };
+        serde_json::to_value(&saved)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .map_err(|e| PeftError::InvalidConfig(e.to_string()))
+    }
+}
+
+/// PEFT's reparameterization MLP: `Linear(token_dim, hidden) -> tanh -> Linear(hidden, 2·L·D)`.
+#[derive(Module, Debug)]
+pub struct PrefixProjection {
+    /// First layer.
+    pub first: Linear,
+    /// Second layer.
+    pub second: Linear,
+}
+
+/// A prefix-tuning adapter.
+#[derive(Module, Debug)]
+pub struct PrefixTuning {
+    /// `[P, 2·L·D]` without projection, `[P, token_dim]` with it.
+    pub embedding: Param<Tensor<2>>,
+    /// The reparameterization MLP while training with `prefix_projection`.
+    pub projection: Option<PrefixProjection>,
+    /// The config (geometry filled in).
+    #[module(skip)]
+    pub config: PrefixTuningConfig,
+}
+
+impl PrefixTuning {
+    /// A randomly initialized prefix (N(0, 1) embeddings, as `torch.nn.Embedding`). The config
+    /// must be [filled](PrefixTuningConfig::fill).
+    pub fn init(config: &PrefixTuningConfig, device: &Device) -> Result<Self> {
+        let (Some(d), Some(l)) = (config.token_dim, config.num_layers) else {
+            return Err(PeftError::InvalidConfig(
+                "prefix tuning config has no token_dim / num_layers: fill it from the model".into(),
+            ));
+        };
+        let p = config.num_virtual_tokens;
+        let width = 2 * l * d;
+        let (embedding, projection) = if config.prefix_projection {
+            let hidden = config.encoder_hidden_size.unwrap_or(d);
+            (
+                Tensor::random([p, d], Distribution::Normal(0.0, 1.0), device),
+                Some(PrefixProjection {
+                    first: LinearConfig::new(d, hidden).init(device),
+                    second: LinearConfig::new(hidden, width).init(device),
+                }),
+            )
+        } else {
+            (
+                Tensor::random([p, width], Distribution::Normal(0.0, 1.0), device),
+                None,
+            )
+        };
+        Ok(Self {
+            embedding: Param::from_tensor(embedding),
+            projection,
+            config: config.clone(),
+        })
+    }
+
+    /// A prefix from a saved table `[P, 2·L·D]` (what PEFT saves; the MLP is not kept).
+    pub fn from_table(config: &PrefixTuningConfig, table: Tensor<2>) -> Self {
+        Self {
+            embedding: Param::from_tensor(table),
+            projection: None,
+            config: PrefixTuningConfig {
+                prefix_projection: false,
+                ..config.clone()
+            },
+        }
+    }
+
+    /// The key/value table `[P, 2·L·D]`, through the projection when there is one.
+    pub fn table(&self) -> Tensor<2> {
+        let e = self.embedding.val();
+        match &self.projection {
+            None => e,
+            Some(mlp) => mlp.second.forward(mlp.first.forward(e).tanh()),
+        }
+    }
+
+    /// Keys and values of every layer, each `[num_kv_heads, P, head_dim]`.
+    pub fn layer_keys_values(
+        &self,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) -> Vec<(Tensor<3>, Tensor<3>)> {
+        let table = self.table();
+        let [p, width] = table.dims();
+        let slots = width / (num_kv_heads * head_dim);
+        let t = table.reshape([p, slots, num_kv_heads, head_dim]);
+        (0..slots / 2)
+            .map(|i| {
+                let pick = |slot: usize| {
+                    t.clone()
+                        .slice([0..p, slot..slot + 1, 0..num_kv_heads, 0..head_dim])
+                        .reshape([p, num_kv_heads, head_dim])
+                        .swap_dims(0, 1)
+                };
+                (pick(2 * i), pick(2 * i + 1))
+            })
+            .collect()
+    }
+}
