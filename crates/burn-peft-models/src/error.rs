@@ -10,6 +10,9 @@ pub enum ModelError {
     /// An error from the adapter machinery or a file reader.
     #[error(transparent)]
     Peft(#[from] PeftError),
+    /// A GGUF file that is malformed or lacks what the model needs.
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
     /// A config.json that does not describe a supported architecture.
     #[error("'{path}' is not a Llama-family config: {reason}")]
     UnsupportedModel {

@@ -9,9 +9,11 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod gguf;
 mod llama;
 mod tokenizer;
 
 pub use error::{ModelError, Result};
+pub use gguf::{Gguf, GgufError, GgufValue};
 pub use llama::*;
 pub use tokenizer::TextTokenizer;

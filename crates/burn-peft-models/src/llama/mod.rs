@@ -1,10 +1,11 @@
 //! The Llama family (Llama, SmolLM2, Mistral, Qwen2-style) as an adapter host.
 
 mod config;
+mod gguf_load;
 mod load;
 mod model;
 mod prompt;
 
 pub use config::LlamaConfig;
 pub use load::weight_files;
-pub use model::{Attention, DecoderLayer, Llama, Mlp, PeftLinear, RmsNorm, rope_tables};
+pub use model::{Attention, DecoderLayer, KvCache, Llama, Mlp, PeftLinear, RmsNorm, rope_tables};

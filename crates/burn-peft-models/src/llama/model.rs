@@ -73,6 +73,32 @@ pub struct DecoderLayer {
     pub post_attention_layernorm: RmsNorm,
 }
 
+/// Keys and values of the positions seen so far, per layer (`[batch, kv_heads, len, head_dim]`,
+/// rotary embedding applied), for incremental decoding.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor<4>, Tensor<4>)>,
+    /// Whether the prompt-learning adapter (prefix or virtual tokens) is already in the cache.
+    primed: bool,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A Llama-family causal language model whose linear layers host adapters under PEFT's
 /// module names (`model.layers.N.self_attn.q_proj`, `model.layers.N.mlp.down_proj`, ...).
 ///
@@ -336,6 +362,15 @@ impl Llama {
         }
     }
 
+    /// Logits `[batch, new, vocab]` for `input_ids` that continue the positions in `cache`,
+    /// which is extended with them. The first call (empty cache) includes the prompt-learning
+    /// adapter; later calls feed one or more new tokens.
+    pub fn forward_cached(&self, input_ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        let (hidden, virtual_tokens) = self.decode_with(input_ids, None, cache);
+        let [b, s, h] = hidden.dims();
+        self.logits(hidden.slice([0..b, virtual_tokens..s, 0..h]))
+    }
+
     /// Final hidden states over the virtual prompt tokens (if any) and the input, and the
     /// number of virtual prompt tokens in front.
     fn decode(
@@ -343,46 +378,66 @@ impl Llama {
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> (Tensor<3>, usize) {
+        self.decode_with(input_ids, attention_mask, &mut KvCache::new())
+    }
+
+    fn decode_with(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+        cache: &mut KvCache,
+    ) -> (Tensor<3>, usize) {
         let device = input_ids.device();
         let [b, t] = input_ids.dims();
         let mut x = self.embed_tokens.forward(input_ids);
         let mut mask = attention_mask;
         let mut prompt_len = 0;
-        let mut prefix: Vec<(Tensor<3>, Tensor<3>)> = Vec::new();
-        match &self.prompt_learning {
-            Some(PromptLearning::Prompt(p)) => {
-                let e = p.embedding.val();
-                let [n, h] = e.dims();
-                x = Tensor::cat(vec![e.unsqueeze::<3>().expand([b, n, h]), x], 1);
-                mask = mask.map(|m| Tensor::cat(vec![Tensor::ones([b, n], &device), m], 1));
-                prompt_len = n;
+        if !cache.primed {
+            cache.primed = true;
+            match &self.prompt_learning {
+                Some(PromptLearning::Prompt(p)) => {
+                    let e = p.embedding.val();
+                    let [n, h] = e.dims();
+                    x = Tensor::cat(vec![e.unsqueeze::<3>().expand([b, n, h]), x], 1);
+                    mask = mask.map(|m| Tensor::cat(vec![Tensor::ones([b, n], &device), m], 1));
+                    prompt_len = n;
+                }
+                Some(PromptLearning::Prefix(p)) => {
+                    let kvs = p.layer_keys_values(
+                        self.config.num_key_value_heads,
+                        self.config.head_dim(),
+                    );
+                    cache.layers = kvs
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let [kvh, n, d] = k.dims();
+                            (
+                                k.unsqueeze::<4>().expand([b, kvh, n, d]),
+                                v.unsqueeze::<4>().expand([b, kvh, n, d]),
+                            )
+                        })
+                        .collect();
+                }
+                None => {}
             }
-            Some(PromptLearning::Prefix(p)) => {
-                prefix =
-                    p.layer_keys_values(self.config.num_key_value_heads, self.config.head_dim());
-            }
-            None => {}
         }
-        let prefix_len = prefix.first().map_or(0, |(k, _)| k.dims()[1]);
+        let past_len = cache.len();
         let seq = prompt_len + t;
-        let (cos, sin) = rope_tables(&self.config, prefix_len, seq, &device);
-        let attn_mask = attention_bias_mask(seq, prefix_len, mask, &device);
+        let (cos, sin) = rope_tables(&self.config, past_len, seq, &device);
+        let attn_mask = attention_bias_mask(seq, past_len, mask, &device);
+        let mut updated = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
-            let past = prefix.get(i).map(|(k, v)| {
-                let [kvh, p, d] = k.dims();
-                (
-                    k.clone().unsqueeze::<4>().expand([b, kvh, p, d]),
-                    v.clone().unsqueeze::<4>().expand([b, kvh, p, d]),
-                )
-            });
+            let past = cache.layers.get(i).cloned();
             let h = layer.input_layernorm.forward(x.clone());
-            let h = layer
+            let (h, kv) = layer
                 .self_attn
                 .forward(h, cos.clone(), sin.clone(), attn_mask.clone(), past);
+            updated.push(kv);
             x = x + h;
             let h = layer.post_attention_layernorm.forward(x.clone());
             x = x + layer.mlp.forward(h);
         }
+        cache.layers = updated;
         (self.norm.forward(x), prompt_len)
     }
 
@@ -457,18 +512,19 @@ impl Attention {
         sin: Tensor<2>,
         mask: Option<Tensor<4, Bool>>,
         past: Option<(Tensor<4>, Tensor<4>)>,
-    ) -> Tensor<3> {
+    ) -> (Tensor<3>, (Tensor<4>, Tensor<4>)) {
         let [b, t, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split = |y: Tensor<3>, heads: usize| y.reshape([b, t, heads, d]).swap_dims(1, 2);
         let q = apply_rope(split(self.q_proj.forward(x.clone()), h), &cos, &sin);
         let k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), &cos, &sin);
         let v = split(self.v_proj.forward(x), kvh);
-        // Past keys (a prefix) carry no rotation of their own, as in PEFT.
+        // Past keys are cached already rotated; a prefix carries no rotation of its own.
         let (k, v) = match past {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
             None => (k, v),
         };
+        let kv = (k.clone(), v.clone());
         let k = repeat_kv(k, h / kvh);
         let v = repeat_kv(v, h / kvh);
         let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
@@ -477,8 +533,8 @@ impl Attention {
             None => scores,
         };
         let out = softmax(scores, 3).matmul(v);
-        self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
+        let out = self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * d]));
+        (out, kv)
     }
 }
 
