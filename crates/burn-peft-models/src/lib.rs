@@ -8,12 +8,17 @@
 //! - [`TextTokenizer`]: `tokenizer.json` through the `tokenizers` crate.
 #![warn(missing_docs)]
 
+pub mod assets;
 mod error;
+mod generate;
 pub mod gguf;
 mod llama;
+mod pretrained;
 mod tokenizer;
 
 pub use error::{ModelError, Result};
+pub use generate::GenerationConfig;
 pub use gguf::{Gguf, GgufError, GgufValue};
 pub use llama::*;
+pub use pretrained::Pretrained;
 pub use tokenizer::TextTokenizer;

@@ -190,10 +190,7 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], GgufError> {
         if n > self.remaining() {
-            return Err(self.err(format!(
-                "needs {n} bytes, {} left",
-                self.remaining()
-            )));
+            return Err(self.err(format!("needs {n} bytes, {} left", self.remaining())));
         }
         let s = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -217,9 +214,10 @@ impl<'a> Cursor<'a> {
     /// A count that must fit in what is left, given each item takes at least `min_size` bytes.
     fn count(&mut self, min_size: usize, what: &str) -> Result<usize, GgufError> {
         let n = self.u64()?;
-        let fits = usize::try_from(n)
-            .ok()
-            .filter(|&n| n.checked_mul(min_size.max(1)).is_some_and(|b| b <= self.remaining()));
+        let fits = usize::try_from(n).ok().filter(|&n| {
+            n.checked_mul(min_size.max(1))
+                .is_some_and(|b| b <= self.remaining())
+        });
         fits.ok_or_else(|| {
             self.err(format!(
                 "{what} count {n} cannot fit in the {} bytes left",
@@ -350,8 +348,7 @@ impl Gguf {
                 .filter(|&n| n > 0);
             let size = count.and_then(|n| t.kind.byte_size(n));
             let end = size.and_then(|s| t.offset.checked_add(s));
-            let ok = end.is_some_and(|e| e <= data_len as u64)
-                && t.offset % alignment as u64 == 0;
+            let ok = end.is_some_and(|e| e <= data_len as u64) && t.offset % alignment as u64 == 0;
             if !ok && t.kind.block().is_some() {
                 return Err(GgufError::Invalid {
                     path: path.to_path_buf(),

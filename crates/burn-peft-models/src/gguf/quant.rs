@@ -17,6 +17,10 @@ pub enum GgmlType {
     Q4_1,
     /// 32 values: f16 scale, 32 × int8.
     Q8_0,
+    /// 32 values: f16 scale, 5-bit quants (high bits packed in a u32), offset 16.
+    Q5_0,
+    /// 32 values: f16 scale and minimum, 5-bit quants.
+    Q5_1,
     /// 256 values in 8 sub-blocks with 6-bit scales and minimums, 4-bit quants.
     Q4K,
     /// 256 values: 6-bit quants, int8 scales per 16.
@@ -33,6 +37,8 @@ impl GgmlType {
             1 => GgmlType::F16,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
             12 => GgmlType::Q4K,
             14 => GgmlType::Q6K,
@@ -49,6 +55,8 @@ impl GgmlType {
             GgmlType::Q4_0 => (32, 18),
             GgmlType::Q4_1 => (32, 20),
             GgmlType::Q8_0 => (32, 34),
+            GgmlType::Q5_0 => (32, 22),
+            GgmlType::Q5_1 => (32, 24),
             GgmlType::Q4K => (256, 144),
             GgmlType::Q6K => (256, 210),
             GgmlType::Other(_) => return None,
@@ -95,12 +103,30 @@ pub(crate) fn dequantize(kind: GgmlType, raw: &[u8], n: usize) -> Option<Vec<f32
                 out.extend(qs.iter().map(|&q| d * (q & 0xF) as f32 + m));
                 out.extend(qs.iter().map(|&q| d * (q >> 4) as f32 + m));
             }
+            GgmlType::Q5_0 => {
+                let d = half_at(b, 0);
+                dequant_q5(&b[2..22], |q| d * (q as i32 - 16) as f32, &mut out);
+            }
+            GgmlType::Q5_1 => {
+                let (d, m) = (half_at(b, 0), half_at(b, 2));
+                dequant_q5(&b[4..24], |q| d * q as f32 + m, &mut out);
+            }
             GgmlType::Q4K => dequant_q4k(b, &mut out),
             GgmlType::Q6K => dequant_q6k(b, &mut out),
             GgmlType::Other(_) => return None,
         }
     }
     Some(out)
+}
+
+/// Q5 blocks: a u32 of high bits, then 16 bytes of low nibbles; `value(q)` maps a 5-bit q.
+fn dequant_q5(b: &[u8], value: impl Fn(u8) -> f32, out: &mut Vec<f32>) {
+    let qh = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let qs = &b[4..20];
+    // Bit j of qh is the fifth bit of value j, bit j + 16 that of value j + 16.
+    let high = |bit: usize| (((qh >> bit) & 1) << 4) as u8;
+    out.extend((0..16).map(|j| value((qs[j] & 0xF) | high(j))));
+    out.extend((0..16).map(|j| value((qs[j] >> 4) | high(j + 16))));
 }
 
 /// Scale and minimum of sub-block `j` from Q4_K's 12 packed 6-bit values.

@@ -19,7 +19,9 @@ impl LlamaConfig {
         };
         let arch = file.metadata_str("general.architecture").unwrap_or("");
         if arch != "llama" {
-            return Err(bad(format!("general.architecture is '{arch}', not 'llama'")));
+            return Err(bad(format!(
+                "general.architecture is '{arch}', not 'llama'"
+            )));
         }
         let uint = |key: &str| -> Result<usize> {
             file.get(key)?
@@ -35,7 +37,11 @@ impl LlamaConfig {
                 .unwrap_or(default)
         };
         let heads = uint("llama.attention.head_count")?;
-        let vocab = match file.metadata.get("llama.vocab_size").and_then(GgufValue::as_u64) {
+        let vocab = match file
+            .metadata
+            .get("llama.vocab_size")
+            .and_then(GgufValue::as_u64)
+        {
             Some(v) => v as usize,
             None => file
                 .get("tokenizer.ggml.tokens")?
@@ -142,10 +148,11 @@ pub(crate) fn unpermute_rows(t: &NamedTensor, heads: usize) -> NamedTensor {
 
 impl GgufWeights<'_> {
     fn fetch(&self, key: &str, shape: &[usize]) -> Result<NamedTensor> {
-        let (name, heads) = gguf_name(key, self.config).ok_or_else(|| ModelError::UnsupportedModel {
-            path: self.file.path().to_path_buf(),
-            reason: format!("no GGUF tensor for '{key}'"),
-        })?;
+        let (name, heads) =
+            gguf_name(key, self.config).ok_or_else(|| ModelError::UnsupportedModel {
+                path: self.file.path().to_path_buf(),
+                reason: format!("no GGUF tensor for '{key}'"),
+            })?;
         let t = self.file.tensor(&name)?;
         check_shape(&name, &t, shape)?;
         Ok(match heads {

@@ -403,10 +403,8 @@ impl Llama {
                     prompt_len = n;
                 }
                 Some(PromptLearning::Prefix(p)) => {
-                    let kvs = p.layer_keys_values(
-                        self.config.num_key_value_heads,
-                        self.config.head_dim(),
-                    );
+                    let kvs = p
+                        .layer_keys_values(self.config.num_key_value_heads, self.config.head_dim());
                     cache.layers = kvs
                         .into_iter()
                         .map(|(k, v)| {
@@ -429,9 +427,10 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let past = cache.layers.get(i).cloned();
             let h = layer.input_layernorm.forward(x.clone());
-            let (h, kv) = layer
-                .self_attn
-                .forward(h, cos.clone(), sin.clone(), attn_mask.clone(), past);
+            let (h, kv) =
+                layer
+                    .self_attn
+                    .forward(h, cos.clone(), sin.clone(), attn_mask.clone(), past);
             updated.push(kv);
             x = x + h;
             let h = layer.post_attention_layernorm.forward(x.clone());
@@ -533,7 +532,9 @@ impl Attention {
             None => scores,
         };
         let out = softmax(scores, 3).matmul(v);
-        let out = self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * d]));
+        let out = self
+            .o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, h * d]));
         (out, kv)
     }
 }

