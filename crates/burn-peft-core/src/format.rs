@@ -74,7 +74,8 @@ impl NamedTensor {
     }
 }
 
-/// Reads every tensor of a safetensors file as f32 (F32, F16 and BF16 are accepted).
+/// Reads every floating-point tensor of a safetensors file as f32 (F32, F16, BF16). Integer
+/// and boolean tensors (buffers such as BERT's `position_ids`) are left out.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, NamedTensor>> {
     let bytes = fs::read(path).map_err(|e| PeftError::io(path, e))?;
     let file = SafeTensors::deserialize(&bytes).map_err(|e| PeftError::format(path, e))?;
@@ -94,12 +95,11 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, NamedTensor>> {
                 .chunks_exact(2)
                 .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
-            other => {
-                return Err(PeftError::format(
-                    path,
-                    format!("tensor '{name}' has unsupported dtype {other:?}"),
-                ));
-            }
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                .collect(),
+            _ => continue,
         };
         out.insert(
             name,

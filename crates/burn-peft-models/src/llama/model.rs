@@ -2,12 +2,13 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::{log_softmax, silu, softmax};
+use burn::tensor::activation::{log_softmax, silu};
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 use burn_peft_adapters::{Adapter, PromptLearning};
 use burn_peft_core::{AdaptedLinear, AdapterHost};
 
 use super::config::LlamaConfig;
+use crate::attention::scaled_dot_attention;
 use crate::error::{ModelError, Result};
 
 /// A linear layer of the model: frozen base plus named adapters.
@@ -526,12 +527,7 @@ impl Attention {
         let kv = (k.clone(), v.clone());
         let k = repeat_kv(k, h / kvh);
         let v = repeat_kv(v, h / kvh);
-        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
-        let scores = match mask {
-            Some(m) => scores.mask_fill(m, f32::NEG_INFINITY),
-            None => scores,
-        };
-        let out = softmax(scores, 3).matmul(v);
+        let out = scaled_dot_attention(q, k, v, mask);
         let out = self
             .o_proj
             .forward(out.swap_dims(1, 2).reshape([b, t, h * d]));
