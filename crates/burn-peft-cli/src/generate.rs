@@ -86,12 +86,13 @@ pub fn run(args: &GenerateArgs) -> Result<(), String> {
             generated.push(token);
             // Decode everything so far and print what is new: multi-byte characters can span
             // several tokens.
-            if let Ok(text) = p.tokenizer.decode(&generated) {
-                if text.len() > printed.len() && text.starts_with(printed.as_str()) {
-                    let _ = write!(stdout, "{}", &text[printed.len()..]);
-                    let _ = stdout.flush();
-                    printed = text;
-                }
+            if let Ok(text) = p.tokenizer.decode(&generated)
+                && text.len() > printed.len()
+                && text.starts_with(printed.as_str())
+            {
+                let _ = write!(stdout, "{}", &text[printed.len()..]);
+                let _ = stdout.flush();
+                printed = text;
             }
         })
         .map_err(|e| e.to_string())?;

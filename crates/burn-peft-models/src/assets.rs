@@ -298,12 +298,12 @@ impl AssetCache {
             let tags: Vec<&str> = pin.file.trim_end_matches(".whl").splitn(3, '-').collect();
             if let Some(rest) = tags.get(2) {
                 let parts: Vec<&str> = rest.split('-').collect();
-                if let [py, _abi, platform] = parts[..] {
-                    if platform != "any" {
-                        cmd.args(["--python-version", py.trim_start_matches("cp")]);
-                        for p in platform.split('.') {
-                            cmd.args(["--platform", p]);
-                        }
+                if let [py, _abi, platform] = parts[..]
+                    && platform != "any"
+                {
+                    cmd.args(["--python-version", py.trim_start_matches("cp")]);
+                    for p in platform.split('.') {
+                        cmd.args(["--platform", p]);
                     }
                 }
             }

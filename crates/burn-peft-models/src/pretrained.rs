@@ -98,10 +98,10 @@ impl Pretrained {
     pub fn stop_tokens(&self) -> Vec<u32> {
         let mut stops: Vec<u32> = self.model.config.eos_token_id.into_iter().collect();
         for t in ["<|im_end|>", "<|endoftext|>", "</s>"] {
-            if let Some(id) = self.tokenizer.token_id(t) {
-                if !stops.contains(&id) {
-                    stops.push(id);
-                }
+            if let Some(id) = self.tokenizer.token_id(t)
+                && !stops.contains(&id)
+            {
+                stops.push(id);
             }
         }
         stops

@@ -33,7 +33,12 @@ fn embeddings_match_sentence_transformers() {
     let mut ours = Vec::new();
     for (i, s) in sentences.iter().enumerate() {
         let text = s.as_str().unwrap();
-        let ids: Vec<u64> = tokenizer.encode(text).unwrap().iter().map(|&v| v as u64).collect();
+        let ids: Vec<u64> = tokenizer
+            .encode(text)
+            .unwrap()
+            .iter()
+            .map(|&v| v as u64)
+            .collect();
         let want_ids: Vec<u64> = r["token_ids"][i]
             .as_array()
             .unwrap()
@@ -51,7 +56,11 @@ fn embeddings_match_sentence_transformers() {
         assert_eq!(v.len(), want.len());
         let cos: f64 = v.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
         assert!(cos > 1.0 - 1e-4, "{text}: cosine {cos}");
-        let max = v.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        let max = v
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
         assert!(max < 1e-4, "{text}: max diff {max}");
         ours.push(v);
     }
@@ -71,6 +80,8 @@ fn embeddings_match_sentence_transformers() {
     assert_eq!(paths[0], "encoder.layer.0.attention.self.query");
     assert_eq!(adapted.adapter_names(), vec!["default".to_string()]);
     // A fresh LoRA (B = 0) leaves the embedding unchanged.
-    let v = adapted.embed(&tokenizer, "The cat sits on the mat.", &device).unwrap();
+    let v = adapted
+        .embed(&tokenizer, "The cat sits on the mat.", &device)
+        .unwrap();
     assert!(v.iter().zip(&ours[0]).all(|(a, b)| (a - b).abs() < 1e-6));
 }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use burn::tensor::Device;
 use burn_peft_models::assets::{AssetCache, HAMLET_TXT, LEE_BACKGROUND, SMOLLM2_GGUF};
-use burn_peft_models::{Gguf, GenerationConfig, Pretrained};
+use burn_peft_models::{GenerationConfig, Gguf, Pretrained};
 use serde_json::Value;
 
 fn reference() -> Value {
@@ -51,7 +51,10 @@ fn losses_on_real_text_match_transformers() {
     let Some(p) = smollm2() else { return };
     let r = reference();
     let device = Device::flex();
-    for (key, spec, first_line) in [("hamlet_128", HAMLET_TXT, false), ("lee_64", LEE_BACKGROUND, true)] {
+    for (key, spec, first_line) in [
+        ("hamlet_128", HAMLET_TXT, false),
+        ("lee_64", LEE_BACKGROUND, true),
+    ] {
         let Some(path) = asset(spec) else { return };
         let mut text = std::fs::read_to_string(path).unwrap();
         if first_line {
@@ -73,8 +76,15 @@ fn tokenizer_rebuilt_from_gguf_matches_transformers() {
         let text = check["text"].as_str().unwrap();
         let got = p.tokenizer.encode(text).unwrap();
         assert_eq!(got, ids(&check["ids_add_special_tokens_true"]), "{text:?}");
-        assert_eq!(p.tokenizer.decode(&got).unwrap().replace("<|im_start|>", "").replace("<|im_end|>", ""),
-            text.replace("<|im_start|>", "").replace("<|im_end|>", ""), "{text:?}");
+        assert_eq!(
+            p.tokenizer
+                .decode(&got)
+                .unwrap()
+                .replace("<|im_start|>", "")
+                .replace("<|im_end|>", ""),
+            text.replace("<|im_start|>", "").replace("<|im_end|>", ""),
+            "{text:?}"
+        );
     }
 }
 
@@ -85,8 +95,14 @@ fn config_and_weights_match_transformers_loader() {
     let c = &p.model.config;
     let rc = &r["config"];
     assert_eq!(c.hidden_size as u64, rc["hidden_size"].as_u64().unwrap());
-    assert_eq!(c.num_hidden_layers as u64, rc["num_hidden_layers"].as_u64().unwrap());
-    assert_eq!(c.num_key_value_heads as u64, rc["num_key_value_heads"].as_u64().unwrap());
+    assert_eq!(
+        c.num_hidden_layers as u64,
+        rc["num_hidden_layers"].as_u64().unwrap()
+    );
+    assert_eq!(
+        c.num_key_value_heads as u64,
+        rc["num_key_value_heads"].as_u64().unwrap()
+    );
     assert_eq!(c.rope_theta, rc["rope_theta"].as_f64().unwrap());
     assert!(c.tie_word_embeddings && p.model.lm_head.is_none());
     // q_proj row 0 after undoing llama.cpp's permutation equals transformers' q_proj row 0.
@@ -98,15 +114,26 @@ fn config_and_weights_match_transformers_loader() {
         .find(|k| k.starts_with("hf_"))
         .unwrap()
         .clone();
-    let want: Vec<f64> = w[&key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want: Vec<f64> = w[&key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     let q = p.model.layers[0].self_attn.q_proj.base.weight.val(); // [in, out]
-    let row0: Vec<f32> = q.slice([0..want.len(), 0..1]).into_data().try_to_vec().unwrap();
+    let row0: Vec<f32> = q
+        .slice([0..want.len(), 0..1])
+        .into_data()
+        .try_to_vec()
+        .unwrap();
     for (g, w) in row0.iter().zip(&want) {
         assert!((*g as f64 - w).abs() < 1e-6, "{g} vs {w}");
     }
     let file = Gguf::open(&p.source).unwrap();
     let embd = file.tensor("token_embd.weight").unwrap();
-    let want = r["weights"]["token_embd.weight"]["row0_first16"].as_array().unwrap();
+    let want = r["weights"]["token_embd.weight"]["row0_first16"]
+        .as_array()
+        .unwrap();
     for (g, w) in embd.data.iter().zip(want) {
         assert!((*g as f64 - w.as_f64().unwrap()).abs() < 1e-7);
     }
@@ -125,11 +152,17 @@ fn greedy_chat_answers_like_transformers() {
         stop_tokens: p.stop_tokens(),
         ..Default::default()
     };
-    let out = p.model.generate(&prompt_ids, &config, &Device::flex(), |_| {}).unwrap();
+    let out = p
+        .model
+        .generate(&prompt_ids, &config, &Device::flex(), |_| {})
+        .unwrap();
     let mut want = ids(&r["new_token_ids"]);
     if want.last() == Some(&2) {
         want.pop(); // the stop token is not emitted
     }
     assert_eq!(out, want);
-    assert_eq!(p.tokenizer.decode(&out).unwrap(), "The capital of France is Paris.");
+    assert_eq!(
+        p.tokenizer.decode(&out).unwrap(),
+        "The capital of France is Paris."
+    );
 }

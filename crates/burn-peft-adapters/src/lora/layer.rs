@@ -257,8 +257,10 @@ fn pissa(weight: Tensor<2>, r: usize, scaling: f64) -> Result<(Tensor<2>, Tensor
     let root = (s.slice(0..r) / scaling).sqrt();
     let a_t = vh.slice([0..r, 0..d_in]) * root.clone().unsqueeze_dim::<2>(1);
     let b_t = u.slice([0..d_out, 0..r]) * root.unsqueeze_dim::<2>(0);
-    let a = a_t.transpose();
-    let b = b_t.transpose();
+    // Dense copies: a transposed view would be re-laid out on every matmul by some backends.
+    let device = weight.device();
+    let a = Tensor::<2>::from_data(a_t.transpose().into_data(), &device);
+    let b = Tensor::<2>::from_data(b_t.transpose().into_data(), &device);
     let residual = weight - a.clone().matmul(b.clone()) * scaling;
     Ok((a, b, residual))
 }

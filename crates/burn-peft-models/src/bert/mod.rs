@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::attention::{padding_mask, scaled_dot_attention};
 use crate::error::{ModelError, Result};
-use crate::llama::{PeftLinear, weight_files};
+use crate::llama::{PeftLinear, contiguous_transpose, weight_files};
 use crate::tokenizer::TextTokenizer;
 
 /// The shape of a BERT encoder, from HF's `config.json`.
@@ -113,7 +113,10 @@ impl AdapterHost for Bert {
             f(&format!("{p}.attention.self.query"), &mut l.query);
             f(&format!("{p}.attention.self.key"), &mut l.key);
             f(&format!("{p}.attention.self.value"), &mut l.value);
-            f(&format!("{p}.attention.output.dense"), &mut l.attention_output);
+            f(
+                &format!("{p}.attention.output.dense"),
+                &mut l.attention_output,
+            );
             f(&format!("{p}.intermediate.dense"), &mut l.intermediate);
             f(&format!("{p}.output.dense"), &mut l.output);
         }
@@ -149,7 +152,7 @@ impl Weights {
         let w: Tensor<2> = self.tensor(&format!("{key}.weight"), [d_out, d_in])?;
         let b: Tensor<1> = self.tensor(&format!("{key}.bias"), [d_out])?;
         Ok(AdaptedLinear::new(Linear {
-            weight: Param::from_tensor(w.transpose()),
+            weight: Param::from_tensor(contiguous_transpose(w)),
             bias: Some(Param::from_tensor(b)),
         }))
     }
@@ -157,7 +160,9 @@ impl Weights {
     fn norm(&mut self, key: &str, d: usize, eps: f64) -> Result<LayerNorm> {
         let mut n = LayerNormConfig::new(d).with_epsilon(eps).init(&self.device);
         n.gamma = Param::from_tensor(self.tensor(&format!("{key}.weight"), [d])?);
-        n.beta = Some(Param::from_tensor(self.tensor(&format!("{key}.bias"), [d])?));
+        n.beta = Some(Param::from_tensor(
+            self.tensor(&format!("{key}.bias"), [d])?,
+        ));
         Ok(n)
     }
 
@@ -173,7 +178,8 @@ impl Bert {
     /// the tokenizer is turned off; its truncation is kept.
     pub fn from_pretrained(dir: &Path, device: &Device) -> Result<(Self, TextTokenizer)> {
         let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| PeftError::io(&config_path, e))?;
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| PeftError::io(&config_path, e))?;
         let bad = |reason: String| ModelError::UnsupportedModel {
             path: config_path.clone(),
             reason,
@@ -184,8 +190,13 @@ impl Bert {
             return Err(bad("model_type is not 'bert'".into()));
         }
         let c: BertConfig = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-        if c.hidden_act != "gelu" || c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
-            return Err(bad("needs gelu and hidden_size divisible by the heads".into()));
+        if c.hidden_act != "gelu"
+            || c.num_attention_heads == 0
+            || !c.hidden_size.is_multiple_of(c.num_attention_heads)
+        {
+            return Err(bad(
+                "needs gelu and hidden_size divisible by the heads".into()
+            ));
         }
         let mut tensors = std::collections::BTreeMap::new();
         for f in weight_files(dir)? {
@@ -198,8 +209,11 @@ impl Bert {
         };
         let (h, f, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         let word_embeddings = w.embedding("embeddings.word_embeddings", c.vocab_size, h)?;
-        let position_embeddings =
-            w.embedding("embeddings.position_embeddings", c.max_position_embeddings, h)?;
+        let position_embeddings = w.embedding(
+            "embeddings.position_embeddings",
+            c.max_position_embeddings,
+            h,
+        )?;
         let token_type_embeddings =
             w.embedding("embeddings.token_type_embeddings", c.type_vocab_size, h)?;
         let embeddings_norm = w.norm("embeddings.LayerNorm", h, eps)?;
@@ -261,18 +275,32 @@ impl Bert {
     }
 
     /// Sentence embeddings `[batch, hidden]`: mean over real tokens, then L2-normalized.
-    pub fn sentence_embeddings(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Tensor<2> {
+    pub fn sentence_embeddings(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+    ) -> Tensor<2> {
         let hidden = self.forward(input_ids, attention_mask.clone());
         let m = attention_mask.float().unsqueeze_dim::<3>(2);
         let summed = (hidden * m.clone()).sum_dim(1).squeeze_dim::<2>(1);
         let count = m.sum_dim(1).squeeze_dim::<2>(1).clamp_min(1e-9);
         let mean = summed / count;
-        let norm = mean.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+        let norm = mean
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(1)
+            .sqrt()
+            .clamp_min(1e-12);
         mean / norm
     }
 
     /// The normalized embedding of one text.
-    pub fn embed(&self, tokenizer: &TextTokenizer, text: &str, device: &Device) -> Result<Vec<f32>> {
+    pub fn embed(
+        &self,
+        tokenizer: &TextTokenizer,
+        text: &str,
+        device: &Device,
+    ) -> Result<Vec<f32>> {
         let ids = tokenizer.encode(text)?;
         if ids.len() > self.config.max_position_embeddings {
             return Err(ModelError::InvalidInput(format!(
@@ -282,7 +310,9 @@ impl Bert {
             )));
         }
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= self.config.vocab_size) {
-            return Err(ModelError::InvalidInput(format!("token id {bad} outside the vocabulary")));
+            return Err(ModelError::InvalidInput(format!(
+                "token id {bad} outside the vocabulary"
+            )));
         }
         let n = ids.len();
         let input = Tensor::<2, Int>::from_data(

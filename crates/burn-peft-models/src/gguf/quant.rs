@@ -66,7 +66,8 @@ impl GgmlType {
     /// Bytes taken by `n` values; `None` for unknown types or counts that are not whole blocks.
     pub fn byte_size(&self, n: u64) -> Option<u64> {
         let (per, bytes) = self.block()?;
-        (n % per == 0).then(|| (n / per).checked_mul(bytes))?
+        n.is_multiple_of(per)
+            .then(|| (n / per).checked_mul(bytes))?
     }
 }
 
@@ -78,7 +79,7 @@ fn half_at(b: &[u8], i: usize) -> f32 {
 pub(crate) fn dequantize(kind: GgmlType, raw: &[u8], n: usize) -> Option<Vec<f32>> {
     let (per, bytes) = kind.block()?;
     let (per, bytes) = (per as usize, bytes as usize);
-    if n % per != 0 || raw.len() != n / per * bytes {
+    if !n.is_multiple_of(per) || raw.len() != n / per * bytes {
         return None;
     }
     let mut out = Vec::with_capacity(n);

@@ -8,4 +8,5 @@ mod prompt;
 
 pub use config::LlamaConfig;
 pub use load::weight_files;
+pub(crate) use model::contiguous_transpose;
 pub use model::{Attention, DecoderLayer, KvCache, Llama, Mlp, PeftLinear, RmsNorm, rope_tables};

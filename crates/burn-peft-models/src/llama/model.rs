@@ -235,9 +235,11 @@ impl Llama {
         let f = config.intermediate_size;
         let mut linear = |key: &str, d_in: usize, d_out: usize, bias: bool| -> Result<PeftLinear> {
             // PyTorch stores [out, in]; burn's Linear wants [in, out].
-            let weight = src
-                .matrix(&format!("{key}.weight"), [d_out, d_in], device)?
-                .transpose();
+            let weight = contiguous_transpose(src.matrix(
+                &format!("{key}.weight"),
+                [d_out, d_in],
+                device,
+            )?);
             let bias = if bias {
                 Some(Param::from_tensor(src.vector(
                     &format!("{key}.bias"),
@@ -304,7 +306,7 @@ impl Llama {
         } else {
             let w = src.matrix("lm_head.weight", [config.vocab_size, h], device)?;
             Some(Linear {
-                weight: Param::from_tensor(w.transpose()),
+                weight: Param::from_tensor(contiguous_transpose(w)),
                 bias: None,
             })
         };
@@ -445,11 +447,20 @@ impl Llama {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => burn::tensor::module::linear(
-                hidden,
-                self.embed_tokens.weight.val().transpose(),
-                None,
-            ),
+            None => {
+                // Tied: logits = h · Eᵀ. Computed as (E · hᵀ)ᵀ so that the large [vocab, hidden]
+                // table is never transposed (a full copy on some backends); only the small
+                // activations are.
+                let [b, t, h] = hidden.dims();
+                let v = self.config.vocab_size;
+                let flat = hidden.reshape([b * t, h]).transpose();
+                self.embed_tokens
+                    .weight
+                    .val()
+                    .matmul(flat)
+                    .transpose()
+                    .reshape([b, t, v])
+            }
         }
     }
 
@@ -540,6 +551,14 @@ impl Mlp {
         let gate = silu(self.gate_proj.forward(x.clone()));
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }
+}
+
+/// The transpose of a PyTorch `[out, in]` weight as a dense `[in, out]` tensor. A plain
+/// `transpose()` is a strided view, which some backends copy on every matmul; this pays the copy
+/// once, at load time.
+pub(crate) fn contiguous_transpose(w: Tensor<2>) -> Tensor<2> {
+    let device = w.device();
+    Tensor::from_data(w.transpose().into_data(), &device)
 }
 
 /// cos and sin tables `[seq, head_dim]` for positions `start..start + seq` (HF layout: the two
