@@ -69,11 +69,21 @@ where
 {
     let tensors = export_adapter(model, name)?;
     let mut config = None;
+    let saved: Vec<String> = model.modules_to_save();
+    let modules_to_save = (!saved.is_empty()).then_some(saved);
     model.clone().visit_adapter(name, &mut |_, adapter| {
         if config.is_none() {
             config = Some(match adapter {
-                Adapter::Lora(l) => l.config.to_peft_json(),
-                Adapter::Ia3(a) => a.config.to_peft_json(),
+                Adapter::Lora(l) => LoraConfig {
+                    modules_to_save: modules_to_save.clone(),
+                    ..l.config.clone()
+                }
+                .to_peft_json(),
+                Adapter::Ia3(a) => Ia3Config {
+                    modules_to_save: modules_to_save.clone(),
+                    ..a.config.clone()
+                }
+                .to_peft_json(),
             });
         }
     });

@@ -133,13 +133,7 @@ impl PrefixTuningConfig {
 
     /// The config as PEFT writes it.
     pub fn to_peft_json(&self) -> Result<String> {
-        let saved = Self {
-            inference_mode: true,
-            ..self.clone()
-        };
-        serde_json::to_value(&saved)
-            .and_then(|v| serde_json::to_string_pretty(&v))
-            .map_err(|e| PeftError::InvalidConfig(e.to_string()))
+        burn_peft_core::format::peft_config_json(self)
     }
 }
 

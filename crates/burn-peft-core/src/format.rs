@@ -164,6 +164,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// An adapter config as PEFT writes `adapter_config.json`: keys sorted (serde_json's map is
+/// ordered), two-space indent, and `inference_mode: true`.
+pub fn peft_config_json<T: serde::Serialize>(config: &T) -> Result<String> {
+    let bad = |e: serde_json::Error| PeftError::InvalidConfig(e.to_string());
+    let mut value = serde_json::to_value(config).map_err(bad)?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("inference_mode".into(), serde_json::Value::Bool(true));
+    }
+    serde_json::to_string_pretty(&value).map_err(bad)
+}
+
 /// The file key of an adapter tensor: `base_model.model.<path>.<suffix>`.
 pub fn peft_key(path: &str, suffix: &str) -> String {
     format!("{PEFT_PREFIX}{path}.{suffix}")
@@ -192,9 +203,18 @@ where
         return Err(PeftError::UnknownAdapter(name.to_string()));
     }
     let mut out = BTreeMap::new();
-    model.clone().visit_adapter(name, &mut |path, adapter| {
+    let mut model = model.clone();
+    model.visit_adapter(name, &mut |path, adapter| {
         for (suffix, tensor) in adapter.export() {
             out.insert(peft_key(path, &suffix), tensor);
+        }
+    });
+    // Layers trained in full: PyTorch layout, under `base_model.model.<path>.<param>`.
+    model.visit_modules_to_save(&mut |path, layer| {
+        let weight = NamedTensor::from_tensor(layer.weight.val()).transposed();
+        out.insert(peft_key(path, "weight"), weight);
+        if let Some(b) = &layer.bias {
+            out.insert(peft_key(path, "bias"), NamedTensor::from_tensor(b.val()));
         }
     });
     Ok(out)
@@ -236,6 +256,36 @@ where
             Ok(tensor)
         };
         result = adapter.import(&mut take);
+    });
+    result?;
+    // Layers trained in full, when the file carries them.
+    let mut result = Ok(());
+    staged.visit_modules_to_save(&mut |path, layer| {
+        if result.is_err() {
+            return;
+        }
+        let [d_in, d_out] = layer.weight.shape().dims::<2>();
+        let device = layer.weight.device();
+        let key = peft_key(path, "weight");
+        if let Some(w) = tensors.remove(&key) {
+            result = check_shape(&key, &w, &[d_out, d_in])
+                .and_then(|_| w.transposed().to_tensor::<2>(&device, &key))
+                .map(|t| {
+                    let trains = layer.weight.is_require_grad();
+                    layer.weight = layer.weight.clone().map(|_| t).set_require_grad(trains);
+                });
+        }
+        let key = peft_key(path, "bias");
+        if let (Some(b), Some(param)) = (tensors.remove(&key), layer.bias.clone())
+            && result.is_ok()
+        {
+            result = check_shape(&key, &b, &[d_out])
+                .and_then(|_| b.to_tensor::<1>(&device, &key))
+                .map(|t| {
+                    let trains = param.is_require_grad();
+                    layer.bias = Some(param.map(|_| t).set_require_grad(trains));
+                });
+        }
     });
     result?;
     if let Some(key) = tensors.keys().next() {

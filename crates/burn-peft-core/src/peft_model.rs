@@ -41,6 +41,13 @@ pub trait AdapterHost: Module + Sized {
     /// (`model.layers.0.self_attn.q_proj`).
     fn visit_adapted_linears(&mut self, f: &mut dyn FnMut(&str, &mut AdaptedLinear<Self::Adapter>));
 
+    /// Calls `f` for every layer trained in full next to the adapters (PEFT's
+    /// `modules_to_save`, e.g. a classification head), with its module path. Adding an adapter
+    /// leaves these trainable, and adapter files carry them. None by default.
+    fn visit_modules_to_save(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        let _ = f;
+    }
+
     /// Whether the layer at `path` is the model's output layer, which `all-linear` leaves out.
     fn is_output_layer(&self, path: &str) -> bool {
         path == "lm_head" || path.ends_with(".lm_head")
@@ -103,6 +110,9 @@ pub trait PeftModel: AdapterHost {
         let mut built = built.into_iter().peekable();
         let frozen = self.clone().no_grad();
         *self = frozen;
+        self.visit_modules_to_save(&mut |_, layer| {
+            *layer = layer.clone().set_require_grad(true);
+        });
         self.visit_adapted_linears(&mut |path, layer| {
             if built.peek().is_some_and(|(p, _)| p == path)
                 && let Some((_, adapter)) = built.next()
@@ -232,6 +242,14 @@ pub trait PeftModel: AdapterHost {
             layer.merged.clear();
             layer.disabled = false;
         });
+    }
+
+    /// Module paths of the layers trained in full (see [`AdapterHost::visit_modules_to_save`]).
+    fn modules_to_save(&self) -> Vec<String> {
+        let mut paths = Vec::new();
+        self.clone()
+            .visit_modules_to_save(&mut |path, _| paths.push(path.to_string()));
+        paths
     }
 
     /// Calls `f` with the module path and adapter for every layer that holds adapter `name`.

@@ -21,7 +21,7 @@ mod llama;
 mod pretrained;
 mod tokenizer;
 
-pub use bert::{Bert, BertConfig, BertLayer};
+pub use bert::{Bert, BertClassifier, BertConfig, BertLayer};
 pub use error::{ModelError, Result};
 pub use generate::GenerationConfig;
 pub use gguf::{Gguf, GgufError, GgufValue};

@@ -38,7 +38,7 @@ pub struct Ia3Config {
     pub fan_in_fan_out: bool,
     /// Start the vectors at one (a no-op); `false` draws them at random (for tests).
     pub init_ia3_weights: bool,
-    /// Modules trained in full; not supported yet.
+    /// Modules trained in full; filled from the model on save.
     pub modules_to_save: Option<Vec<String>>,
     /// PEFT's method name, always `"IA3"`.
     pub peft_type: String,
@@ -84,9 +84,6 @@ impl Ia3Config {
         if self.fan_in_fan_out {
             return bad("fan_in_fan_out is not supported");
         }
-        if self.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
-            return bad("modules_to_save is not supported for IA3 yet");
-        }
         self.selector().validate()
     }
 
@@ -116,13 +113,7 @@ impl Ia3Config {
 
     /// The config as PEFT writes it.
     pub fn to_peft_json(&self) -> Result<String> {
-        let saved = Self {
-            inference_mode: true,
-            ..self.clone()
-        };
-        serde_json::to_value(&saved)
-            .and_then(|v| serde_json::to_string_pretty(&v))
-            .map_err(|e| PeftError::InvalidConfig(e.to_string()))
+        burn_peft_core::format::peft_config_json(self)
     }
 }
 

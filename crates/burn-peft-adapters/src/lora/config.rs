@@ -121,7 +121,8 @@ pub struct LoraConfig {
     pub bias: String,
     /// A bias on lora_B; not supported.
     pub lora_bias: bool,
-    /// Modules trained in full and saved with the adapter; not supported for LoRA yet.
+    /// Modules trained in full and saved with the adapter. The model declares them
+    /// (`AdapterHost::visit_modules_to_save`); saving fills this list from the model.
     pub modules_to_save: Option<Vec<String>>,
     /// PEFT's method name, always `"LORA"`.
     pub peft_type: String,
@@ -253,9 +254,6 @@ impl LoraConfig {
         if self.fan_in_fan_out {
             return bad("fan_in_fan_out is not supported".into());
         }
-        if self.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
-            return bad("modules_to_save is not supported for LoRA yet".into());
-        }
         self.selector().validate()
     }
 
@@ -290,12 +288,7 @@ impl LoraConfig {
 
     /// The config as PEFT writes it: sorted keys, two-space indent, `inference_mode: true`.
     pub fn to_peft_json(&self) -> Result<String> {
-        let mut saved = self.clone();
-        saved.inference_mode = true;
-        let value =
-            serde_json::to_value(&saved).map_err(|e| PeftError::InvalidConfig(e.to_string()))?;
-        // serde_json's Map is ordered by key, which gives PEFT's sort_keys=True.
-        serde_json::to_string_pretty(&value).map_err(|e| PeftError::InvalidConfig(e.to_string()))
+        burn_peft_core::format::peft_config_json(self)
     }
 }
 

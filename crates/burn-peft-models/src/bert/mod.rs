@@ -327,3 +327,61 @@ impl Bert {
             .map_err(|e| ModelError::InvalidInput(format!("{e:?}")))
     }
 }
+
+/// A BERT encoder with a sequence-classification head over the mean-pooled hidden states. The
+/// head is trained in full next to the adapters (PEFT's `modules_to_save`, module path
+/// `classifier`) and saved in the adapter file. Module paths follow HF's
+/// `BertForSequenceClassification` (`bert.encoder.layer.N...`, `classifier`), so PEFT files line
+/// up key for key; the pooling differs (mean pooling here, the `[CLS]` pooler there).
+#[derive(Module, Debug)]
+pub struct BertClassifier {
+    /// The encoder.
+    pub bert: Bert,
+    /// The head: `[hidden] -> [num_labels]`.
+    pub classifier: Linear,
+}
+
+impl AdapterHost for BertClassifier {
+    type Adapter = Adapter;
+
+    fn visit_adapted_linears(&mut self, f: &mut dyn FnMut(&str, &mut AdaptedLinear<Adapter>)) {
+        // Under `bert.`, as in HF's BertForSequenceClassification, so adapter files line up.
+        self.bert
+            .visit_adapted_linears(&mut |path, layer| f(&format!("bert.{path}"), layer));
+    }
+
+    fn visit_modules_to_save(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
+        f("classifier", &mut self.classifier);
+    }
+}
+
+impl BertClassifier {
+    /// A new, randomly initialized head with `num_labels` outputs on `bert`.
+    pub fn new(bert: Bert, num_labels: usize, device: &Device) -> Self {
+        let classifier =
+            burn::nn::LinearConfig::new(bert.config.hidden_size, num_labels).init(device);
+        Self { bert, classifier }
+    }
+
+    /// Logits `[batch, num_labels]`.
+    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Tensor<2> {
+        let hidden = self.bert.forward(input_ids, attention_mask.clone());
+        let m = attention_mask.float().unsqueeze_dim::<3>(2);
+        let pooled = (hidden * m.clone()).sum_dim(1).squeeze_dim::<2>(1)
+            / m.sum_dim(1).squeeze_dim::<2>(1).clamp_min(1e-9);
+        self.classifier.forward(pooled)
+    }
+
+    /// Mean cross-entropy of `labels` `[batch]`.
+    pub fn loss(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        labels: Tensor<1, Int>,
+    ) -> Tensor<1> {
+        let logits = self.forward(input_ids, attention_mask);
+        let [b, _] = logits.dims();
+        let logp = burn::tensor::activation::log_softmax(logits, 1);
+        logp.gather(1, labels.reshape([b, 1])).mean().neg()
+    }
+}
