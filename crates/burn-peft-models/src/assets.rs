@@ -95,7 +95,7 @@ impl FromStr for AssetSpec {
             return Ok(AssetSpec::Local(PathBuf::from(s)));
         };
         let bad = || {
-            ModelError::InvalidInput(format!(
+            ModelError::Asset(format!(
                 "asset '{s}' is not pypi:<package>==<version>#<path inside the wheel>"
             ))
         };
@@ -164,7 +164,7 @@ impl AssetCache {
                 if p.exists() {
                     Ok(p)
                 } else {
-                    Err(ModelError::InvalidInput(format!(
+                    Err(ModelError::Asset(format!(
                         "{}: no such file or directory",
                         p.display()
                     )))
@@ -180,7 +180,7 @@ impl AssetCache {
                 if path.exists() {
                     Ok(path)
                 } else {
-                    Err(ModelError::InvalidInput(format!(
+                    Err(ModelError::Asset(format!(
                         "{package}=={version} has no '{inner}' (unpacked in {})",
                         dir.display()
                     )))
@@ -242,7 +242,7 @@ impl AssetCache {
             None => {
                 self.download(package, version, pin, &wheels)?;
                 find().ok_or_else(|| {
-                    ModelError::InvalidInput(format!(
+                    ModelError::Asset(format!(
                         "pip brought no wheel for {package}=={version} into {}",
                         wheels.display()
                     ))
@@ -252,7 +252,7 @@ impl AssetCache {
         if let Some(pin) = pin {
             let got = sha256_file(&wheel)?;
             if got != pin.sha256 {
-                return Err(ModelError::InvalidInput(format!(
+                return Err(ModelError::Asset(format!(
                     "{} has sha256 {got}, expected {}: delete it and fetch again",
                     wheel.display(),
                     pin.sha256
@@ -274,7 +274,7 @@ impl AssetCache {
             wheels.display()
         );
         if !self.allow_download {
-            return Err(ModelError::InvalidInput(format!(
+            return Err(ModelError::Asset(format!(
                 "{package}=={version} is not in the cache {} and downloads are off \
                  (BURN_PEFT_OFFLINE): fetch it with `{command}`",
                 self.root.display()
@@ -311,14 +311,14 @@ impl AssetCache {
         let output = cmd.output();
         match output {
             Ok(o) if o.status.success() => Ok(()),
-            Ok(o) => Err(ModelError::InvalidInput(format!(
+            Ok(o) => Err(ModelError::Asset(format!(
                 "could not download {package}=={version} ({}); fetch it by hand with `{command}`",
                 String::from_utf8_lossy(&o.stderr)
                     .lines()
                     .last()
                     .unwrap_or("pip failed")
             ))),
-            Err(e) => Err(ModelError::InvalidInput(format!(
+            Err(e) => Err(ModelError::Asset(format!(
                 "could not run {python} to download {package}=={version} ({e}); fetch it with `{command}`"
             ))),
         }
