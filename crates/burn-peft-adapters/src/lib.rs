@@ -118,6 +118,13 @@ impl LinearAdapter for Adapter {
         }
     }
 
+    fn merged_bias_factor(&self) -> Option<Tensor<1>> {
+        match self {
+            Adapter::Ia3(a) if !a.feedforward => Some(a.scale.val().detach()),
+            _ => None,
+        }
+    }
+
     fn take_base_update(&mut self) -> Option<Tensor<2>> {
         match self {
             Adapter::Lora(l) => l.take_base_update(),

@@ -65,9 +65,12 @@ fn ia3_scales_outputs_and_feedforward_inputs_and_multiplies() {
         .down_proj
         .forward(x.clone() * (da * db).unsqueeze::<2>());
     assert!(max_diff(m.down_proj.forward(x.clone()), want.clone()) < 1e-5);
-    // Merged weights compute the same; unmerge restores the base weight.
+    // Merged weights compute the same (the output-scaled layer's bias is scaled too, as in
+    // PEFT); unmerge restores the base weight and bias.
+    let k_out = m.k_proj.forward(x.clone());
     m.merge_adapter(None).unwrap();
     assert!(max_diff(m.down_proj.forward(x.clone()), want) < 1e-5);
+    assert!(max_diff(m.k_proj.forward(x.clone()), k_out) < 1e-5);
     m.unmerge_adapter().unwrap();
     assert!(
         max_diff(
@@ -76,6 +79,8 @@ fn ia3_scales_outputs_and_feedforward_inputs_and_multiplies() {
         ) < 1e-5
     );
     assert!(max_diff(m.k_proj.base.weight.val(), base.k_proj.base.weight.val()) < 1e-5);
+    let bias = |l: &AdaptedLinear<Adapter>| l.base.bias.as_ref().unwrap().val();
+    assert!(max_diff(bias(&m.k_proj), bias(&base.k_proj)) < 1e-5);
 }
 
 #[test]

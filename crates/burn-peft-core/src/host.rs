@@ -45,6 +45,12 @@ pub trait LinearAdapter: Module + Sized {
         None
     }
 
+    /// What the base bias is multiplied by when this adapter is merged (and divided by, plus
+    /// 1e-8, when it is unmerged): IA3 on output-scaled layers. `None` leaves the bias alone.
+    fn merged_bias_factor(&self) -> Option<Tensor<1>> {
+        None
+    }
+
     /// Sets whether this adapter's parameters get gradients.
     fn set_trainable(self, trainable: bool) -> Self {
         self.set_require_grad(trainable)
@@ -201,6 +207,9 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
             let weight = self.base.weight.val().detach();
             let merged = self.adapters[i].merge(weight)?;
             self.set_base_weight(merged);
+            if let Some(factor) = self.adapters[i].merged_bias_factor() {
+                self.map_bias(|b| b * factor);
+            }
             self.merged.push(name.clone());
         }
         Ok(())
@@ -215,6 +224,9 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
             let weight = self.base.weight.val().detach();
             let restored = self.adapters[i].unmerge(weight)?;
             self.set_base_weight(restored);
+            if let Some(factor) = self.adapters[i].merged_bias_factor() {
+                self.map_bias(|b| b / (factor + 1e-8));
+            }
         }
         Ok(())
     }
@@ -222,6 +234,13 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
     fn set_base_weight(&mut self, weight: Tensor<2>) {
         let param = self.base.weight.clone().map(|_| weight);
         self.base.weight = param.set_require_grad(false);
+    }
+
+    fn map_bias(&mut self, f: impl FnOnce(Tensor<1>) -> Tensor<1>) {
+        if let Some(bias) = self.base.bias.take() {
+            let value = f(bias.val().detach());
+            self.base.bias = Some(bias.map(|_| value).set_require_grad(false));
+        }
     }
 
     /// The base layer alone, with whatever is merged into it, and no adapters.
