@@ -168,30 +168,16 @@ mod tests {
             let t = pick(&logits, &hot, &mut SplitMix(seed));
             assert!(t == 1 || t == 3, "{t}");
         }
-        let a: Vec<u32> = (0..20)
-            .map(|s| {
-                pick(
-                    &logits,
-                    &GenerationConfig {
-                        temperature: 2.0,
-                        ..hot.clone()
-                    },
-                    &mut SplitMix(s),
-                )
-            })
-            .collect();
-        let b: Vec<u32> = (0..20)
-            .map(|s| {
-                pick(
-                    &logits,
-                    &GenerationConfig {
-                        temperature: 2.0,
-                        ..hot.clone()
-                    },
-                    &mut SplitMix(s),
-                )
-            })
-            .collect();
+        let warm = GenerationConfig {
+            temperature: 2.0,
+            ..hot
+        };
+        let draw = || -> Vec<u32> {
+            (0..20)
+                .map(|s| pick(&logits, &warm, &mut SplitMix(s)))
+                .collect()
+        };
+        let (a, b) = (draw(), draw());
         assert_eq!(a, b);
     }
 }
