@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use burn_peft_core::PeftModel;
 use burn_peft_models::assets::AssetCache;
 use burn_peft_models::{Llama, Pretrained};
 
@@ -18,8 +19,9 @@ pub fn load_model(
     Pretrained::load(&path, device).map_err(|e| e.to_string())
 }
 
-/// Loads each adapter directory as `adapter0`, `adapter1`, ... and returns the names.
-pub fn load_adapters(model: &mut Llama, dirs: &[PathBuf]) -> Result<Vec<String>, String> {
+/// Loads each adapter directory as `adapter0`, `adapter1`, ... and makes them all active (the
+/// linear-layer ones through `set_adapter`; a prefix or prompt adapter is active once loaded).
+pub fn load_adapters(model: &mut Llama, dirs: &[PathBuf]) -> Result<(), String> {
     let mut names = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         let name = format!("adapter{i}");
@@ -28,5 +30,13 @@ pub fn load_adapters(model: &mut Llama, dirs: &[PathBuf]) -> Result<Vec<String>,
             .map_err(|e| format!("adapter {}: {e}", dir.display()))?;
         names.push(name);
     }
-    Ok(names)
+    let linear: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| model.prompt_name.as_deref() != Some(*n))
+        .collect();
+    if !linear.is_empty() {
+        model.set_adapter(&linear).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

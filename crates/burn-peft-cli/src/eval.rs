@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use burn_peft_core::{PeftModel, parse_device};
+use burn_peft_core::parse_device;
 use burn_peft_models::Pretrained;
 use burn_peft_models::assets::AssetCache;
 
@@ -54,15 +54,7 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         tokenizer,
         ..
     } = load_model(&args.model, args.cache_dir.clone(), &device)?;
-    let names = load_adapters(&mut model, &args.adapter)?;
-    let linear: Vec<&str> = names
-        .iter()
-        .map(String::as_str)
-        .filter(|n| model.prompt_name.as_deref() != Some(*n))
-        .collect();
-    if !linear.is_empty() {
-        model.set_adapter(&linear).map_err(|e| e.to_string())?;
-    }
+    load_adapters(&mut model, &args.adapter)?;
     if args.merge {
         model.merge_active().map_err(|e| e.to_string())?;
     }

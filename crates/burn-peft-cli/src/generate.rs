@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use burn_peft_core::{PeftModel, parse_device};
+use burn_peft_core::parse_device;
 use burn_peft_models::GenerationConfig;
 use clap::Args;
 
@@ -49,17 +49,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), String> {
     let device = parse_device(&args.device).map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
     let mut p = load_model(&args.model, args.cache_dir.clone(), &device)?;
-    let names = crate::common::load_adapters(&mut p.model, &args.adapter)?;
-    if !names.is_empty() {
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let linear: Vec<&str> = refs
-            .into_iter()
-            .filter(|n| p.model.prompt_name.as_deref() != Some(*n))
-            .collect();
-        if !linear.is_empty() {
-            p.model.set_adapter(&linear).map_err(|e| e.to_string())?;
-        }
-    }
+    crate::common::load_adapters(&mut p.model, &args.adapter)?;
     let load_s = started.elapsed().as_secs_f64();
     let text = if args.chat {
         p.chat_prompt(&args.prompt).map_err(|e| e.to_string())?
