@@ -1,0 +1,343 @@
+//! [`PeftOptimizer`]: burn's AdamW with LoRA+ groups, a schedule, global-norm clipping,
+//! accumulation and exact save/resume.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::path::Path;
+
+use burn::config::Config;
+use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::module::{Module, ParamGroup, ParamId};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bytes, Tensor};
+use burn_peft_core::format::write_atomic;
+use burn_peft_core::{PeftError, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::params::{assign_param_ids, clip_global_norm, global_grad_norm, trainable_param_ids};
+use crate::schedule::{LrSchedule, ScheduleKind};
+
+/// Hyper-parameters of a fine-tuning optimizer, named and defaulted as HF `TrainingArguments`
+/// (AdamW, linear schedule, no warm-up, clipping at norm 1) except the learning rate, whose
+/// default is the usual LoRA one.
+///
+/// ```
+/// use burn_peft_optim::{PeftOptimizerConfig, ScheduleKind};
+/// let config = PeftOptimizerConfig::new(1000)
+///     .with_learning_rate(1e-4)
+///     .with_lr_scheduler_type(ScheduleKind::Cosine)
+///     .with_warmup_steps(50)
+///     .with_loraplus_lr_ratio(Some(16.0));
+/// assert_eq!(config.max_grad_norm, Some(1.0));
+/// ```
+#[derive(Config, Debug)]
+pub struct PeftOptimizerConfig {
+    /// Optimizer steps in the whole run (the schedule's length).
+    pub total_steps: usize,
+    /// Peak learning rate.
+    #[config(default = 2e-4)]
+    pub learning_rate: f64,
+    /// Decoupled weight decay (AdamW).
+    #[config(default = 0.0)]
+    pub weight_decay: f32,
+    /// Adam's β₁.
+    #[config(default = 0.9)]
+    pub adam_beta1: f32,
+    /// Adam's β₂.
+    #[config(default = 0.999)]
+    pub adam_beta2: f32,
+    /// Adam's ε.
+    #[config(default = 1e-8)]
+    pub adam_epsilon: f32,
+    /// What the learning rate does after the warm-up.
+    #[config(default = "ScheduleKind::Linear")]
+    pub lr_scheduler_type: ScheduleKind,
+    /// Steps of linear warm-up from zero.
+    #[config(default = 0)]
+    pub warmup_steps: usize,
+    /// Clip the global gradient norm to this (`None`: no clipping).
+    #[config(default = "Some(1.0)")]
+    pub max_grad_norm: Option<f32>,
+    /// Micro-batches whose gradients are averaged into one optimizer step.
+    #[config(default = 1)]
+    pub gradient_accumulation_steps: usize,
+    /// LoRA+: the learning rate of the `lora_b` matrices is this times the base one
+    /// (Hayou et al. 2024 recommend 16). `None`: one learning rate for all.
+    #[config(default = "None")]
+    pub loraplus_lr_ratio: Option<f64>,
+}
+
+impl PeftOptimizerConfig {
+    /// Checks the values and builds the optimizer for a model of type `M`.
+    pub fn init<M: Module>(&self) -> Result<PeftOptimizer<M>> {
+        let bad = |m: String| Err(PeftError::InvalidConfig(m));
+        if self.total_steps == 0 {
+            return bad("total_steps must be at least 1".into());
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(format!("learning rate {} must be > 0", self.learning_rate));
+        }
+        if self.gradient_accumulation_steps == 0 {
+            return bad("gradient_accumulation_steps must be at least 1".into());
+        }
+        if let Some(n) = self.max_grad_norm
+            && !(n.is_finite() && n > 0.0)
+        {
+            return bad(format!("max_grad_norm {n} must be > 0"));
+        }
+        if let Some(r) = self.loraplus_lr_ratio
+            && !(r.is_finite() && r > 0.0)
+        {
+            return bad(format!("loraplus_lr_ratio {r} must be > 0"));
+        }
+        if !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2) {
+            return bad("Adam betas must be in [0, 1)".into());
+        }
+        Ok(PeftOptimizer {
+            optim: self.adamw(),
+            accumulator: GradientsAccumulator::new(),
+            pending: 0,
+            step: 0,
+            config: self.clone(),
+            phantom: PhantomData,
+        })
+    }
+
+    fn adamw(&self) -> ModuleOptimizer {
+        AdamWConfig::new()
+            .with_beta_1(self.adam_beta1)
+            .with_beta_2(self.adam_beta2)
+            .with_epsilon(self.adam_epsilon)
+            .with_weight_decay(self.weight_decay)
+            .init()
+    }
+
+    /// The schedule of the base group.
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule::new(
+            self.lr_scheduler_type,
+            self.learning_rate,
+            self.warmup_steps,
+            self.total_steps,
+        )
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Optimizer steps taken, this one included.
+    pub step: usize,
+    /// The base learning rate of this step.
+    pub lr: f64,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+/// The optimizer state of a fine-tuning run over a model of type `M`.
+///
+/// Call [`backward_step`](Self::backward_step) with each micro-batch's loss; every
+/// `gradient_accumulation_steps` calls it clips, updates the model and returns a
+/// [`StepReport`]. Only parameters that get a gradient (the adapters, or everything after
+/// [`make_trainable`](crate::make_trainable)) are touched and hold state.
+///
+/// ```
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::tensor::{Device, Tensor};
+/// use burn_peft_optim::PeftOptimizerConfig;
+///
+/// let device = Device::flex().autodiff();
+/// let mut model = LinearConfig::new(4, 1).init(&device);
+/// let mut optim = PeftOptimizerConfig::new(20)
+///     .with_learning_rate(0.05)
+///     .init::<Linear>()
+///     .unwrap();
+/// let x = Tensor::<2>::ones([8, 4], &device);
+/// let loss = |m: &Linear| (m.forward(x.clone()) - 1.0).square().mean();
+/// let first = loss(&model).into_scalar::<f32>();
+/// for _ in 0..20 {
+///     let l = loss(&model);
+///     let (m, _report) = optim.backward_step(model, l);
+///     model = m;
+/// }
+/// assert!(loss(&model).into_scalar::<f32>() < first);
+/// ```
+pub struct PeftOptimizer<M> {
+    optim: ModuleOptimizer,
+    accumulator: GradientsAccumulator<M>,
+    pending: usize,
+    step: usize,
+    config: PeftOptimizerConfig,
+    phantom: PhantomData<M>,
+}
+
+/// What [`PeftOptimizer::save`] writes next to the burnpack optimizer record.
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    step: usize,
+    /// Parameter path -> the id the optimizer record uses for it.
+    param_ids: BTreeMap<String, u64>,
+}
+
+const RECORD_FILE: &str = "optimizer.bpk";
+const STATE_FILE: &str = "optimizer_state.json";
+
+impl<M: Module> PeftOptimizer<M> {
+    /// Optimizer steps taken so far.
+    pub fn steps_taken(&self) -> usize {
+        self.step
+    }
+
+    /// Micro-batches accumulated since the last optimizer step.
+    pub fn pending_micro_batches(&self) -> usize {
+        self.pending
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &PeftOptimizerConfig {
+        &self.config
+    }
+
+    /// The base learning rate the next optimizer step will use.
+    pub fn next_lr(&self) -> f64 {
+        self.config.schedule().lr_at(self.step)
+    }
+
+    /// Back-propagates one micro-batch's mean loss. On the last micro-batch of an
+    /// accumulation window it averages the gradients, clips them and steps.
+    pub fn backward_step(&mut self, model: M, loss: Tensor<1>) -> (M, Option<StepReport>) {
+        let accum = self.config.gradient_accumulation_steps;
+        let loss = if accum > 1 {
+            loss / accum as f32
+        } else {
+            loss
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        self.pending += 1;
+        if self.pending < accum {
+            self.accumulator.accumulate(&model, grads);
+            return (model, None);
+        }
+        let grads = if accum > 1 {
+            self.accumulator.accumulate(&model, grads);
+            self.accumulator.grads()
+        } else {
+            grads
+        };
+        self.pending = 0;
+        let (model, report) = self.apply(model, grads);
+        (model, Some(report))
+    }
+
+    /// Clips `grads` and takes one optimizer step with them (for callers that compute gradients
+    /// themselves, e.g. with extra penalty terms).
+    pub fn apply(&mut self, model: M, mut grads: GradientsParams) -> (M, StepReport) {
+        let grad_norm = match self.config.max_grad_norm {
+            Some(max) => clip_global_norm(&model, &mut grads, max),
+            None => global_grad_norm(&model, &grads),
+        }
+        .unwrap_or(0.0);
+        let mut lr = self.lr_policy();
+        let lrs = lr.step();
+        let base_lr = self.config.schedule().lr_at(self.step);
+        let model = self.optim.step(lrs, model, grads);
+        self.step += 1;
+        (
+            model,
+            StepReport {
+                step: self.step,
+                lr: base_lr,
+                grad_norm,
+            },
+        )
+    }
+
+    /// burn's per-group scheduler positioned at the current step: the base schedule for all
+    /// parameters, and LoRA+'s scaled copy for `lora_b`.
+    fn lr_policy(&self) -> ModuleLrScheduler {
+        let mut base = self.config.schedule();
+        base.step = self.step;
+        let mut policy = ModuleLrScheduler::new(base.clone());
+        if let Some(ratio) = self.config.loraplus_lr_ratio {
+            policy = policy.with_group(ParamGroup::from_predicate("lora_b"), base.scaled(ratio));
+        }
+        policy
+    }
+
+    /// Writes the optimizer state into `dir` (`optimizer.bpk`, burn's record, and
+    /// `optimizer_state.json`: the step and the parameter paths), each file atomically.
+    ///
+    /// Refused in the middle of an accumulation window, where the partial gradients would be
+    /// lost.
+    pub fn save(&self, model: &M, dir: &Path) -> Result<()> {
+        if self.pending > 0 {
+            return Err(PeftError::InvalidConfig(format!(
+                "cannot save the optimizer after {} of {} accumulated micro-batches: save at an \
+                 optimizer step",
+                self.pending, self.config.gradient_accumulation_steps
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| PeftError::io(dir, e))?;
+        let bytes = self
+            .optim
+            .into_bytes()
+            .map_err(|e| PeftError::format(dir.join(RECORD_FILE), format!("{e:?}")))?;
+        write_atomic(&dir.join(RECORD_FILE), &bytes)?;
+        let state = SavedState {
+            step: self.step,
+            param_ids: trainable_param_ids(model)
+                .into_iter()
+                .map(|(path, id)| (path, id.val()))
+                .collect(),
+        };
+        let json = serde_json::to_string_pretty(&state)
+            .map_err(|e| PeftError::format(dir.join(STATE_FILE), e))?;
+        write_atomic(&dir.join(STATE_FILE), json.as_bytes())
+    }
+
+    /// Restores the state [`save`](Self::save) wrote, for `model` built and loaded the same way
+    /// (same adapters, same trainable parameters). Returns the model with its parameters
+    /// re-joined to their saved optimizer state.
+    pub fn load(&mut self, model: M, dir: &Path) -> Result<M> {
+        let state_path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&state_path).map_err(|e| PeftError::io(&state_path, e))?;
+        let state: SavedState =
+            serde_json::from_str(&text).map_err(|e| PeftError::format(&state_path, e))?;
+        let current = trainable_param_ids(&model);
+        if current.len() != state.param_ids.len()
+            || current.keys().any(|k| !state.param_ids.contains_key(k))
+        {
+            let missing: Vec<&String> = current
+                .keys()
+                .filter(|k| !state.param_ids.contains_key(*k))
+                .take(3)
+                .collect();
+            return Err(PeftError::format(
+                &state_path,
+                format!(
+                    "the saved state covers {} trainable parameters, the model has {} \
+                     (first unmatched: {missing:?})",
+                    state.param_ids.len(),
+                    current.len()
+                ),
+            ));
+        }
+        let ids: BTreeMap<String, ParamId> = state
+            .param_ids
+            .iter()
+            .map(|(k, &v)| (k.clone(), ParamId::from(v)))
+            .collect();
+        let (model, _) = assign_param_ids(model, &ids);
+        let record_path = dir.join(RECORD_FILE);
+        let bytes = std::fs::read(&record_path).map_err(|e| PeftError::io(&record_path, e))?;
+        self.optim = self
+            .config
+            .adamw()
+            .from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| PeftError::format(&record_path, format!("{e:?}")))?;
+        self.step = state.step;
+        self.pending = 0;
+        self.accumulator = GradientsAccumulator::new();
+        Ok(model)
+    }
+}

@@ -1,0 +1,183 @@
+//! Parameter-level helpers: paths and ids of trainable parameters, full fine-tuning, and
+//! global-norm clipping.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+
+/// The ids of the parameters that get a gradient, by module path (`layers.0.self_attn...`).
+///
+/// burn keeps optimizer state by [`ParamId`], and a model loaded afresh gets new ids. Saving
+/// this map with the optimizer state and handing it to [`assign_param_ids`] after reloading
+/// joins the two again.
+pub fn trainable_param_ids<M: Module>(module: &M) -> BTreeMap<String, ParamId> {
+    let mut v = PathVisitor {
+        path: Vec::new(),
+        ids: BTreeMap::new(),
+    };
+    module.visit(&mut v);
+    v.ids
+}
+
+/// Gives each parameter whose path is in `ids` that id (see [`trainable_param_ids`]). Returns
+/// the module and how many parameters were matched.
+pub fn assign_param_ids<M: Module>(module: M, ids: &BTreeMap<String, ParamId>) -> (M, usize) {
+    let mut m = IdMapper {
+        path: Vec::new(),
+        ids,
+        matched: 0,
+    };
+    let module = module.map(&mut m);
+    let matched = m.matched;
+    (module, matched)
+}
+
+/// Makes every floating-point parameter trainable: full fine-tuning through the same optimizer
+/// path as adapters.
+///
+/// ```
+/// use burn::module::Module;
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::Device;
+/// use burn_peft_core::TrainableParameters;
+/// use burn_peft_optim::make_trainable;
+///
+/// let device = Device::flex().autodiff();
+/// let frozen = LinearConfig::new(4, 2).init(&device).no_grad();
+/// assert_eq!(TrainableParameters::of(&frozen).trainable, 0);
+/// assert_eq!(TrainableParameters::of(&make_trainable(frozen)).trainable, 10);
+/// ```
+pub fn make_trainable<M: Module>(module: M) -> M {
+    module.map(&mut Unfreeze)
+}
+
+/// The L2 norm of all gradients of `module`'s parameters taken together, as PyTorch's
+/// `clip_grad_norm_` computes it. `None` when no parameter has a gradient.
+pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> Option<f32> {
+    let mut v = SquaredNorm {
+        grads,
+        sum: None,
+    };
+    module.visit(&mut v);
+    v.sum.map(|s| s.into_scalar::<f32>().sqrt())
+}
+
+/// Scales all gradients by `max_norm / norm` when their global norm exceeds `max_norm`
+/// (PyTorch's `clip_grad_norm_`, with its 1e-6 guard). Returns the norm before clipping.
+///
+/// ```
+/// use burn::module::Module;
+/// use burn::nn::LinearConfig;
+/// use burn::optim::GradientsParams;
+/// use burn::tensor::{Device, Tensor};
+/// use burn_peft_optim::{clip_global_norm, global_grad_norm};
+///
+/// let device = Device::flex().autodiff();
+/// let layer = LinearConfig::new(3, 2).init(&device);
+/// let x = Tensor::<2>::ones([4, 3], &device) * 10.0;
+/// let mut grads = GradientsParams::from_grads(layer.forward(x).sum().backward(), &layer);
+/// let before = clip_global_norm(&layer, &mut grads, 1.0).unwrap();
+/// assert!(before > 1.0);
+/// let after = global_grad_norm(&layer, &grads).unwrap();
+/// assert!((after - 1.0).abs() < 1e-4);
+/// ```
+pub fn clip_global_norm<M: Module>(
+    module: &M,
+    grads: &mut GradientsParams,
+    max_norm: f32,
+) -> Option<f32> {
+    let norm = global_grad_norm(module, grads)?;
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        module.visit(&mut Scale { grads, coef });
+    }
+    Some(norm)
+}
+
+struct PathVisitor {
+    path: Vec<String>,
+    ids: BTreeMap<String, ParamId>,
+}
+
+impl ModuleVisitor for PathVisitor {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if param.is_require_grad() {
+            self.ids.insert(self.path.join("."), param.id);
+        }
+    }
+}
+
+struct IdMapper<'a> {
+    path: Vec<String>,
+    ids: &'a BTreeMap<String, ParamId>,
+    matched: usize,
+}
+
+impl ModuleMapper for IdMapper<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.ids.get(&self.path.join(".")) {
+            Some(&id) => {
+                self.matched += 1;
+                let (_, value, mapper) = param.consume();
+                Param::from_mapped_value(id, value, mapper)
+            }
+            None => param,
+        }
+    }
+}
+
+struct Unfreeze;
+
+impl ModuleMapper for Unfreeze {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.set_require_grad(true)
+    }
+}
+
+struct SquaredNorm<'a> {
+    grads: &'a GradientsParams,
+    sum: Option<Tensor<1>>,
+}
+
+impl ModuleVisitor for SquaredNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let sq = g.square().sum();
+            self.sum = Some(match self.sum.take() {
+                Some(s) => s + sq,
+                None => sq,
+            });
+        }
+    }
+}
+
+struct Scale<'a> {
+    grads: &'a mut GradientsParams,
+    coef: f32,
+}
+
+impl ModuleVisitor for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, g * self.coef);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The optimizer against hand-computed references: LoRA+ learning rates, global-norm clipping,
+//! accumulation equal to one large batch, exact resume into a freshly loaded model, and full
+//! fine-tuning through the same path.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::LinearConfig;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_peft_adapters::{Adapter, AddAdapter, LoraConfig, LoraInit, load_adapter, save_adapter};
+use burn_peft_core::{AdaptedLinear, AdapterHost, TargetModules};
+use burn_peft_optim::{
+    PeftOptimizerConfig, clip_global_norm, global_grad_norm, make_trainable, trainable_param_ids,
+};
+
+#[derive(Module, Debug)]
+struct Net {
+    hidden: AdaptedLinear<Adapter>,
+    out: AdaptedLinear<Adapter>,
+}
+
+impl AdapterHost for Net {
+    type Adapter = Adapter;
+    fn visit_adapted_linears(&mut self, f: &mut dyn FnMut(&str, &mut AdaptedLinear<Adapter>)) {
+        f("net.hidden", &mut self.hidden);
+        f("net.out", &mut self.out);
+    }
+}
+
+impl Net {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.out.forward(self.hidden.forward(x).tanh())
+    }
+}
+
+/// The same base weights every time (seeded), fresh parameter ids every time.
+fn base(device: &Device) -> Net {
+    device.seed(7);
+    let net = Net {
+        hidden: AdaptedLinear::new(LinearConfig::new(6, 8).init(device)),
+        out: AdaptedLinear::new(LinearConfig::new(8, 3).init(device)),
+    };
+    // burn initialises parameters lazily; draw them now, while the seed is fresh.
+    values(&net);
+    net
+}
+
+fn lora(init: LoraInit) -> LoraConfig {
+    LoraConfig::new(4)
+        .with_lora_alpha(8.0)
+        .with_init(init)
+        .with_target_modules(TargetModules::names(["hidden", "out"]))
+}
+
+fn data(device: &Device, rows: usize, seed: u64) -> (Tensor<2>, Tensor<2>) {
+    device.seed(seed);
+    let x = Tensor::<2>::random([rows, 6], Distribution::Normal(0.0, 1.0), device);
+    let y = Tensor::<2>::random([rows, 3], Distribution::Normal(0.0, 1.0), device);
+    (x, y)
+}
+
+fn mse(net: &Net, x: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
+    (net.forward(x) - y).square().mean()
+}
+
+/// Every float parameter's values, in visiting order.
+fn values<M: Module>(m: &M) -> Vec<Vec<f32>> {
+    struct V(Vec<Vec<f32>>);
+    impl ModuleVisitor for V {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.push(p.val().into_data().try_to_vec::<f32>().unwrap());
+        }
+    }
+    let mut v = V(Vec::new());
+    m.visit(&mut v);
+    v.0
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
+}
+
+fn lora_b_update(ratio: Option<f64>) -> f32 {
+    let device = Device::flex().autodiff();
+    let mut net = base(&device);
+    net.add_lora("t", &lora(LoraInit::Default)).unwrap();
+    let before = net.hidden.adapter("t").unwrap().as_lora().unwrap().lora_b.val();
+    let mut optim = PeftOptimizerConfig::new(10)
+        .with_learning_rate(1e-3)
+        .with_max_grad_norm(None)
+        .with_loraplus_lr_ratio(ratio)
+        .init::<Net>()
+        .unwrap();
+    let (x, y) = data(&device, 16, 1);
+    let (net, report) = optim.backward_step(net.clone(), mse(&net, x, y));
+    assert_eq!(report.unwrap().lr, 1e-3);
+    let after = net.hidden.adapter("t").unwrap().as_lora().unwrap().lora_b.val();
+    (after - before).abs().max().into_scalar::<f32>()
+}
+
+/// Adam's first step moves every parameter with a gradient by about its learning rate, so the
+/// largest change of B (A has no gradient while B = 0) is the B group's learning rate.
+#[test]
+fn loraplus_gives_b_its_ratio_of_the_learning_rate() {
+    let plain = lora_b_update(None);
+    let plus = lora_b_update(Some(16.0));
+    assert!((plain - 1e-3).abs() < 1e-5, "plain B step {plain}");
+    assert!((plus - 16e-3).abs() < 1e-4, "LoRA+ B step {plus}");
+}
+
+#[test]
+fn global_norm_is_over_all_parameters_and_clips_to_the_limit() {
+    let device = Device::flex().autodiff();
+    let mut net = base(&device);
+    net.add_lora("t", &lora(LoraInit::Gaussian)).unwrap();
+    let (x, y) = data(&device, 16, 2);
+    let mut grads = GradientsParams::from_grads(mse(&net, x, y).backward(), &net);
+    // Reference: the adapters' gradients one by one, squared and summed on the host.
+    let mut sum = 0.0f64;
+    for layer in [&net.hidden, &net.out] {
+        let l = layer.adapter("t").unwrap().as_lora().unwrap();
+        for id in [l.lora_a.id, l.lora_b.id] {
+            let g = grads.get::<2>(id).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            sum += g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+        }
+    }
+    assert_eq!(grads.len(), 4, "only the four LoRA matrices get gradients");
+    let norm = global_grad_norm(&net, &grads).unwrap();
+    assert!((norm as f64 - sum.sqrt()).abs() < 1e-5 * sum.sqrt());
+    let limit = norm / 4.0;
+    let before = clip_global_norm(&net, &mut grads, limit).unwrap();
+    assert_eq!(before, norm);
+    let after = global_grad_norm(&net, &grads).unwrap();
+    assert!((after - limit).abs() < 1e-4 * limit, "{after} vs {limit}");
+    // A limit above the norm leaves the gradients alone.
+    assert_eq!(clip_global_norm(&net, &mut grads, 10.0 * limit), Some(after));
+}
+
+/// Two accumulated micro-batches of 8 rows take the same step as one batch of 16 (mean losses
+/// over equal sizes), with clipping in the path.
+#[test]
+fn accumulation_equals_one_large_batch() {
+    let device = Device::flex().autodiff();
+    let (x, y) = data(&device, 16, 3);
+    let config = |accum| {
+        PeftOptimizerConfig::new(5)
+            .with_learning_rate(1e-2)
+            .with_max_grad_norm(Some(0.05))
+            .with_gradient_accumulation_steps(accum)
+    };
+    let mut net = base(&device);
+    net.add_lora("t", &lora(LoraInit::Gaussian)).unwrap();
+    let start = net.clone();
+
+    let mut one = config(1).init::<Net>().unwrap();
+    let mut big = start.clone();
+    for _ in 0..3 {
+        let loss = mse(&big, x.clone(), y.clone());
+        big = one.backward_step(big, loss).0;
+    }
+
+    let mut two = config(2).init::<Net>().unwrap();
+    let mut small = start;
+    let mut reports = 0;
+    for _ in 0..3 {
+        for half in [0..8, 8..16] {
+            let loss = mse(
+                &small,
+                x.clone().slice([half.clone(), 0..6]),
+                y.clone().slice([half, 0..3]),
+            );
+            let (m, report) = two.backward_step(small, loss);
+            small = m;
+            reports += report.is_some() as usize;
+        }
+    }
+    assert_eq!(reports, 3);
+    assert_eq!(two.steps_taken(), 3);
+    let diff = max_abs_diff(&values(&big), &values(&small));
+    assert!(diff < 1e-6, "accumulated and large-batch weights differ by {diff}");
+}
+
+/// Six steps in one go, or three, save (adapter in PEFT's format + optimizer), a fresh model
+/// with new parameter ids loaded from the files, and three more: the same weights.
+#[test]
+fn resume_into_a_fresh_model_continues_exactly() {
+    let device = Device::flex().autodiff();
+    let config = PeftOptimizerConfig::new(6)
+        .with_learning_rate(5e-2)
+        .with_warmup_steps(2)
+        .with_lr_scheduler_type(burn_peft_optim::ScheduleKind::Cosine)
+        .with_loraplus_lr_ratio(Some(4.0))
+        .with_weight_decay(0.01);
+    let batches: Vec<_> = (0..6).map(|i| data(&device, 8, 10 + i)).collect();
+    let mut start = base(&device);
+    start.add_lora("t", &lora(LoraInit::Gaussian)).unwrap();
+
+    let mut optim = config.init::<Net>().unwrap();
+    let mut straight = start.clone();
+    for (x, y) in &batches {
+        let loss = mse(&straight, x.clone(), y.clone());
+        straight = optim.backward_step(straight, loss).0;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut optim = config.init::<Net>().unwrap();
+    let mut first = start;
+    for (x, y) in &batches[..3] {
+        let loss = mse(&first, x.clone(), y.clone());
+        first = optim.backward_step(first, loss).0;
+    }
+    save_adapter(&first, "t", dir.path()).unwrap();
+    optim.save(&first, dir.path()).unwrap();
+
+    let mut fresh = base(&device);
+    load_adapter(&mut fresh, dir.path(), "t").unwrap();
+    let old_ids = trainable_param_ids(&first);
+    let new_ids = trainable_param_ids(&fresh);
+    assert_eq!(new_ids.len(), 4);
+    assert!(new_ids.values().all(|id| !old_ids.values().any(|o| o == id)));
+    let mut resumed = config.init::<Net>().unwrap();
+    let mut fresh = resumed.load(fresh, dir.path()).unwrap();
+    assert_eq!(resumed.steps_taken(), 3);
+    assert_eq!(max_abs_diff(&values(&first), &values(&fresh)), 0.0);
+    for (x, y) in &batches[3..] {
+        let loss = mse(&fresh, x.clone(), y.clone());
+        fresh = resumed.backward_step(fresh, loss).0;
+    }
+    let diff = max_abs_diff(&values(&straight), &values(&fresh));
+    assert!(diff < 1e-6, "resumed weights differ by {diff}");
+
+    // Without the optimizer state, the same three steps land elsewhere.
+    let mut cold = base(&device);
+    load_adapter(&mut cold, dir.path(), "t").unwrap();
+    let mut restart = config.init::<Net>().unwrap();
+    for (x, y) in &batches[3..] {
+        let loss = mse(&cold, x.clone(), y.clone());
+        cold = restart.backward_step(cold, loss).0;
+    }
+    assert!(max_abs_diff(&values(&straight), &values(&cold)) > 1e-4);
+}
+
+#[test]
+fn bad_state_is_refused_with_errors() {
+    let device = Device::flex().autodiff();
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = base(&device);
+    net.add_lora("t", &lora(LoraInit::Gaussian)).unwrap();
+    let mut optim = PeftOptimizerConfig::new(4)
+        .with_gradient_accumulation_steps(2)
+        .init::<Net>()
+        .unwrap();
+    let (x, y) = data(&device, 4, 5);
+    let net = optim.backward_step(net.clone(), mse(&net, x, y)).0;
+    let err = optim.save(&net, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("accumulated"), "{err}");
+    assert!(!dir.path().join("optimizer.bpk").exists());
+
+    // Missing files and a model with other trainable parameters.
+    assert!(optim.load(net.clone(), dir.path()).is_err());
+    let mut fine = PeftOptimizerConfig::new(4).init::<Net>().unwrap();
+    fine.save(&net, dir.path()).unwrap();
+    let full = make_trainable(base(&device));
+    let err = fine.load(full, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("trainable parameters"), "{err}");
+    std::fs::write(dir.path().join("optimizer_state.json"), "{not json").unwrap();
+    assert!(fine.load(net, dir.path()).is_err());
+
+    for bad in [
+        PeftOptimizerConfig::new(0),
+        PeftOptimizerConfig::new(3).with_learning_rate(-1.0),
+        PeftOptimizerConfig::new(3).with_gradient_accumulation_steps(0),
+        PeftOptimizerConfig::new(3).with_max_grad_norm(Some(0.0)),
+        PeftOptimizerConfig::new(3).with_loraplus_lr_ratio(Some(f64::NAN)),
+    ] {
+        assert!(bad.init::<Net>().is_err(), "{bad:?}");
+    }
+}
+
+/// Full fine-tuning: every weight (biases included) moves, through the same optimizer.
+#[test]
+fn full_fine_tuning_updates_every_parameter() {
+    let device = Device::flex().autodiff();
+    let net = make_trainable(base(&device).no_grad());
+    let before = values(&net);
+    let mut optim = PeftOptimizerConfig::new(3)
+        .with_learning_rate(1e-2)
+        .init::<Net>()
+        .unwrap();
+    let (x, y) = data(&device, 8, 6);
+    let (net, report) = optim.backward_step(net.clone(), mse(&net, x, y));
+    assert!(report.unwrap().grad_norm > 0.0);
+    let after = values(&net);
+    assert_eq!(before.len(), 4);
+    for (b, a) in before.iter().zip(&after) {
+        assert!(b.iter().zip(a).all(|(p, q)| p != q), "a weight did not move");
+    }
+}
