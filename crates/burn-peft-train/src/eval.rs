@@ -1,0 +1,207 @@
+//! Evaluation: loss and perplexity over the target tokens, exact match of answers, and
+//! accuracy of classification by the most likely label.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::collate;
+use crate::data::{Dataset, Sample, Task};
+use crate::error::{Result, TrainError};
+use crate::model::CausalLm;
+
+/// What an evaluation measured.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Mean cross-entropy per target token.
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// Classification: share of samples whose most likely label is the right one.
+    pub accuracy: Option<f64>,
+    /// Completion and classification: share of samples whose every answer token is the
+    /// model's top choice (what greedy decoding would produce).
+    pub exact_match: Option<f64>,
+    /// Samples evaluated.
+    pub samples: usize,
+}
+
+/// Per-sample results of one forward pass.
+struct Scored {
+    /// Sum of target log-probabilities.
+    logprob: f64,
+    /// Target tokens counted.
+    count: usize,
+    /// Every target token is the argmax.
+    exact: bool,
+    /// Log-probabilities of each label's first token at the answer position.
+    first_token: Vec<f32>,
+}
+
+/// Evaluates `model` (put it in inference mode first, e.g. `model.valid()`) on `data`.
+pub fn evaluate<M: CausalLm>(
+    model: &M,
+    data: &Dataset,
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<EvalMetrics> {
+    if data.samples.is_empty() {
+        return Err(TrainError::Config("nothing to evaluate".into()));
+    }
+    let labels = match &data.task {
+        Task::Classification { labels } => labels.len(),
+        _ => 0,
+    };
+    let firsts: Vec<u32> = data
+        .label_ids
+        .iter()
+        .filter_map(|l| l.first().copied())
+        .collect();
+    let distinct_first = firsts.len() == labels
+        && (0..firsts.len()).all(|i| !firsts[..i].contains(&firsts[i]));
+    let mut all = Vec::with_capacity(data.samples.len());
+    for chunk in data.samples.chunks(batch_size.max(1)) {
+        let refs: Vec<&Sample> = chunk.iter().collect();
+        let probe = if distinct_first { firsts.as_slice() } else { &[] };
+        all.extend(score(model, &refs, pad_id, probe, device));
+    }
+    let (sum, count) = all
+        .iter()
+        .fold((0.0, 0), |(s, c), x| (s + x.logprob, c + x.count));
+    let loss = if count == 0 { f64::NAN } else { -sum / count as f64 };
+    let n = all.len() as f64;
+    let exact_match = match data.task {
+        Task::LanguageModeling => None,
+        _ => Some(all.iter().filter(|s| s.exact).count() as f64 / n),
+    };
+    let accuracy = if labels > 0 {
+        let mut right = 0usize;
+        for (i, sample) in data.samples.iter().enumerate() {
+            let pick = if distinct_first {
+                argmax(&all[i].first_token)
+            } else {
+                argmax(&label_logprobs(model, sample, &data.label_ids, pad_id, device))
+            };
+            right += (Some(pick) == sample.label) as usize;
+        }
+        Some(right as f64 / n)
+    } else {
+        None
+    };
+    Ok(EvalMetrics {
+        loss,
+        perplexity: loss.exp(),
+        accuracy,
+        exact_match,
+        samples: all.len(),
+    })
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv { (i, x) } else { (bi, bv) }
+        })
+        .0
+}
+
+/// Log-probability of each label's full answer after the sample's prompt (when labels share
+/// their first token).
+fn label_logprobs<M: CausalLm>(
+    model: &M,
+    sample: &Sample,
+    label_ids: &[Vec<u32>],
+    pad_id: u32,
+    device: &Device,
+) -> Vec<f32> {
+    let prompt = sample.first_target().unwrap_or(sample.ids.len());
+    let candidates: Vec<Sample> = label_ids
+        .iter()
+        .map(|l| {
+            let mut ids = sample.ids[..prompt].to_vec();
+            ids.extend(l);
+            let mut targets = vec![false; prompt];
+            targets.extend(std::iter::repeat_n(true, l.len()));
+            Sample {
+                ids,
+                targets,
+                label: None,
+            }
+        })
+        .collect();
+    let refs: Vec<&Sample> = candidates.iter().collect();
+    score(model, &refs, pad_id, &[], device)
+        .into_iter()
+        .map(|s| s.logprob as f32)
+        .collect()
+}
+
+fn score<M: CausalLm>(
+    model: &M,
+    samples: &[&Sample],
+    pad_id: u32,
+    first_tokens: &[u32],
+    device: &Device,
+) -> Vec<Scored> {
+    let batch = collate(samples, pad_id, device);
+    let logits = model.logits(batch.input_ids.clone(), Some(batch.attention_mask));
+    let [b, s, v] = logits.dims();
+    let logp = log_softmax(logits.slice([0..b, 0..s - 1, 0..v]), 2);
+    let next = batch.input_ids.slice([0..b, 1..s]);
+    let picked = logp
+        .clone()
+        .gather(2, next.clone().unsqueeze_dim::<3>(2))
+        .reshape([b, s - 1]);
+    let best = logp.clone().argmax(2).reshape([b, s - 1]);
+    let picked: Vec<f32> = picked.into_data().convert::<f32>().try_to_vec().unwrap_or_default();
+    let best: Vec<i64> = best.into_data().convert::<i64>().try_to_vec().unwrap_or_default();
+    let first: Vec<f32> = if first_tokens.is_empty() {
+        Vec::new()
+    } else {
+        // Log-probabilities of the label tokens at each sample's answer position.
+        let positions: Vec<i64> = samples
+            .iter()
+            .map(|x| x.first_target().unwrap_or(1).clamp(1, s - 1) as i64 - 1)
+            .collect();
+        let pos = Tensor::<1, Int>::from_ints(positions.as_slice(), device)
+            .reshape([b, 1, 1])
+            .expand([b, 1, v]);
+        let at = logp.gather(1, pos).reshape([b, v]);
+        let ids: Vec<i64> = first_tokens.iter().map(|&t| t as i64).collect();
+        let k = ids.len();
+        let idx = Tensor::<1, Int>::from_ints(ids.as_slice(), device)
+            .reshape([1, k])
+            .expand([b, k]);
+        at.gather(1, idx)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .unwrap_or_default()
+    };
+    samples
+        .iter()
+        .enumerate()
+        .map(|(r, sample)| {
+            let mut logprob = 0.0;
+            let mut count = 0;
+            let mut exact = true;
+            for t in 1..sample.ids.len() {
+                if sample.targets[t] {
+                    let i = r * (s - 1) + t - 1;
+                    logprob += picked[i] as f64;
+                    count += 1;
+                    exact &= best[i] == sample.ids[t] as i64;
+                }
+            }
+            let k = first_tokens.len();
+            Scored {
+                logprob,
+                count,
+                exact,
+                first_token: first.get(r * k..(r + 1) * k).unwrap_or_default().to_vec(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,34 @@
+//! # burn-peft-train
+//!
+//! The fine-tuning loop over any [`CausalLm`] (the Llama decoder of `burn-peft-models`, or
+//! your own model):
+//!
+//! - data: plain text as causal-LM chunks, JSONL (`prompt`/`completion`, chat `messages` with
+//!   the loss on the answers only, or `text`) and CSV classification rendered as an
+//!   instruction ([`Dataset`], [`Encoder`], [`CsvTask`]), `.bz2` read transparently;
+//! - seeded shuffling ([`Batcher`]) and right-padded batches with attention and target masks
+//!   ([`collate`]);
+//! - evaluation: loss, perplexity, exact match, accuracy by the most likely label
+//!   ([`evaluate`]);
+//! - the loop ([`Trainer`]): an `indicatif` progress bar with loss, tokens/s and ETA,
+//!   `metrics.jsonl`, a `loss.svg` curve, atomic checkpoints, and `resume` that continues a
+//!   killed run on the same loss trajectory.
+#![warn(missing_docs)]
+
+mod batch;
+mod data;
+mod error;
+mod eval;
+mod metrics;
+mod model;
+mod rng;
+mod trainer;
+
+pub use batch::{Batch, Batcher, BatcherState, collate};
+pub use data::{CsvTask, Dataset, Encoder, PromptFormat, Sample, Task, read_text};
+pub use error::{Result, TrainError};
+pub use eval::{EvalMetrics, evaluate};
+pub use metrics::{MetricsLog, plot_metrics, read_metrics};
+pub use model::{CausalLm, batch_loss};
+pub use rng::SplitMix64;
+pub use trainer::{RunSummary, TrainConfig, Trainer, WeightsIo, describe};

@@ -1,0 +1,382 @@
+//! The fine-tuning loop: batches, optimizer steps, evaluation, progress, metrics, checkpoints
+//! and resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::config::Config;
+use burn::tensor::Device;
+use burn_peft_core::format::write_atomic;
+use burn_peft_optim::PeftOptimizer;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::batch::{BatcherState, collate};
+use crate::data::{Dataset, Sample};
+use crate::error::TrainError;
+
+/// Kept apart from `Result`: burn's `Config` derive expands to code that names `Result`.
+type R<T> = crate::error::Result<T>;
+use crate::eval::{EvalMetrics, evaluate};
+use crate::metrics::{MetricsLog, plot_metrics, step_record};
+use crate::model::{CausalLm, batch_loss};
+use crate::Batcher;
+
+/// How long and how to train; optimizer settings live in `PeftOptimizerConfig`.
+///
+/// ```
+/// use burn_peft_train::TrainConfig;
+/// let config = TrainConfig::new(200, 8).with_eval_every(50).with_save_every(50);
+/// assert_eq!(config.seed, 42);
+/// ```
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Samples per micro-batch (an optimizer step takes `gradient_accumulation_steps` of them).
+    pub batch_size: usize,
+    /// Evaluate every this many steps (0: only before and after training).
+    #[config(default = 0)]
+    pub eval_every: usize,
+    /// Write a checkpoint every this many steps (0: none).
+    #[config(default = 0)]
+    pub save_every: usize,
+    /// Checkpoints kept on disk (the oldest are deleted).
+    #[config(default = 2)]
+    pub keep_checkpoints: usize,
+    /// Samples per evaluation batch.
+    #[config(default = 8)]
+    pub eval_batch_size: usize,
+    /// Seed of the data order and of dropout.
+    #[config(default = 42)]
+    pub seed: u64,
+    /// Draw a progress bar on a terminal.
+    #[config(default = true)]
+    pub progress: bool,
+}
+
+/// Saves and loads the trained weights (an adapter directory, or a full model).
+pub struct WeightsIo<'a, M> {
+    /// Writes the trained weights of `model` into a directory.
+    pub save: Box<dyn Fn(&M, &Path) -> R<()> + 'a>,
+    /// Loads weights that `save` wrote into a freshly built model.
+    pub load: Box<dyn Fn(M, &Path) -> R<M> + 'a>,
+}
+
+/// What a finished run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// Mean training loss of the last step.
+    pub final_loss: f64,
+    /// Evaluation before training (absent when resumed).
+    pub eval_before: Option<EvalMetrics>,
+    /// Evaluation after training.
+    pub eval_after: Option<EvalMetrics>,
+    /// Training wall time over all sessions of the run, evaluation excluded.
+    pub train_seconds: f64,
+    /// Tokens (padding excluded) per second of training.
+    pub tokens_per_s: f64,
+    /// Where the weights were written.
+    pub output: PathBuf,
+}
+
+/// `trainer_state.json` in a checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+struct TrainerState {
+    step: usize,
+    batcher: BatcherState,
+    tokens: usize,
+    train_seconds: f64,
+    seed: u64,
+    batch_size: usize,
+    samples: usize,
+}
+
+const CHECKPOINTS: &str = "checkpoints";
+const LATEST: &str = "latest";
+const STATE: &str = "trainer_state.json";
+const METRICS: &str = "metrics.jsonl";
+
+/// Runs fine-tuning into an output directory.
+///
+/// `out` receives the final weights (through [`WeightsIo::save`]), `metrics.jsonl`,
+/// `loss.svg`, `train_summary.json` and `checkpoints/step-NNNNNN/` (weights, optimizer state,
+/// data position), each written atomically. With `resume`, it continues from the latest
+/// checkpoint in `out` and reproduces the loss trajectory of an uninterrupted run.
+pub struct Trainer<'a, M> {
+    config: TrainConfig,
+    out: PathBuf,
+    pad_id: u32,
+    weights: WeightsIo<'a, M>,
+}
+
+impl<'a, M: CausalLm> Trainer<'a, M> {
+    /// A trainer writing to `out`; `pad_id` fills batches.
+    pub fn new(config: TrainConfig, out: &Path, pad_id: u32, weights: WeightsIo<'a, M>) -> R<Self> {
+        if config.steps == 0 || config.batch_size == 0 || config.eval_batch_size == 0 {
+            return Err(TrainError::Config(
+                "steps, batch_size and eval_batch_size must be at least 1".into(),
+            ));
+        }
+        Ok(Self {
+            config,
+            out: out.to_path_buf(),
+            pad_id,
+            weights,
+        })
+    }
+
+    /// The latest complete checkpoint in `out`, if any.
+    pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
+        let name = std::fs::read_to_string(out.join(CHECKPOINTS).join(LATEST)).ok()?;
+        let dir = out.join(CHECKPOINTS).join(name.trim());
+        dir.join(STATE).is_file().then_some(dir)
+    }
+
+    /// Trains `model` (on the autodiff `device`) with `optim` on `train`, evaluating on `eval`.
+    pub fn fit(
+        &self,
+        mut model: M,
+        mut optim: PeftOptimizer<M>,
+        train: &Dataset,
+        eval: Option<&Dataset>,
+        device: &Device,
+        resume: bool,
+    ) -> R<(M, RunSummary)> {
+        let cfg = &self.config;
+        if train.samples.is_empty() {
+            return Err(TrainError::Config("the training set is empty".into()));
+        }
+        let metrics_path = self.out.join(METRICS);
+        let eval_device = device.clone().without_autodiff();
+        let evaluate_now = |m: &M| -> R<Option<EvalMetrics>> {
+            eval.map(|d| evaluate(&m.valid(), d, cfg.eval_batch_size, self.pad_id, &eval_device))
+                .transpose()
+        };
+        let (mut batcher, mut tokens, mut train_seconds, metrics, eval_before) = if resume {
+            let dir = Self::latest_checkpoint(&self.out).ok_or_else(|| TrainError::Resume {
+                path: self.out.clone(),
+                message: "no complete checkpoint (checkpoints/latest) to resume from".into(),
+            })?;
+            let state: TrainerState = read_json(&dir.join(STATE))?;
+            if state.seed != cfg.seed || state.batch_size != cfg.batch_size || state.samples != train.samples.len() {
+                return Err(TrainError::Resume {
+                    path: dir,
+                    message: format!(
+                        "the run used seed {}, batch size {} and {} training samples; now {}, {} and {}",
+                        state.seed, state.batch_size, state.samples, cfg.seed, cfg.batch_size, train.samples.len()
+                    ),
+                });
+            }
+            model = (self.weights.load)(model, &dir)?;
+            model = optim.load(model, &dir)?;
+            if optim.steps_taken() != state.step {
+                return Err(TrainError::Resume {
+                    path: dir,
+                    message: "optimizer and trainer states disagree on the step".into(),
+                });
+            }
+            (
+                Batcher::resume(train.samples.len(), cfg.seed, state.batcher),
+                state.tokens,
+                state.train_seconds,
+                MetricsLog::resume(&metrics_path, state.step)?,
+                None,
+            )
+        } else {
+            if metrics_path.exists() || self.out.join(CHECKPOINTS).exists() {
+                return Err(TrainError::Config(format!(
+                    "{} already holds a run: resume it or choose another output directory",
+                    self.out.display()
+                )));
+            }
+            std::fs::create_dir_all(&self.out).map_err(|e| TrainError::io(&self.out, e))?;
+            let metrics = MetricsLog::create(&metrics_path)?;
+            let before = evaluate_now(&model)?;
+            if let Some(m) = &before {
+                metrics.append(&eval_record(0, m))?;
+            }
+            (Batcher::new(train.samples.len(), cfg.seed), 0, 0.0, metrics, before)
+        };
+
+        let accum = optim.config().gradient_accumulation_steps;
+        let bar = self.progress_bar(optim.steps_taken());
+        let mut final_loss = f64::NAN;
+        let mut window_start = Instant::now();
+        while optim.steps_taken() < cfg.steps {
+            let step = optim.steps_taken();
+            let mut loss_sum = 0.0;
+            let mut step_tokens = 0;
+            let mut report = None;
+            for micro in 0..accum {
+                let idx = batcher.next_batch(cfg.batch_size);
+                let samples: Vec<&Sample> = idx.iter().map(|&i| &train.samples[i]).collect();
+                let batch = collate(&samples, self.pad_id, device);
+                step_tokens += batch.tokens;
+                // Dropout draws from a seed fixed by (run, step, micro-batch), so a resumed
+                // run repeats the same masks.
+                device.seed(mix(cfg.seed, step as u64, micro as u64));
+                let loss = batch_loss(&model, &batch);
+                loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                let (m, r) = optim.backward_step(model, loss);
+                model = m;
+                report = report.or(r);
+            }
+            let report = report.ok_or_else(|| {
+                TrainError::Config("the optimizer did not step after a full accumulation window".into())
+            })?;
+            let seconds = window_start.elapsed().as_secs_f64();
+            train_seconds += seconds;
+            tokens += step_tokens;
+            final_loss = loss_sum / accum as f64;
+            if !final_loss.is_finite() {
+                bar.finish_and_clear();
+                return Err(TrainError::Config(format!(
+                    "the loss became {final_loss} at step {}: lower the learning rate",
+                    report.step
+                )));
+            }
+            let tps = step_tokens as f64 / seconds.max(1e-9);
+            metrics.append(&step_record(report.step, final_loss, report.lr, report.grad_norm, tokens, train_seconds, tps))?;
+            bar.set_message(format!("loss {final_loss:.4}  {tps:.0} tok/s"));
+            bar.inc(1);
+            let done = report.step == cfg.steps;
+            if cfg.eval_every > 0 && report.step % cfg.eval_every == 0 && !done
+                && let Some(m) = evaluate_now(&model)?
+            {
+                metrics.append(&eval_record(report.step, &m))?;
+                bar.println(format!("step {}: {}", report.step, describe(&m)));
+            }
+            if cfg.save_every > 0 && report.step % cfg.save_every == 0 && !done {
+                let state = TrainerState {
+                    step: report.step,
+                    batcher: batcher.state(),
+                    tokens,
+                    train_seconds,
+                    seed: cfg.seed,
+                    batch_size: cfg.batch_size,
+                    samples: train.samples.len(),
+                };
+                self.checkpoint(&model, &optim, &state)?;
+            }
+            window_start = Instant::now();
+        }
+        bar.finish_and_clear();
+        let eval_after = evaluate_now(&model)?;
+        if let Some(m) = &eval_after {
+            metrics.append(&eval_record(cfg.steps, m))?;
+        }
+        (self.weights.save)(&model, &self.out)?;
+        let records = metrics.read()?;
+        plot_metrics(
+            &records,
+            &[("train loss", "loss"), ("eval loss", "eval_loss")],
+            "fine-tuning loss",
+            &self.out.join("loss.svg"),
+        )?;
+        let summary = RunSummary {
+            steps: cfg.steps,
+            final_loss,
+            eval_before,
+            eval_after,
+            train_seconds,
+            tokens_per_s: tokens as f64 / train_seconds.max(1e-9),
+            output: self.out.clone(),
+        };
+        let text = serde_json::to_string_pretty(&summary).map_err(|e| TrainError::data(&self.out, 0, e))?;
+        write_atomic(&self.out.join("train_summary.json"), text.as_bytes())?;
+        Ok((model, summary))
+    }
+
+    fn progress_bar(&self, start: usize) -> ProgressBar {
+        let bar = ProgressBar::with_draw_target(
+            Some(self.config.steps as u64),
+            if self.config.progress {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_position(start as u64);
+        bar.reset_eta();
+        bar
+    }
+
+    /// Writes `checkpoints/step-NNNNNN` through a temporary directory and a rename, then
+    /// points `checkpoints/latest` at it and deletes the oldest beyond `keep_checkpoints`.
+    fn checkpoint(&self, model: &M, optim: &PeftOptimizer<M>, state: &TrainerState) -> R<()> {
+        let root = self.out.join(CHECKPOINTS);
+        let name = format!("step-{:06}", state.step);
+        let tmp = root.join(format!(".{name}.tmp"));
+        let dir = root.join(&name);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+        (self.weights.save)(model, &tmp)?;
+        optim.save(model, &tmp)?;
+        let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::data(&tmp, 0, e))?;
+        write_atomic(&tmp.join(STATE), text.as_bytes())?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&dir, e))?;
+        write_atomic(&root.join(LATEST), name.as_bytes())?;
+        let mut old: Vec<PathBuf> = std::fs::read_dir(&root)
+            .map_err(|e| TrainError::io(&root, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-"))
+            })
+            .collect();
+        old.sort();
+        let keep = self.config.keep_checkpoints.max(1);
+        for p in old.iter().take(old.len().saturating_sub(keep)) {
+            std::fs::remove_dir_all(p).map_err(|e| TrainError::io(p, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// One line for people.
+pub fn describe(m: &EvalMetrics) -> String {
+    let mut s = format!("eval loss {:.4}, perplexity {:.2}", m.loss, m.perplexity);
+    if let Some(a) = m.accuracy {
+        s.push_str(&format!(", accuracy {:.1}%", 100.0 * a));
+    }
+    if let Some(e) = m.exact_match {
+        s.push_str(&format!(", exact match {:.1}%", 100.0 * e));
+    }
+    s
+}
+
+fn eval_record(step: usize, m: &EvalMetrics) -> Value {
+    let mut r = json!({"step": step, "eval_loss": m.loss, "eval_perplexity": m.perplexity});
+    if let Some(a) = m.accuracy {
+        r["eval_accuracy"] = json!(a);
+    }
+    if let Some(e) = m.exact_match {
+        r["eval_exact_match"] = json!(e);
+    }
+    r
+}
+
+fn mix(seed: u64, step: u64, micro: u64) -> u64 {
+    let mut r = crate::rng::SplitMix64::new(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ micro.rotate_left(32));
+    r.next_u64()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> R<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::data(path, 0, e))
+}
