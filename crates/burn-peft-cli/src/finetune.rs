@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig};
+use burn_peft_adapters::{
+    AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig,
+};
 use burn_peft_core::{PeftModel, TargetModules, TrainableParameters, parse_device};
 use burn_peft_models::Llama;
 use burn_peft_models::assets::AssetCache;
@@ -194,7 +196,10 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let train_device = device.clone().autodiff();
     let lr_scheduler: ScheduleKind = args.lr_scheduler.parse()?;
     if args.resume && !args.out.join("checkpoints").exists() {
-        return Err(format!("{}: no checkpoints to resume from", args.out.display()));
+        return Err(format!(
+            "{}: no checkpoints to resume from",
+            args.out.display()
+        ));
     }
     train_device.seed(args.seed);
     let pretrained = load_model(&args.model, args.cache_dir.clone(), &train_device)?;
@@ -304,7 +309,14 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let pad = eos.unwrap_or(0);
     let trainer = Trainer::new(config, &args.out, pad, weights).map_err(err)?;
     let (_model, summary) = trainer
-        .fit(model, optim, &train, eval.as_ref(), &train_device, args.resume)
+        .fit(
+            model,
+            optim,
+            &train,
+            eval.as_ref(),
+            &train_device,
+            args.resume,
+        )
         .map_err(err)?;
     if let Some(m) = &summary.eval_before {
         println!("before: {}", describe(m));

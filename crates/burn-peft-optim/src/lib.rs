@@ -22,5 +22,7 @@ mod params;
 mod schedule;
 
 pub use optimizer::{PeftOptimizer, PeftOptimizerConfig, StepReport};
-pub use params::{assign_param_ids, clip_global_norm, global_grad_norm, make_trainable, trainable_param_ids};
+pub use params::{
+    assign_param_ids, clip_global_norm, global_grad_norm, make_trainable, trainable_param_ids,
+};
 pub use schedule::{LrSchedule, ScheduleKind};

@@ -207,11 +207,7 @@ impl<M: Module> PeftOptimizer<M> {
     /// accumulation window it averages the gradients, clips them and steps.
     pub fn backward_step(&mut self, model: M, loss: Tensor<1>) -> (M, Option<StepReport>) {
         let accum = self.config.gradient_accumulation_steps;
-        let loss = if accum > 1 {
-            loss / accum as f32
-        } else {
-            loss
-        };
+        let loss = if accum > 1 { loss / accum as f32 } else { loss };
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         self.pending += 1;
         if self.pending < accum {
@@ -300,7 +296,8 @@ impl<M: Module> PeftOptimizer<M> {
     /// re-joined to their saved optimizer state.
     pub fn load(&mut self, model: M, dir: &Path) -> Result<M> {
         let state_path = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&state_path).map_err(|e| PeftError::io(&state_path, e))?;
+        let text =
+            std::fs::read_to_string(&state_path).map_err(|e| PeftError::io(&state_path, e))?;
         let state: SavedState =
             serde_json::from_str(&text).map_err(|e| PeftError::format(&state_path, e))?;
         let current = trainable_param_ids(&model);

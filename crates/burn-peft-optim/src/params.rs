@@ -56,10 +56,7 @@ pub fn make_trainable<M: Module>(module: M) -> M {
 /// The L2 norm of all gradients of `module`'s parameters taken together, as PyTorch's
 /// `clip_grad_norm_` computes it. `None` when no parameter has a gradient.
 pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> Option<f32> {
-    let mut v = SquaredNorm {
-        grads,
-        sum: None,
-    };
+    let mut v = SquaredNorm { grads, sum: None };
     module.visit(&mut v);
     v.sum.map(|s| s.into_scalar::<f32>().sqrt())
 }

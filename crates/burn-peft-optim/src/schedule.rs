@@ -90,7 +90,11 @@ impl LrSchedule {
 
     /// The multiplier of `peak_lr` at step `step`.
     pub fn factor(&self, step: usize) -> f64 {
-        let (s, w, n) = (step as f64, self.warmup_steps as f64, self.total_steps as f64);
+        let (s, w, n) = (
+            step as f64,
+            self.warmup_steps as f64,
+            self.total_steps as f64,
+        );
         if step < self.warmup_steps {
             return s / w.max(1.0);
         }

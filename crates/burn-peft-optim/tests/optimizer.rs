@@ -67,7 +67,8 @@ fn values<M: Module>(m: &M) -> Vec<Vec<f32>> {
     struct V(Vec<Vec<f32>>);
     impl ModuleVisitor for V {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.0.push(p.val().into_data().try_to_vec::<f32>().unwrap());
+            self.0
+                .push(p.val().into_data().try_to_vec::<f32>().unwrap());
         }
     }
     let mut v = V(Vec::new());
@@ -86,7 +87,14 @@ fn lora_b_update(ratio: Option<f64>) -> f32 {
     let device = Device::flex().autodiff();
     let mut net = base(&device);
     net.add_lora("t", &lora(LoraInit::Default)).unwrap();
-    let before = net.hidden.adapter("t").unwrap().as_lora().unwrap().lora_b.val();
+    let before = net
+        .hidden
+        .adapter("t")
+        .unwrap()
+        .as_lora()
+        .unwrap()
+        .lora_b
+        .val();
     let mut optim = PeftOptimizerConfig::new(10)
         .with_learning_rate(1e-3)
         .with_max_grad_norm(None)
@@ -96,7 +104,14 @@ fn lora_b_update(ratio: Option<f64>) -> f32 {
     let (x, y) = data(&device, 16, 1);
     let (net, report) = optim.backward_step(net.clone(), mse(&net, x, y));
     assert_eq!(report.unwrap().lr, 1e-3);
-    let after = net.hidden.adapter("t").unwrap().as_lora().unwrap().lora_b.val();
+    let after = net
+        .hidden
+        .adapter("t")
+        .unwrap()
+        .as_lora()
+        .unwrap()
+        .lora_b
+        .val();
     (after - before).abs().max().into_scalar::<f32>()
 }
 
@@ -122,7 +137,12 @@ fn global_norm_is_over_all_parameters_and_clips_to_the_limit() {
     for layer in [&net.hidden, &net.out] {
         let l = layer.adapter("t").unwrap().as_lora().unwrap();
         for id in [l.lora_a.id, l.lora_b.id] {
-            let g = grads.get::<2>(id).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            let g = grads
+                .get::<2>(id)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
             sum += g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
         }
     }
@@ -135,7 +155,10 @@ fn global_norm_is_over_all_parameters_and_clips_to_the_limit() {
     let after = global_grad_norm(&net, &grads).unwrap();
     assert!((after - limit).abs() < 1e-4 * limit, "{after} vs {limit}");
     // A limit above the norm leaves the gradients alone.
-    assert_eq!(clip_global_norm(&net, &mut grads, 10.0 * limit), Some(after));
+    assert_eq!(
+        clip_global_norm(&net, &mut grads, 10.0 * limit),
+        Some(after)
+    );
 }
 
 /// Two accumulated micro-batches of 8 rows take the same step as one batch of 16 (mean losses
@@ -179,7 +202,10 @@ fn accumulation_equals_one_large_batch() {
     assert_eq!(reports, 3);
     assert_eq!(two.steps_taken(), 3);
     let diff = max_abs_diff(&values(&big), &values(&small));
-    assert!(diff < 1e-6, "accumulated and large-batch weights differ by {diff}");
+    assert!(
+        diff < 1e-6,
+        "accumulated and large-batch weights differ by {diff}"
+    );
 }
 
 /// Six steps in one go, or three, save (adapter in PEFT's format + optimizer), a fresh model
@@ -219,7 +245,11 @@ fn resume_into_a_fresh_model_continues_exactly() {
     let old_ids = trainable_param_ids(&first);
     let new_ids = trainable_param_ids(&fresh);
     assert_eq!(new_ids.len(), 4);
-    assert!(new_ids.values().all(|id| !old_ids.values().any(|o| o == id)));
+    assert!(
+        new_ids
+            .values()
+            .all(|id| !old_ids.values().any(|o| o == id))
+    );
     let mut resumed = config.init::<Net>().unwrap();
     let mut fresh = resumed.load(fresh, dir.path()).unwrap();
     assert_eq!(resumed.steps_taken(), 3);
@@ -295,6 +325,9 @@ fn full_fine_tuning_updates_every_parameter() {
     let after = values(&net);
     assert_eq!(before.len(), 4);
     for (b, a) in before.iter().zip(&after) {
-        assert!(b.iter().zip(a).all(|(p, q)| p != q), "a weight did not move");
+        assert!(
+            b.iter().zip(a).all(|(p, q)| p != q),
+            "a weight did not move"
+        );
     }
 }

@@ -53,7 +53,8 @@ impl Batcher {
 
     fn order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..len).collect();
-        SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)).shuffle(&mut order);
+        SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407))
+            .shuffle(&mut order);
         order
     }
 
@@ -94,7 +95,12 @@ pub struct Batch {
 /// Pads `samples` on the right to the longest one with `pad_id`.
 pub fn collate(samples: &[&Sample], pad_id: u32, device: &Device) -> Batch {
     let b = samples.len();
-    let s = samples.iter().map(|x| x.ids.len()).max().unwrap_or(1).max(1);
+    let s = samples
+        .iter()
+        .map(|x| x.ids.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut ids = vec![pad_id as i64; b * s];
     let mut attention = vec![0i64; b * s];
     let mut targets = vec![0i64; b * s];

@@ -58,18 +58,26 @@ pub fn evaluate<M: CausalLm>(
         .iter()
         .filter_map(|l| l.first().copied())
         .collect();
-    let distinct_first = firsts.len() == labels
-        && (0..firsts.len()).all(|i| !firsts[..i].contains(&firsts[i]));
+    let distinct_first =
+        firsts.len() == labels && (0..firsts.len()).all(|i| !firsts[..i].contains(&firsts[i]));
     let mut all = Vec::with_capacity(data.samples.len());
     for chunk in data.samples.chunks(batch_size.max(1)) {
         let refs: Vec<&Sample> = chunk.iter().collect();
-        let probe = if distinct_first { firsts.as_slice() } else { &[] };
+        let probe = if distinct_first {
+            firsts.as_slice()
+        } else {
+            &[]
+        };
         all.extend(score(model, &refs, pad_id, probe, device));
     }
     let (sum, count) = all
         .iter()
         .fold((0.0, 0), |(s, c), x| (s + x.logprob, c + x.count));
-    let loss = if count == 0 { f64::NAN } else { -sum / count as f64 };
+    let loss = if count == 0 {
+        f64::NAN
+    } else {
+        -sum / count as f64
+    };
     let n = all.len() as f64;
     let exact_match = match data.task {
         Task::LanguageModeling => None,
@@ -81,7 +89,13 @@ pub fn evaluate<M: CausalLm>(
             let pick = if distinct_first {
                 argmax(&all[i].first_token)
             } else {
-                argmax(&label_logprobs(model, sample, &data.label_ids, pad_id, device))
+                argmax(&label_logprobs(
+                    model,
+                    sample,
+                    &data.label_ids,
+                    pad_id,
+                    device,
+                ))
             };
             right += (Some(pick) == sample.label) as usize;
         }
@@ -155,8 +169,16 @@ fn score<M: CausalLm>(
         .gather(2, next.clone().unsqueeze_dim::<3>(2))
         .reshape([b, s - 1]);
     let best = logp.clone().argmax(2).reshape([b, s - 1]);
-    let picked: Vec<f32> = picked.into_data().convert::<f32>().try_to_vec().unwrap_or_default();
-    let best: Vec<i64> = best.into_data().convert::<i64>().try_to_vec().unwrap_or_default();
+    let picked: Vec<f32> = picked
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap_or_default();
+    let best: Vec<i64> = best
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec()
+        .unwrap_or_default();
     let first: Vec<f32> = if first_tokens.is_empty() {
         Vec::new()
     } else {

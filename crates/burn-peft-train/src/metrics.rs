@@ -76,7 +76,12 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Value>> {
 
 /// Draws `series` (name, key in the records) against `step` as an SVG line chart at `path`,
 /// written atomically. Records without the key are skipped.
-pub fn plot_metrics(records: &[Value], series: &[(&str, &str)], title: &str, path: &Path) -> Result<()> {
+pub fn plot_metrics(
+    records: &[Value],
+    series: &[(&str, &str)],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
     let lines: Vec<(&str, Vec<(f64, f64)>)> = series
         .iter()
         .map(|(name, key)| {
@@ -127,7 +132,10 @@ pub fn plot_metrics(records: &[Value], series: &[(&str, &str)], title: &str, pat
             for (i, (name, points)) in lines.iter().enumerate() {
                 let color = colors[i % colors.len()];
                 chart
-                    .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
+                    .draw_series(LineSeries::new(
+                        points.iter().copied(),
+                        color.stroke_width(2),
+                    ))?
                     .label(*name)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
             }
@@ -146,7 +154,15 @@ pub fn plot_metrics(records: &[Value], series: &[(&str, &str)], title: &str, pat
 }
 
 /// A step record.
-pub(crate) fn step_record(step: usize, loss: f64, lr: f64, grad_norm: f32, tokens: usize, elapsed: f64, tokens_per_s: f64) -> Value {
+pub(crate) fn step_record(
+    step: usize,
+    loss: f64,
+    lr: f64,
+    grad_norm: f32,
+    tokens: usize,
+    elapsed: f64,
+    tokens_per_s: f64,
+) -> Value {
     json!({
         "step": step,
         "loss": loss,

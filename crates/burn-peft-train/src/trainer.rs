@@ -18,10 +18,10 @@ use crate::error::TrainError;
 
 /// Kept apart from `Result`: burn's `Config` derive expands to code that names `Result`.
 type R<T> = crate::error::Result<T>;
+use crate::Batcher;
 use crate::eval::{EvalMetrics, evaluate};
 use crate::metrics::{MetricsLog, plot_metrics, step_record};
 use crate::model::{CausalLm, batch_loss};
-use crate::Batcher;
 
 /// How long and how to train; optimizer settings live in `PeftOptimizerConfig`.
 ///
@@ -153,8 +153,16 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         let metrics_path = self.out.join(METRICS);
         let eval_device = device.clone().without_autodiff();
         let evaluate_now = |m: &M| -> R<Option<EvalMetrics>> {
-            eval.map(|d| evaluate(&m.valid(), d, cfg.eval_batch_size, self.pad_id, &eval_device))
-                .transpose()
+            eval.map(|d| {
+                evaluate(
+                    &m.valid(),
+                    d,
+                    cfg.eval_batch_size,
+                    self.pad_id,
+                    &eval_device,
+                )
+            })
+            .transpose()
         };
         let (mut batcher, mut tokens, mut train_seconds, metrics, eval_before) = if resume {
             let dir = Self::latest_checkpoint(&self.out).ok_or_else(|| TrainError::Resume {
@@ -162,12 +170,20 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 message: "no complete checkpoint (checkpoints/latest) to resume from".into(),
             })?;
             let state: TrainerState = read_json(&dir.join(STATE))?;
-            if state.seed != cfg.seed || state.batch_size != cfg.batch_size || state.samples != train.samples.len() {
+            if state.seed != cfg.seed
+                || state.batch_size != cfg.batch_size
+                || state.samples != train.samples.len()
+            {
                 return Err(TrainError::Resume {
                     path: dir,
                     message: format!(
                         "the run used seed {}, batch size {} and {} training samples; now {}, {} and {}",
-                        state.seed, state.batch_size, state.samples, cfg.seed, cfg.batch_size, train.samples.len()
+                        state.seed,
+                        state.batch_size,
+                        state.samples,
+                        cfg.seed,
+                        cfg.batch_size,
+                        train.samples.len()
                     ),
                 });
             }
@@ -199,7 +215,13 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             if let Some(m) = &before {
                 metrics.append(&eval_record(0, m))?;
             }
-            (Batcher::new(train.samples.len(), cfg.seed), 0, 0.0, metrics, before)
+            (
+                Batcher::new(train.samples.len(), cfg.seed),
+                0,
+                0.0,
+                metrics,
+                before,
+            )
         };
 
         let accum = optim.config().gradient_accumulation_steps;
@@ -226,7 +248,9 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 report = report.or(r);
             }
             let report = report.ok_or_else(|| {
-                TrainError::Config("the optimizer did not step after a full accumulation window".into())
+                TrainError::Config(
+                    "the optimizer did not step after a full accumulation window".into(),
+                )
             })?;
             let seconds = window_start.elapsed().as_secs_f64();
             train_seconds += seconds;
@@ -240,11 +264,21 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 )));
             }
             let tps = step_tokens as f64 / seconds.max(1e-9);
-            metrics.append(&step_record(report.step, final_loss, report.lr, report.grad_norm, tokens, train_seconds, tps))?;
+            metrics.append(&step_record(
+                report.step,
+                final_loss,
+                report.lr,
+                report.grad_norm,
+                tokens,
+                train_seconds,
+                tps,
+            ))?;
             bar.set_message(format!("loss {final_loss:.4}  {tps:.0} tok/s"));
             bar.inc(1);
             let done = report.step == cfg.steps;
-            if cfg.eval_every > 0 && report.step % cfg.eval_every == 0 && !done
+            if cfg.eval_every > 0
+                && report.step % cfg.eval_every == 0
+                && !done
                 && let Some(m) = evaluate_now(&model)?
             {
                 metrics.append(&eval_record(report.step, &m))?;
@@ -286,7 +320,8 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             tokens_per_s: tokens as f64 / train_seconds.max(1e-9),
             output: self.out.clone(),
         };
-        let text = serde_json::to_string_pretty(&summary).map_err(|e| TrainError::data(&self.out, 0, e))?;
+        let text = serde_json::to_string_pretty(&summary)
+            .map_err(|e| TrainError::data(&self.out, 0, e))?;
         write_atomic(&self.out.join("train_summary.json"), text.as_bytes())?;
         Ok((model, summary))
     }
@@ -372,7 +407,9 @@ fn eval_record(step: usize, m: &EvalMetrics) -> Value {
 }
 
 fn mix(seed: u64, step: u64, micro: u64) -> u64 {
-    let mut r = crate::rng::SplitMix64::new(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ micro.rotate_left(32));
+    let mut r = crate::rng::SplitMix64::new(
+        seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ micro.rotate_left(32),
+    );
     r.next_u64()
 }
 

@@ -61,7 +61,11 @@ impl Llama {
         if !names.is_empty() || self.prompt_learning.is_some() {
             return Err(ModelError::InvalidInput(format!(
                 "the model still holds adapters ({}): merge_and_unload them before saving a full model",
-                if names.is_empty() { "prompt learning".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "prompt learning".to_string()
+                } else {
+                    names.join(", ")
+                }
             )));
         }
         let mut tensors = BTreeMap::new();

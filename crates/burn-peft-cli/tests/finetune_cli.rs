@@ -1,0 +1,446 @@
+//! `burn-peft finetune` and `merge` end to end on the tiny Llama fixture: every method trains
+//! and lowers the loss, the adapter it writes gives the same loss in `eval` and in Python PEFT,
+//! a killed run resumes onto the same loss trajectory, full fine-tuning and merging write HF
+//! directories that `eval` and transformers load, and bad input is a one-line error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_burn-peft"));
+    c.current_dir(fixtures());
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn metrics(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn step_losses(dir: &Path) -> Vec<(u64, f64)> {
+    metrics(dir)
+        .iter()
+        .filter_map(|r| Some((r["step"].as_u64()?, r.get("loss")?.as_f64()?)))
+        .collect()
+}
+
+/// `burn-peft eval` on the first 128 tokens of `text.txt`.
+fn eval_loss(args: &[&str]) -> f64 {
+    let fixed = [
+        "eval",
+        "--json",
+        "--text",
+        "text.txt",
+        "--max-tokens",
+        "128",
+    ];
+    let out = ok(run(&[&fixed[..], args].concat()));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["loss"]
+        .as_f64()
+        .unwrap()
+}
+
+/// `scripts/peft_loss.py` on `text.txt`; `None` when python3 lacks the packages (unless
+/// `BURN_PEFT_REQUIRE_PYTHON` is set, as in CI).
+fn python_loss(model: &Path, adapter: Option<&Path>) -> Option<f64> {
+    let python = std::env::var("BURN_PEFT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut c = Command::new(python);
+    c.arg(fixtures().join("../../scripts/peft_loss.py"))
+        .arg("--model")
+        .arg(model)
+        .arg("--text")
+        .arg(fixtures().join("text.txt"))
+        .args(["--max-tokens", "128"]);
+    if let Some(a) = adapter {
+        c.arg("--adapter").arg(a);
+    }
+    let out = c.output().expect("python3 runs");
+    if out.status.code() == Some(3) && std::env::var("BURN_PEFT_REQUIRE_PYTHON").is_err() {
+        eprintln!("skipped: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "peft_loss.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice::<Value>(&out.stdout).unwrap()["loss"].as_f64()?)
+}
+
+/// Defaults for the tiny fixture; `extra` overrides any of them.
+const DEFAULTS: [(&str, &str); 7] = [
+    ("--model", "tiny-llama"),
+    ("--data", "text.txt"),
+    ("--seq-len", "32"),
+    ("--batch-size", "4"),
+    ("--eval-samples", "4"),
+    ("--lr", "5e-3"),
+    ("--seed", "42"),
+];
+
+fn finetune_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["finetune".into(), "--no-progress".into()];
+    for (k, v) in DEFAULTS {
+        if !extra.contains(&k) {
+            args.extend([k.to_string(), v.to_string()]);
+        }
+    }
+    args.extend(["--out".to_string(), out.to_str().unwrap().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn finetune(out: &Path, extra: &[&str]) -> Output {
+    bin().args(finetune_args(out, extra)).output().unwrap()
+}
+
+#[test]
+fn every_method_trains_and_its_adapter_evaluates_the_same_in_eval_and_peft() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = eval_loss(&["--model", "tiny-llama"]);
+    for (method, extra) in [
+        (
+            "lora",
+            &["--target-modules", "all-linear", "--use-rslora"][..],
+        ),
+        ("dora", &["--r", "4"][..]),
+        ("ia3", &["--lr", "5e-2"][..]),
+        (
+            "prefix",
+            &[
+                "--num-virtual-tokens",
+                "4",
+                "--lr",
+                "3e-2",
+                "--batch-size",
+                "8",
+            ][..],
+        ),
+        (
+            "prompt",
+            &[
+                "--num-virtual-tokens",
+                "4",
+                "--lr",
+                "3e-2",
+                "--batch-size",
+                "8",
+            ][..],
+        ),
+    ] {
+        let out = tmp.path().join(method);
+        // Evaluated on the training text: the test is that each method fits it.
+        let common = [
+            "--method",
+            method,
+            "--steps",
+            "20",
+            "--eval-data",
+            "text.txt",
+        ];
+        let o = ok(finetune(&out, &[&common[..], extra].concat()));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(stdout.contains("before: eval loss"), "{stdout}");
+        let summary: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("train_summary.json")).unwrap())
+                .unwrap();
+        let before = summary["eval_before"]["loss"].as_f64().unwrap();
+        let after = summary["eval_after"]["loss"].as_f64().unwrap();
+        assert!(after < before, "{method}: eval loss {before} -> {after}");
+        assert_eq!(step_losses(&out).len(), 20);
+        assert!(out.join("loss.svg").is_file());
+        let svg = std::fs::read_to_string(out.join("loss.svg")).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("polyline"),
+            "{method}: no curve"
+        );
+        let a = out.to_str().unwrap();
+        let ours = eval_loss(&["--model", "tiny-llama", "--adapter", a]);
+        assert!(ours < base, "{method}: {base} -> {ours}");
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["base_model_name_or_path"], "tiny-llama", "{method}");
+        if let Some(theirs) = python_loss(&fixtures().join("tiny-llama"), Some(&out)) {
+            assert!(
+                (ours - theirs).abs() < 1e-4,
+                "{method}: eval {ours} vs PEFT {theirs}"
+            );
+        }
+    }
+}
+
+/// A run killed after a checkpoint and resumed gives the loss of every step exactly as an
+/// uninterrupted run does, with dropout and LoRA+ in play.
+#[test]
+fn a_killed_run_resumes_onto_the_same_trajectory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "--steps",
+        "150",
+        "--save-every",
+        "5",
+        "--lora-dropout",
+        "0.1",
+        "--loraplus-lr-ratio",
+        "4",
+        "--warmup-steps",
+        "10",
+        "--lr-scheduler",
+        "cosine",
+    ];
+    let straight = tmp.path().join("straight");
+    ok(finetune(&straight, &args));
+
+    let killed = tmp.path().join("killed");
+    let mut child = bin()
+        .args(finetune_args(&killed, &args))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = killed.join("checkpoints/latest");
+    let start = Instant::now();
+    while !latest.exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(latest.exists(), "no checkpoint appeared");
+    assert!(
+        !killed.join("train_summary.json").exists(),
+        "the run finished before it could be killed"
+    );
+    // Starting over in the same directory is refused; resuming is not.
+    let again = finetune(&killed, &args);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a run"));
+    let resumed = ok(finetune(&killed, &[&args[..], &["--resume"]].concat()));
+    assert!(resumed.status.success());
+
+    let a = step_losses(&straight);
+    let b = step_losses(&killed);
+    assert_eq!(a.len(), 150);
+    assert_eq!(
+        b.iter().map(|x| x.0).collect::<Vec<_>>(),
+        (1..=150).collect::<Vec<_>>(),
+        "every step once"
+    );
+    for ((s, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "step {s}: {x} vs {y}");
+    }
+    let w = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
+    let (wa, wb) = (w(&straight), w(&killed));
+    assert_eq!(wa.len(), wb.len());
+}
+
+#[test]
+fn full_fine_tuning_and_merge_write_models_that_eval_and_transformers_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    ok(finetune(
+        &full,
+        &["--method", "full", "--steps", "6", "--lr", "1e-3"],
+    ));
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(full.join(f).is_file(), "{f}");
+    }
+    let f = full.to_str().unwrap();
+    let base = eval_loss(&["--model", "tiny-llama"]);
+    let tuned = eval_loss(&["--model", f]);
+    assert!(tuned < base, "full fine-tuning: {base} -> {tuned}");
+    if let Some(theirs) = python_loss(&full, None) {
+        assert!(
+            (tuned - theirs).abs() < 1e-4,
+            "{tuned} vs transformers {theirs}"
+        );
+    }
+
+    let lora = tmp.path().join("lora");
+    ok(finetune(
+        &lora,
+        &["--steps", "6", "--target-modules", "all-linear"],
+    ));
+    let merged = tmp.path().join("merged");
+    let m = merged.to_str().unwrap();
+    let l = lora.to_str().unwrap();
+    let merge = |extra: &[&str]| {
+        run(&[
+            &["merge", "--model", "tiny-llama", "--adapter", l, "--out", m][..],
+            extra,
+        ]
+        .concat())
+    };
+    ok(merge(&[]));
+    let with_adapter = eval_loss(&["--model", "tiny-llama", "--adapter", l]);
+    let merged_loss = eval_loss(&["--model", m]);
+    assert!(
+        (with_adapter - merged_loss).abs() < 1e-5,
+        "{with_adapter} vs {merged_loss}"
+    );
+    if let Some(theirs) = python_loss(&merged, None) {
+        assert!((merged_loss - theirs).abs() < 1e-4);
+    }
+    // Not over an existing model without --overwrite; prompt learning cannot merge.
+    let again = merge(&[]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
+    ok(merge(&["--overwrite"]));
+    let prefix = fixtures().join("adapters/prefix");
+    let p = prefix.to_str().unwrap();
+    let o = run(&[
+        "merge",
+        "--model",
+        "tiny-llama",
+        "--adapter",
+        p,
+        "--out",
+        m,
+        "--overwrite",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be merged"));
+}
+
+#[test]
+fn jsonl_and_csv_tasks_report_exact_match_and_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let qa = tmp.path().join("qa");
+    ok(finetune(
+        &qa,
+        &[
+            "--data",
+            "data/qa.jsonl",
+            "--steps",
+            "30",
+            "--lr",
+            "1e-2",
+            "--target-modules",
+            "all-linear",
+        ],
+    ));
+    let recs = metrics(&qa);
+    let last = recs
+        .iter()
+        .rev()
+        .find(|r| r.get("eval_exact_match").is_some())
+        .unwrap();
+    assert!(last["eval_exact_match"].as_f64().unwrap() >= 0.0);
+    assert!(recs.iter().all(|r| r.get("eval_accuracy").is_none()));
+
+    let csv = tmp.path().join("csv");
+    let out = ok(finetune(
+        &csv,
+        &[
+            "--data",
+            "data/reviews.csv",
+            "--label-column",
+            "category",
+            "--labels",
+            "fresh,rotten",
+            "--template",
+            "Review: {text}. Fresh or rotten?",
+            "--steps",
+            "40",
+            "--lr",
+            "1e-2",
+            "--target-modules",
+            "all-linear",
+            "--eval-samples",
+            "8",
+        ],
+    ));
+    let recs = metrics(&csv);
+    let acc: Vec<f64> = recs
+        .iter()
+        .filter_map(|r| r.get("eval_accuracy")?.as_f64())
+        .collect();
+    assert_eq!(acc.len(), 2, "before and after");
+    assert!(acc[1] >= 0.75, "accuracy after training {acc:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy"));
+}
+
+fn one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "'{needle}' not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"answer\": 1}\n",
+    )
+    .unwrap();
+    one_line_error(
+        &finetune(&out, &["--data", bad.to_str().unwrap(), "--steps", "2"]),
+        "bad.jsonl:2",
+    );
+    one_line_error(
+        &finetune(
+            &out,
+            &[
+                "--data",
+                "data/reviews.csv",
+                "--label-column",
+                "nope",
+                "--steps",
+                "2",
+            ],
+        ),
+        "no column 'nope'",
+    );
+    one_line_error(
+        &finetune(&out, &["--data", "missing.txt", "--steps", "2"]),
+        "missing.txt",
+    );
+    one_line_error(
+        &finetune(&out, &["--steps", "2", "--resume"]),
+        "no checkpoints",
+    );
+    one_line_error(
+        &finetune(&out, &["--steps", "2", "--lr-scheduler", "step"]),
+        "unknown schedule",
+    );
+    one_line_error(
+        &finetune(&out, &["--steps", "2", "--target-modules", "nothing"]),
+        "matched no",
+    );
+    one_line_error(
+        &finetune(&out, &["--steps", "2", "--seq-len", "1"]),
+        "seq_len",
+    );
+    one_line_error(
+        &finetune(&out, &["--steps", "2", "--grad-accum", "0"]),
+        "gradient_accumulation",
+    );
+    assert!(!out.join("metrics.jsonl").exists());
+}
