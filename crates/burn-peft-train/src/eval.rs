@@ -160,7 +160,7 @@ fn score<M: CausalLm>(
     device: &Device,
 ) -> Vec<Scored> {
     let batch = collate(samples, pad_id, device);
-    let logits = model.logits(batch.input_ids.clone(), Some(batch.attention_mask));
+    let logits = model.token_logits(batch.input_ids.clone(), Some(batch.attention_mask));
     let [b, s, v] = logits.dims();
     let logp = log_softmax(logits.slice([0..b, 0..s - 1, 0..v]), 2);
     let next = batch.input_ids.slice([0..b, 1..s]);

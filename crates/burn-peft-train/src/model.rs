@@ -1,36 +1,80 @@
 //! What the trainer needs from a model.
 
 use burn::module::Module;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
 use burn_peft_models::Llama;
 
-/// A causal language model: logits `[batch, seq, vocab]` for token ids `[batch, seq]`, where
-/// position `t` predicts token `t + 1`.
+use crate::batch::Batch;
+
+/// A causal language model: hidden states for token ids `[batch, seq]`, and the output layer
+/// that turns them into logits, where position `t` predicts token `t + 1`.
 pub trait CausalLm: Module + Clone {
-    /// The logits; `attention_mask` is 1 for real tokens and 0 for padding.
-    fn logits(
+    /// Final hidden states `[batch, seq, hidden]`; `attention_mask` is 1 for real tokens and 0
+    /// for padding.
+    fn hidden_states(
         &self,
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3>;
-}
 
-impl CausalLm for Llama {
-    fn logits(
+    /// Logits `[batch, seq, vocab]` of hidden states.
+    fn output_logits(&self, hidden: Tensor<3>) -> Tensor<3>;
+
+    /// Logits `[batch, seq, vocab]` for token ids.
+    fn token_logits(
         &self,
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
-        self.forward(input_ids, attention_mask)
+        self.output_logits(self.hidden_states(input_ids, attention_mask))
+    }
+}
+
+impl CausalLm for Llama {
+    fn hidden_states(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
+        Llama::hidden_states(self, input_ids, attention_mask)
+    }
+
+    fn output_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.logits(hidden)
     }
 }
 
 /// Mean cross-entropy of the target tokens of a batch.
-pub fn batch_loss<M: CausalLm>(model: &M, batch: &crate::Batch) -> Tensor<1> {
-    let logits = model.logits(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
-    Llama::causal_lm_loss(
-        logits,
-        batch.input_ids.clone(),
-        Some(batch.target_mask.clone()),
-    )
+///
+/// Only the positions that predict a target go through the output layer: for answers after
+/// long prompts this skips most of the vocabulary projection (49k columns for SmolLM2), in the
+/// forward and the backward pass. The value equals the full causal-LM loss with the target
+/// mask.
+pub fn batch_loss<M: CausalLm>(model: &M, batch: &Batch) -> Tensor<1> {
+    let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+    let [b, s, h] = hidden.dims();
+    let device = hidden.device();
+    // Position r*s + t predicts token t + 1 of row r.
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    for r in 0..b {
+        for t in 1..s {
+            if batch.targets[r * s + t] {
+                positions.push((r * s + t - 1) as i64);
+                targets.push(batch.ids[r * s + t] as i64);
+            }
+        }
+    }
+    let n = positions.len();
+    if n == 0 {
+        return (hidden.sum() * 0.0).reshape([1]);
+    }
+    let index = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
+    let picked = hidden.reshape([b * s, h]).select(0, index);
+    let logits = model.output_logits(picked.reshape([1, n, h]));
+    let [_, _, v] = logits.dims();
+    let logp = log_softmax(logits.reshape([n, v]), 1);
+    let target = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+    logp.gather(1, target).mean().neg()
 }

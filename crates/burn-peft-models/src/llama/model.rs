@@ -337,6 +337,20 @@ impl Llama {
         self.logits(hidden.slice([0..b, virtual_tokens..s, 0..h]))
     }
 
+    /// Final hidden states `[batch, seq, hidden]` of the input positions (the prompt-tuning
+    /// adapter's virtual positions removed): [`Llama::logits`] of them is [`Llama::forward`].
+    /// Training code that needs the logits of a few positions only (answer tokens) saves the
+    /// vocabulary projection of all the others.
+    pub fn hidden_states(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
+        let (hidden, virtual_tokens) = self.decode(input_ids, attention_mask);
+        let [b, s, h] = hidden.dims();
+        hidden.slice([0..b, virtual_tokens..s, 0..h])
+    }
+
     /// The training loss for token ids `[batch, seq]`: mean next-token cross-entropy over real
     /// (mask 1) targets, as HF computes it with `labels = input_ids`. With prompt tuning the
     /// first token is predicted from the last virtual token, as in PEFT.
