@@ -9,7 +9,9 @@
 //! | --- | --- | --- |
 //! | [`core`] | `burn-peft-core` | adapter host layer, targets, freezing, merge, PEFT file format, `--device` |
 //! | [`adapters`] | `burn-peft-adapters` | LoRA / rsLoRA / DoRA, save and load adapters |
-//! | [`models`] | `burn-peft-models` | Llama-family decoder, HF directory loader, tokenizer |
+//! | [`models`] | `burn-peft-models` | Llama-family decoder and BERT, HF / GGUF loaders, tokenizers, assets |
+//! | [`optim`] | `burn-peft-optim` | AdamW with LoRA+ groups, schedules, clipping, accumulation, resumable state |
+//! | [`train`] | `burn-peft-train` | data sets, batching, evaluation, the training loop, metrics, checkpoints |
 //!
 //! ```no_run
 //! use burn_peft::prelude::*;
@@ -28,6 +30,8 @@
 pub use burn_peft_adapters as adapters;
 pub use burn_peft_core as core;
 pub use burn_peft_models as models;
+pub use burn_peft_optim as optim;
+pub use burn_peft_train as train;
 
 /// The names most programs need.
 pub mod prelude {
@@ -39,7 +43,14 @@ pub mod prelude {
         AdaptedLinear, AdapterHost, DeviceSpec, PeftError, PeftModel, TargetModules,
         TargetSelector, TrainableParameters, parse_device,
     };
-    pub use burn_peft_models::{Llama, LlamaConfig, ModelError, TextTokenizer};
+    pub use burn_peft_models::{
+        GenerationConfig, Llama, LlamaConfig, ModelError, Pretrained, TextTokenizer,
+    };
+    pub use burn_peft_optim::{PeftOptimizer, PeftOptimizerConfig, ScheduleKind};
+    pub use burn_peft_train::{
+        CsvTask, Dataset, Encoder, PromptFormat, TrainConfig, TrainError, Trainer, WeightsIo,
+        evaluate,
+    };
 }
 
 /// The README's Rust examples, compiled as doc tests.

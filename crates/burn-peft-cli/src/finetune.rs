@@ -7,6 +7,9 @@ use burn_peft_adapters::{
     AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig,
 };
 use burn_peft_core::{PeftModel, TargetModules, TrainableParameters, parse_device};
+use burn_peft_forget::{
+    Distill, DistillConfig, Ewc, EwcConfig, FisherKind, L2Sp, Replay, ReplayBuffer,
+};
 use burn_peft_models::Llama;
 use burn_peft_models::assets::AssetCache;
 use burn_peft_optim::{PeftOptimizerConfig, ScheduleKind, make_trainable};
@@ -32,6 +35,23 @@ pub enum Method {
     Prompt,
     /// Every weight trained; writes a full HF model directory.
     Full,
+}
+
+/// Forgetting mitigations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Forgetting {
+    /// None (general-text loss is still measured when --general-data is given).
+    None,
+    /// Elastic weight consolidation with a Fisher from the general data.
+    Ewc,
+    /// Online EWC (decay --ewc-gamma).
+    OnlineEwc,
+    /// Pull toward the starting values.
+    L2sp,
+    /// Mix general samples into every batch (--replay-ratio).
+    Replay,
+    /// KL from the frozen base model's predictions on general text.
+    Distill,
 }
 
 /// How prompts and answers are laid out.
@@ -124,6 +144,33 @@ pub struct FinetuneArgs {
     /// ChatML: a system message.
     #[arg(long)]
     pub system: Option<String>,
+
+    /// Forgetting mitigation.
+    #[arg(long, value_enum, default_value_t = Forgetting::None)]
+    pub forgetting: Forgetting,
+    /// Strength of the mitigation (EWC λ, L2-SP α, distillation weight) [default: EWC 1e4,
+    /// L2-SP 1e-2, distillation 1].
+    #[arg(long)]
+    pub forgetting_lambda: Option<f64>,
+    /// General (old-skill) text: its loss before and after measures forgetting; EWC, replay
+    /// and distillation draw from it.
+    #[arg(long)]
+    pub general_data: Option<String>,
+    /// General chunks held out to measure forgetting.
+    #[arg(long, default_value_t = 32)]
+    pub general_samples: usize,
+    /// Replay: share of every batch taken from the general data.
+    #[arg(long, default_value_t = 0.25)]
+    pub replay_ratio: f64,
+    /// EWC: per-sample gradients that estimate the Fisher.
+    #[arg(long, default_value_t = 32)]
+    pub fisher_samples: usize,
+    /// EWC: sample next tokens from the model (true Fisher) instead of the data's tokens.
+    #[arg(long)]
+    pub sampled_fisher: bool,
+    /// Online EWC: decay of the earlier Fisher.
+    #[arg(long, default_value_t = 0.9)]
+    pub ewc_gamma: f64,
 
     /// Optimizer steps (default: one epoch, or --epochs).
     #[arg(long, conflicts_with = "epochs")]
@@ -306,8 +353,66 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         args.seq_len,
         TrainableParameters::of(&model),
     );
+    let general = match &args.general_data {
+        Some(spec) => {
+            let path = cache.resolve(spec).map_err(err)?;
+            let text = burn_peft_train::read_text(&path).map_err(err)?;
+            let plain =
+                Encoder::new(&tokenizer, PromptFormat::Plain, args.seq_len, eos).map_err(err)?;
+            let all = Dataset::from_text(&text, &plain).map_err(err)?;
+            Some(
+                all.split(args.general_samples, args.seed ^ 0x6E)
+                    .map_err(err)?,
+            )
+        }
+        None if args.forgetting != Forgetting::None => {
+            return Err(
+                format!("--forgetting {:?} needs --general-data", args.forgetting).to_lowercase(),
+            );
+        }
+        None => None,
+    };
     let pad = eos.unwrap_or(0);
-    let trainer = Trainer::new(config, &args.out, pad, weights).map_err(err)?;
+    let mut trainer = Trainer::new(config, &args.out, pad, weights).map_err(err)?;
+    if let Some((pool, held)) = &general {
+        trainer = trainer.with_general_eval(held);
+        let lambda = args.forgetting_lambda;
+        let pool = pool.samples.clone();
+        let regularizer: Option<Box<dyn burn_peft_train::Regularizer<Llama>>> = match args
+            .forgetting
+        {
+            Forgetting::None => None,
+            Forgetting::Ewc | Forgetting::OnlineEwc => {
+                let mut c = EwcConfig::new(lambda.unwrap_or(1e4))
+                    .with_fisher_samples(args.fisher_samples)
+                    .with_fisher(if args.sampled_fisher {
+                        FisherKind::Sampled
+                    } else {
+                        FisherKind::Empirical
+                    });
+                if args.forgetting == Forgetting::OnlineEwc {
+                    c = c.with_gamma(Some(args.ewc_gamma));
+                }
+                Some(Box::new(Ewc::new(c, pool, pad).map_err(err)?))
+            }
+            Forgetting::L2sp => Some(Box::new(L2Sp::new(lambda.unwrap_or(1e-2)).map_err(err)?)),
+            Forgetting::Replay => {
+                let mut buffer = ReplayBuffer::new(pool.len(), args.seed);
+                for s in pool {
+                    buffer.offer("general", s);
+                }
+                Some(Box::new(
+                    Replay::new(buffer, args.replay_ratio).map_err(err)?,
+                ))
+            }
+            Forgetting::Distill => Some(Box::new(
+                Distill::new(DistillConfig::new(lambda.unwrap_or(1.0)), pool, pad).map_err(err)?,
+            )),
+        };
+        if let Some(r) = regularizer {
+            trainer = trainer.with_regularizer(r);
+        }
+    }
     let (_model, summary) = trainer
         .fit(
             model,
@@ -323,6 +428,14 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     }
     if let Some(m) = &summary.eval_after {
         println!("after:  {}", describe(m));
+    }
+    if let (Some(b), Some(a)) = (summary.general_loss_before, summary.general_loss_after) {
+        println!(
+            "general-text loss {b:.4} -> {a:.4} (forgetting {:+.4}, perplexity {:.2} -> {:.2})",
+            a - b,
+            b.exp(),
+            a.exp()
+        );
     }
     println!(
         "trained {} steps in {:.1} s ({:.0} tokens/s); final train loss {:.4}",

@@ -21,6 +21,7 @@ mod error;
 mod eval;
 mod metrics;
 mod model;
+mod regularizer;
 mod rng;
 mod trainer;
 
@@ -30,5 +31,6 @@ pub use error::{Result, TrainError};
 pub use eval::{EvalMetrics, evaluate};
 pub use metrics::{MetricsLog, plot_metrics, read_metrics};
 pub use model::{CausalLm, batch_loss};
+pub use regularizer::Regularizer;
 pub use rng::SplitMix64;
 pub use trainer::{RunSummary, TrainConfig, Trainer, WeightsIo, describe};

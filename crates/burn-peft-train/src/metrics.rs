@@ -138,6 +138,15 @@ pub fn plot_metrics(
                     ))?
                     .label(*name)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+                // Sparse series (evaluations) get markers: a line between two far-apart points
+                // says nothing about the steps in between.
+                if points.len() <= 50 {
+                    chart.draw_series(
+                        points
+                            .iter()
+                            .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
+                    )?;
+                }
             }
             chart
                 .configure_series_labels()

@@ -22,6 +22,8 @@ use crate::Batcher;
 use crate::eval::{EvalMetrics, evaluate};
 use crate::metrics::{MetricsLog, plot_metrics, step_record};
 use crate::model::{CausalLm, batch_loss};
+use crate::regularizer::Regularizer;
+use crate::rng::SplitMix64;
 
 /// How long and how to train; optimizer settings live in `PeftOptimizerConfig`.
 ///
@@ -75,6 +77,12 @@ pub struct RunSummary {
     pub eval_before: Option<EvalMetrics>,
     /// Evaluation after training.
     pub eval_after: Option<EvalMetrics>,
+    /// Loss on the general text before training (see [`Trainer::with_general_eval`]).
+    pub general_loss_before: Option<f64>,
+    /// Loss on the general text after training.
+    pub general_loss_after: Option<f64>,
+    /// `general_loss_after - general_loss_before`: how much of the old skill was lost.
+    pub forgetting: Option<f64>,
     /// Training wall time over all sessions of the run, evaluation excluded.
     pub train_seconds: f64,
     /// Tokens (padding excluded) per second of training.
@@ -93,6 +101,27 @@ struct TrainerState {
     seed: u64,
     batch_size: usize,
     samples: usize,
+    before: Evals,
+}
+
+/// The evaluations at one point of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Evals {
+    task: Option<EvalMetrics>,
+    general: Option<EvalMetrics>,
+}
+
+impl Evals {
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(t) = &self.task {
+            parts.push(describe(t));
+        }
+        if let Some(g) = &self.general {
+            parts.push(format!("general-text loss {:.4}", g.loss));
+        }
+        parts.join("; ")
+    }
 }
 
 const CHECKPOINTS: &str = "checkpoints";
@@ -111,6 +140,8 @@ pub struct Trainer<'a, M> {
     out: PathBuf,
     pad_id: u32,
     weights: WeightsIo<'a, M>,
+    regularizer: Option<Box<dyn Regularizer<M> + 'a>>,
+    general: Option<&'a Dataset>,
 }
 
 impl<'a, M: CausalLm> Trainer<'a, M> {
@@ -126,7 +157,22 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             out: out.to_path_buf(),
             pad_id,
             weights,
+            regularizer: None,
+            general: None,
         })
+    }
+
+    /// Adds a forgetting mitigation (or any other [`Regularizer`]).
+    pub fn with_regularizer(mut self, regularizer: Box<dyn Regularizer<M> + 'a>) -> Self {
+        self.regularizer = Some(regularizer);
+        self
+    }
+
+    /// General (old-skill) text to evaluate at every evaluation: its loss before and after
+    /// measures forgetting (`general_loss` in the metrics).
+    pub fn with_general_eval(mut self, general: &'a Dataset) -> Self {
+        self.general = Some(general);
+        self
     }
 
     /// The latest complete checkpoint in `out`, if any.
@@ -136,9 +182,10 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         dir.join(STATE).is_file().then_some(dir)
     }
 
-    /// Trains `model` (on the autodiff `device`) with `optim` on `train`, evaluating on `eval`.
+    /// Trains `model` (on the autodiff `device`) with `optim` on `train`, evaluating on `eval`
+    /// (and on the general text of [`with_general_eval`](Self::with_general_eval)).
     pub fn fit(
-        &self,
+        mut self,
         mut model: M,
         mut optim: PeftOptimizer<M>,
         train: &Dataset,
@@ -146,25 +193,22 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         device: &Device,
         resume: bool,
     ) -> R<(M, RunSummary)> {
-        let cfg = &self.config;
+        let cfg = self.config.clone();
         if train.samples.is_empty() {
             return Err(TrainError::Config("the training set is empty".into()));
         }
         let metrics_path = self.out.join(METRICS);
         let eval_device = device.clone().without_autodiff();
-        let evaluate_now = |m: &M| -> R<Option<EvalMetrics>> {
-            eval.map(|d| {
-                evaluate(
-                    &m.valid(),
-                    d,
-                    cfg.eval_batch_size,
-                    self.pad_id,
-                    &eval_device,
-                )
+        let (pad_id, general) = (self.pad_id, self.general);
+        let evaluate_now = |m: &M| -> R<Evals> {
+            let valid = m.valid();
+            let run = |d: &Dataset| evaluate(&valid, d, cfg.eval_batch_size, pad_id, &eval_device);
+            Ok(Evals {
+                task: eval.map(run).transpose()?,
+                general: general.map(run).transpose()?,
             })
-            .transpose()
         };
-        let (mut batcher, mut tokens, mut train_seconds, metrics, eval_before) = if resume {
+        let (mut batcher, mut tokens, mut train_seconds, metrics, before) = if resume {
             let dir = Self::latest_checkpoint(&self.out).ok_or_else(|| TrainError::Resume {
                 path: self.out.clone(),
                 message: "no complete checkpoint (checkpoints/latest) to resume from".into(),
@@ -189,6 +233,9 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             }
             model = (self.weights.load)(model, &dir)?;
             model = optim.load(model, &dir)?;
+            if let Some(r) = self.regularizer.as_mut() {
+                r.load(&model, &dir, device)?;
+            }
             if optim.steps_taken() != state.step {
                 return Err(TrainError::Resume {
                     path: dir,
@@ -200,7 +247,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 state.tokens,
                 state.train_seconds,
                 MetricsLog::resume(&metrics_path, state.step)?,
-                None,
+                state.before,
             )
         } else {
             if metrics_path.exists() || self.out.join(CHECKPOINTS).exists() {
@@ -212,8 +259,9 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             std::fs::create_dir_all(&self.out).map_err(|e| TrainError::io(&self.out, e))?;
             let metrics = MetricsLog::create(&metrics_path)?;
             let before = evaluate_now(&model)?;
-            if let Some(m) = &before {
-                metrics.append(&eval_record(0, m))?;
+            metrics.append(&eval_record(0, &before))?;
+            if let Some(r) = self.regularizer.as_mut() {
+                r.prepare(&model, device)?;
             }
             (
                 Batcher::new(train.samples.len(), cfg.seed),
@@ -231,18 +279,34 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         while optim.steps_taken() < cfg.steps {
             let step = optim.steps_taken();
             let mut loss_sum = 0.0;
+            let mut penalty_sum = 0.0;
             let mut step_tokens = 0;
             let mut report = None;
             for micro in 0..accum {
                 let idx = batcher.next_batch(cfg.batch_size);
-                let samples: Vec<&Sample> = idx.iter().map(|&i| &train.samples[i]).collect();
-                let batch = collate(&samples, self.pad_id, device);
+                let mut samples: Vec<Sample> =
+                    idx.iter().map(|&i| train.samples[i].clone()).collect();
+                // Replay draws, dropout masks and distillation batches come from seeds fixed
+                // by (run, step, micro-batch), so a resumed run repeats them.
+                let seed = mix(cfg.seed, step as u64, micro as u64);
+                let mut rng = SplitMix64::new(seed);
+                if let Some(r) = self.regularizer.as_mut() {
+                    r.mix(&mut samples, &mut rng);
+                }
+                let refs: Vec<&Sample> = samples.iter().collect();
+                let batch = collate(&refs, pad_id, device);
                 step_tokens += batch.tokens;
-                // Dropout draws from a seed fixed by (run, step, micro-batch), so a resumed
-                // run repeats the same masks.
-                device.seed(mix(cfg.seed, step as u64, micro as u64));
-                let loss = batch_loss(&model, &batch);
+                device.seed(seed);
+                let mut loss = batch_loss(&model, &batch);
                 loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                if let Some(p) = self
+                    .regularizer
+                    .as_mut()
+                    .and_then(|r| r.penalty(&model, &mut rng))
+                {
+                    penalty_sum += p.clone().into_scalar::<f32>() as f64;
+                    loss = loss + p;
+                }
                 let (m, r) = optim.backward_step(model, loss);
                 model = m;
                 report = report.or(r);
@@ -256,15 +320,16 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             train_seconds += seconds;
             tokens += step_tokens;
             final_loss = loss_sum / accum as f64;
-            if !final_loss.is_finite() {
+            if !(final_loss.is_finite() && penalty_sum.is_finite()) {
                 bar.finish_and_clear();
                 return Err(TrainError::Config(format!(
-                    "the loss became {final_loss} at step {}: lower the learning rate",
+                    "the loss became {} at step {}: lower the learning rate or the penalty",
+                    final_loss + penalty_sum / accum as f64,
                     report.step
                 )));
             }
             let tps = step_tokens as f64 / seconds.max(1e-9);
-            metrics.append(&step_record(
+            let mut record = step_record(
                 report.step,
                 final_loss,
                 report.lr,
@@ -272,17 +337,19 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 tokens,
                 train_seconds,
                 tps,
-            ))?;
+            );
+            if self.regularizer.is_some() {
+                record["penalty"] = json!(penalty_sum / accum as f64);
+            }
+            metrics.append(&record)?;
             bar.set_message(format!("loss {final_loss:.4}  {tps:.0} tok/s"));
             bar.inc(1);
             let done = report.step == cfg.steps;
-            if cfg.eval_every > 0
-                && report.step % cfg.eval_every == 0
-                && !done
-                && let Some(m) = evaluate_now(&model)?
-            {
-                metrics.append(&eval_record(report.step, &m))?;
-                bar.println(format!("step {}: {}", report.step, describe(&m)));
+            if cfg.eval_every > 0 && report.step % cfg.eval_every == 0 && !done {
+                let e = evaluate_now(&model)?;
+                metrics.append(&eval_record(report.step, &e))?;
+                let line = format!("step {}: {}", report.step, e.describe());
+                bar.suspend(|| eprintln!("{line}"));
             }
             if cfg.save_every > 0 && report.step % cfg.save_every == 0 && !done {
                 let state = TrainerState {
@@ -293,29 +360,38 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                     seed: cfg.seed,
                     batch_size: cfg.batch_size,
                     samples: train.samples.len(),
+                    before: before.clone(),
                 };
                 self.checkpoint(&model, &optim, &state)?;
             }
             window_start = Instant::now();
         }
         bar.finish_and_clear();
-        let eval_after = evaluate_now(&model)?;
-        if let Some(m) = &eval_after {
-            metrics.append(&eval_record(cfg.steps, m))?;
-        }
+        let after = evaluate_now(&model)?;
+        metrics.append(&eval_record(cfg.steps, &after))?;
         (self.weights.save)(&model, &self.out)?;
         let records = metrics.read()?;
         plot_metrics(
             &records,
-            &[("train loss", "loss"), ("eval loss", "eval_loss")],
+            &[
+                ("train loss", "loss"),
+                ("eval loss", "eval_loss"),
+                ("general-text loss", "general_loss"),
+            ],
             "fine-tuning loss",
             &self.out.join("loss.svg"),
         )?;
+        let loss = |m: &Option<EvalMetrics>| m.as_ref().map(|m| m.loss);
         let summary = RunSummary {
             steps: cfg.steps,
             final_loss,
-            eval_before,
-            eval_after,
+            eval_before: before.task,
+            eval_after: after.task,
+            general_loss_before: loss(&before.general),
+            general_loss_after: loss(&after.general),
+            forgetting: loss(&after.general)
+                .zip(loss(&before.general))
+                .map(|(a, b)| a - b),
             train_seconds,
             tokens_per_s: tokens as f64 / train_seconds.max(1e-9),
             output: self.out.clone(),
@@ -358,6 +434,9 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
         (self.weights.save)(model, &tmp)?;
         optim.save(model, &tmp)?;
+        if let Some(r) = &self.regularizer {
+            r.save(&tmp)?;
+        }
         let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::data(&tmp, 0, e))?;
         write_atomic(&tmp.join(STATE), text.as_bytes())?;
         if dir.exists() {
@@ -395,21 +474,28 @@ pub fn describe(m: &EvalMetrics) -> String {
     s
 }
 
-fn eval_record(step: usize, m: &EvalMetrics) -> Value {
-    let mut r = json!({"step": step, "eval_loss": m.loss, "eval_perplexity": m.perplexity});
-    if let Some(a) = m.accuracy {
-        r["eval_accuracy"] = json!(a);
+fn eval_record(step: usize, e: &Evals) -> Value {
+    let mut r = json!({ "step": step });
+    if let Some(m) = &e.task {
+        r["eval_loss"] = json!(m.loss);
+        r["eval_perplexity"] = json!(m.perplexity);
+        if let Some(a) = m.accuracy {
+            r["eval_accuracy"] = json!(a);
+        }
+        if let Some(x) = m.exact_match {
+            r["eval_exact_match"] = json!(x);
+        }
     }
-    if let Some(e) = m.exact_match {
-        r["eval_exact_match"] = json!(e);
+    if let Some(g) = &e.general {
+        r["general_loss"] = json!(g.loss);
+        r["general_perplexity"] = json!(g.perplexity);
     }
     r
 }
 
 fn mix(seed: u64, step: u64, micro: u64) -> u64 {
-    let mut r = crate::rng::SplitMix64::new(
-        seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ micro.rotate_left(32),
-    );
+    let mut r =
+        SplitMix64::new(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ micro.rotate_left(32));
     r.next_u64()
 }
 

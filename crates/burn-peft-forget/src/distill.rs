@@ -1,0 +1,131 @@
+//! Distillation from the frozen base model, without a second copy of its weights.
+
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Device, Tensor};
+use burn_peft_core::PeftModel;
+use burn_peft_models::Llama;
+use burn_peft_train::{CausalLm, Regularizer, Result, Sample, SplitMix64, TrainError, collate};
+
+/// A model that can show its frozen base: the same weights with every adapter switched off.
+pub trait BaseView: Sized {
+    /// The base model sharing this model's weights, or `None` when nothing is switched off
+    /// (full fine-tuning: the base itself trains).
+    fn base_view(&self) -> Option<Self>;
+}
+
+impl BaseView for Llama {
+    fn base_view(&self) -> Option<Self> {
+        let mut base = self.clone();
+        let has_prompt = base.prompt_learning.take().is_some();
+        base.prompt_name = None;
+        let has_linear = !base.clone().adapter_names().is_empty();
+        if has_linear {
+            base.disable_adapters().ok()?;
+        }
+        (has_prompt || has_linear).then_some(base)
+    }
+}
+
+/// Distillation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistillConfig {
+    /// Weight of the KL term.
+    pub lambda: f64,
+    /// Softmax temperature of teacher and student (the KL is scaled by T²).
+    pub temperature: f64,
+    /// General samples per micro-batch.
+    pub batch_size: usize,
+}
+
+impl DistillConfig {
+    /// λ, temperature 1, 2 general samples per micro-batch.
+    pub fn new(lambda: f64) -> Self {
+        Self {
+            lambda,
+            temperature: 1.0,
+            batch_size: 2,
+        }
+    }
+}
+
+/// `λ · T² · KL(teacher ‖ student)` per token on general text, where the teacher is the base
+/// model ([`BaseView`]) or, for full fine-tuning, the model as training started.
+pub struct Distill<M> {
+    config: DistillConfig,
+    general: Vec<Sample>,
+    pad_id: u32,
+    snapshot: Option<M>,
+}
+
+impl<M> Distill<M> {
+    /// Distillation on `general` samples.
+    pub fn new(config: DistillConfig, general: Vec<Sample>, pad_id: u32) -> Result<Self> {
+        if !(config.lambda.is_finite() && config.lambda >= 0.0 && config.temperature > 0.0) {
+            return Err(TrainError::Config(format!(
+                "distillation needs lambda >= 0 and temperature > 0 (got {} and {})",
+                config.lambda, config.temperature
+            )));
+        }
+        if general.is_empty() || config.batch_size == 0 {
+            return Err(TrainError::Config(
+                "distillation needs general samples (--general-data)".into(),
+            ));
+        }
+        Ok(Self {
+            config,
+            general,
+            pad_id,
+            snapshot: None,
+        })
+    }
+}
+
+impl<M: CausalLm + BaseView> Regularizer<M> for Distill<M> {
+    fn name(&self) -> String {
+        "distill".into()
+    }
+
+    fn prepare(&mut self, model: &M, _device: &Device) -> Result<()> {
+        if model.base_view().is_none() {
+            // Full fine-tuning: burn tensors are immutable values, so this clone keeps the
+            // starting weights while the trained ones move on.
+            self.snapshot = Some(model.clone().no_grad());
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, model: &M, dir: &std::path::Path, _device: &Device) -> Result<()> {
+        if model.base_view().is_none() {
+            return Err(TrainError::Resume {
+                path: dir.to_path_buf(),
+                message: "distillation during full fine-tuning cannot resume: the starting weights are not in the checkpoint".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn penalty(&mut self, model: &M, rng: &mut SplitMix64) -> Option<Tensor<1>> {
+        let picks: Vec<&Sample> = (0..self.config.batch_size)
+            .map(|_| &self.general[(rng.next_u64() % self.general.len() as u64) as usize])
+            .collect();
+        let device = model.devices().first().cloned()?;
+        let batch = collate(&picks, self.pad_id, &device);
+        let teacher = match model.base_view() {
+            Some(base) => base,
+            None => self.snapshot.clone()?,
+        };
+        let t = self.config.temperature;
+        let teacher_logits = teacher
+            .token_logits(batch.input_ids.clone(), Some(batch.attention_mask.clone()))
+            .detach();
+        let student =
+            model.token_logits(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+        let p = softmax(teacher_logits.clone() / t, 2);
+        let kl =
+            (p * (log_softmax(teacher_logits / t, 2) - log_softmax(student / t, 2))).sum_dim(2);
+        let [b, s, _] = kl.dims();
+        let mask = batch.attention_mask.float().reshape([b, s, 1]);
+        let tokens = mask.clone().sum();
+        Some((kl * mask).sum() / tokens * (self.config.lambda * t * t) as f32)
+    }
+}

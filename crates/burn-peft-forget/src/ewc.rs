@@ -1,0 +1,292 @@
+//! EWC (separate and online) and L2-SP.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn_peft_train::{
+    CausalLm, Regularizer, Result, Sample, SplitMix64, TrainError, batch_loss, collate,
+};
+
+use crate::flat::{self, Flat};
+
+/// How the diagonal Fisher is estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FisherKind {
+    /// Squared gradients of the loss on the data's own next tokens.
+    #[default]
+    Empirical,
+    /// Squared gradients of the loss on next tokens sampled from the model's predictions (the
+    /// Fisher information proper, one sample per position).
+    Sampled,
+}
+
+/// EWC settings.
+///
+/// ```
+/// use burn_peft_forget::{EwcConfig, FisherKind};
+/// let online = EwcConfig::new(1e4).with_fisher_samples(64).with_gamma(Some(0.9));
+/// assert_eq!(online.fisher, FisherKind::Empirical);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct EwcConfig {
+    /// λ in `λ/2 · Σ F (θ − θ*)²`.
+    pub lambda: f64,
+    /// General samples whose gradients estimate the Fisher (one sample per gradient).
+    pub fisher_samples: usize,
+    /// Empirical or sampled Fisher.
+    pub fisher: FisherKind,
+    /// Online EWC: each consolidation keeps `γ·F_old + F_new` (`None`: the latest only).
+    pub gamma: Option<f64>,
+}
+
+impl EwcConfig {
+    /// λ, 32 per-sample gradients, empirical Fisher, not online.
+    pub fn new(lambda: f64) -> Self {
+        Self {
+            lambda,
+            fisher_samples: 32,
+            fisher: FisherKind::Empirical,
+            gamma: None,
+        }
+    }
+
+    /// Sets how many samples estimate the Fisher.
+    pub fn with_fisher_samples(mut self, n: usize) -> Self {
+        self.fisher_samples = n;
+        self
+    }
+
+    /// Sets the Fisher estimator.
+    pub fn with_fisher(mut self, kind: FisherKind) -> Self {
+        self.fisher = kind;
+        self
+    }
+
+    /// Online EWC with decay γ.
+    pub fn with_gamma(mut self, gamma: Option<f64>) -> Self {
+        self.gamma = gamma;
+        self
+    }
+}
+
+/// Elastic weight consolidation over the trainable parameters.
+pub struct Ewc {
+    config: EwcConfig,
+    general: Vec<Sample>,
+    pad_id: u32,
+    fisher: Flat,
+    anchor: Flat,
+    consolidations: usize,
+}
+
+const EWC_FILE: &str = "ewc.safetensors";
+
+impl Ewc {
+    /// EWC whose Fisher comes from `general` samples (the old task, or general text).
+    pub fn new(config: EwcConfig, general: Vec<Sample>, pad_id: u32) -> Result<Self> {
+        if !(config.lambda.is_finite() && config.lambda >= 0.0) {
+            return Err(TrainError::Config(format!(
+                "EWC lambda {} must be >= 0",
+                config.lambda
+            )));
+        }
+        if config.fisher_samples == 0 || general.is_empty() {
+            return Err(TrainError::Config(
+                "EWC needs general samples to estimate the Fisher (--general-data, --fisher-samples >= 1)".into(),
+            ));
+        }
+        if let Some(g) = config.gamma
+            && !(0.0..=1.0).contains(&g)
+        {
+            return Err(TrainError::Config(format!(
+                "EWC gamma {g} must be in [0, 1]"
+            )));
+        }
+        Ok(Self {
+            config,
+            general,
+            pad_id,
+            fisher: Flat::new(),
+            anchor: Flat::new(),
+            consolidations: 0,
+        })
+    }
+
+    /// The diagonal Fisher by parameter path (empty before the first consolidation).
+    pub fn fisher(&self) -> Vec<(String, Vec<f32>)> {
+        self.fisher
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.clone()
+                        .into_data()
+                        .convert::<f32>()
+                        .try_to_vec()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Estimates the Fisher at `model`'s current values and makes them the anchors; with
+    /// `gamma`, folds the earlier Fisher in (online EWC across a sequence of tasks).
+    pub fn consolidate<M: CausalLm>(&mut self, model: &M, device: &Device) -> Result<()> {
+        let n = self.config.fisher_samples;
+        let mut sum: Flat = Flat::new();
+        for i in 0..n {
+            let sample = &self.general[i % self.general.len()];
+            let batch = collate(&[sample], self.pad_id, device);
+            device.seed(0x5EED_F15E ^ i as u64);
+            let loss = match self.config.fisher {
+                FisherKind::Empirical => batch_loss(model, &batch),
+                FisherKind::Sampled => sampled_loss(model, &batch),
+            };
+            let grads = GradientsParams::from_grads(loss.backward(), model);
+            for (k, g) in flat::gradients(model, &grads) {
+                let g2 = g.square();
+                let entry = sum.remove(&k);
+                sum.insert(
+                    k,
+                    match entry {
+                        Some(s) => s + g2,
+                        None => g2,
+                    },
+                );
+            }
+        }
+        let new: Flat = sum.into_iter().map(|(k, v)| (k, v / n as f32)).collect();
+        let new = flat::constants(new, device);
+        self.fisher = match (self.config.gamma, self.consolidations) {
+            (Some(g), c) if c > 0 => new
+                .into_iter()
+                .map(|(k, v)| {
+                    let old = self.fisher.get(&k).cloned();
+                    let v = match old {
+                        Some(o) => o * g as f32 + v,
+                        None => v,
+                    };
+                    (k, v)
+                })
+                .collect(),
+            _ => new,
+        };
+        self.anchor = flat::constants(flat::values(model), device);
+        self.consolidations += 1;
+        Ok(())
+    }
+}
+
+/// Cross-entropy against next tokens drawn from the model's own (detached) predictions, at the
+/// batch's target positions, by the Gumbel-max trick.
+fn sampled_loss<M: CausalLm>(model: &M, batch: &burn_peft_train::Batch) -> Tensor<1> {
+    let logits = model.token_logits(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+    let [b, s, v] = logits.dims();
+    let device = logits.device();
+    let u = Tensor::<3>::random([b, s, v], Distribution::Uniform(1e-10, 1.0), &device);
+    let gumbel = u.log().neg().log().neg();
+    let drawn: Tensor<2, Int> = (logits.clone().detach() + gumbel).argmax(2).reshape([b, s]);
+    let logp = log_softmax(logits, 2)
+        .gather(2, drawn.unsqueeze_dim::<3>(2))
+        .reshape([b, s]);
+    // Position t predicts token t+1: weight it by the target mask of t+1.
+    let mut w = vec![0.0f32; b * s];
+    for r in 0..b {
+        for t in 0..s.saturating_sub(1) {
+            w[r * s + t] = batch.targets[r * s + t + 1] as u8 as f32;
+        }
+    }
+    let count = w.iter().sum::<f32>().max(1.0);
+    let w = Tensor::<2>::from_data(TensorData::new(w, [b, s]), &device);
+    (logp * w).sum().neg() / count
+}
+
+impl<M: CausalLm> Regularizer<M> for Ewc {
+    fn name(&self) -> String {
+        if self.config.gamma.is_some() {
+            "online-ewc"
+        } else {
+            "ewc"
+        }
+        .into()
+    }
+
+    fn prepare(&mut self, model: &M, device: &Device) -> Result<()> {
+        self.consolidate(model, device)
+    }
+
+    fn penalty(&mut self, model: &M, _rng: &mut SplitMix64) -> Option<Tensor<1>> {
+        let d = flat::weighted_distance(&flat::values(model), &self.anchor, Some(&self.fisher))?;
+        Some(d * (self.config.lambda / 2.0) as f32)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        flat::save(
+            &dir.join(EWC_FILE),
+            &[("fisher", &self.fisher), ("anchor", &self.anchor)],
+        )
+    }
+
+    fn load(&mut self, model: &M, dir: &Path, device: &Device) -> Result<()> {
+        let paths: Vec<String> = flat::values(model).into_keys().collect();
+        let mut groups = flat::load(&dir.join(EWC_FILE), &["fisher", "anchor"], &paths, device)?;
+        self.anchor = groups.pop().unwrap_or_default();
+        self.fisher = groups.pop().unwrap_or_default();
+        self.consolidations = 1;
+        Ok(())
+    }
+}
+
+/// L2-SP: `α/2 · Σ (θ − θ₀)²`, a pull toward the values training started from.
+pub struct L2Sp {
+    alpha: f64,
+    anchor: Flat,
+}
+
+const L2SP_FILE: &str = "l2sp.safetensors";
+
+impl L2Sp {
+    /// L2-SP with strength `alpha`.
+    pub fn new(alpha: f64) -> Result<Self> {
+        if !(alpha.is_finite() && alpha >= 0.0) {
+            return Err(TrainError::Config(format!(
+                "L2-SP alpha {alpha} must be >= 0"
+            )));
+        }
+        Ok(Self {
+            alpha,
+            anchor: Flat::new(),
+        })
+    }
+}
+
+impl<M: Module> Regularizer<M> for L2Sp {
+    fn name(&self) -> String {
+        "l2sp".into()
+    }
+
+    fn prepare(&mut self, model: &M, device: &Device) -> Result<()> {
+        self.anchor = flat::constants(flat::values(model), device);
+        Ok(())
+    }
+
+    fn penalty(&mut self, model: &M, _rng: &mut SplitMix64) -> Option<Tensor<1>> {
+        let d = flat::weighted_distance(&flat::values(model), &self.anchor, None)?;
+        Some(d * (self.alpha / 2.0) as f32)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        flat::save(&dir.join(L2SP_FILE), &[("anchor", &self.anchor)])
+    }
+
+    fn load(&mut self, model: &M, dir: &Path, device: &Device) -> Result<()> {
+        let paths: Vec<String> = flat::values(model).into_keys().collect();
+        self.anchor = flat::load(&dir.join(L2SP_FILE), &["anchor"], &paths, device)?
+            .pop()
+            .unwrap_or_default();
+        Ok(())
+    }
+}

@@ -1,0 +1,42 @@
+//! The hook through which forgetting mitigations (EWC, L2-SP, replay, distillation; see
+//! `burn-peft-forget`) take part in training.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+
+use crate::data::Sample;
+use crate::error::Result;
+use crate::rng::SplitMix64;
+
+/// Something the trainer consults at every micro-batch: it may replace samples of the batch
+/// (replay) and add a penalty to its loss (EWC, L2-SP, distillation).
+pub trait Regularizer<M> {
+    /// A short name for logs (`ewc`, `replay`, ...).
+    fn name(&self) -> String;
+
+    /// Called once before the first step of a new run (not on resume): estimate what is
+    /// needed from the starting model (Fisher information, anchors, a snapshot).
+    fn prepare(&mut self, _model: &M, _device: &Device) -> Result<()> {
+        Ok(())
+    }
+
+    /// Replaces some of the micro-batch's samples; `rng` is seeded from the run, step and
+    /// micro-batch, so a resumed run mixes the same samples.
+    fn mix(&mut self, _samples: &mut Vec<Sample>, _rng: &mut SplitMix64) {}
+
+    /// The penalty added to this micro-batch's task loss (`None`: nothing).
+    fn penalty(&mut self, _model: &M, _rng: &mut SplitMix64) -> Option<Tensor<1>> {
+        None
+    }
+
+    /// Writes the state that `prepare` computed into a checkpoint directory.
+    fn save(&self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Reads the state [`save`](Self::save) wrote, when resuming.
+    fn load(&mut self, _model: &M, _dir: &Path, _device: &Device) -> Result<()> {
+        Ok(())
+    }
+}
