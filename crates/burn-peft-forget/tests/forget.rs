@@ -1,0 +1,220 @@
+//! Forgetting methods against hand-computed references on a tiny random Llama with LoRA.
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::Device;
+use burn_peft_adapters::{AddAdapter, LoraConfig, LoraInit};
+use burn_peft_core::{PeftModel, TargetModules};
+use burn_peft_forget::{
+    BaseView, Distill, DistillConfig, Ewc, EwcConfig, FisherKind, L2Sp, Replay, ReplayBuffer,
+    backward_transfer,
+};
+use burn_peft_models::{Llama, LlamaConfig};
+use burn_peft_train::{CausalLm, Regularizer, Sample, SplitMix64, batch_loss, collate};
+
+fn model(device: &Device, init: LoraInit) -> Llama {
+    device.seed(11);
+    let mut m = Llama::init(&LlamaConfig::tiny(64), device);
+    let c = LoraConfig::new(2)
+        .with_init(init)
+        .with_target_modules(TargetModules::names(["q_proj", "v_proj"]));
+    m.add_lora("t", &c).unwrap();
+    m
+}
+
+fn samples() -> Vec<Sample> {
+    [[1u32, 5, 9, 13, 2, 7], [3, 3, 8, 40, 41, 2], [60, 1, 2, 3, 4, 5]]
+        .iter()
+        .map(|ids| Sample {
+            ids: ids.to_vec(),
+            targets: vec![true; ids.len()],
+            label: None,
+        })
+        .collect()
+}
+
+fn shift_b(m: &mut Llama, delta: f32) {
+    let l = m.layers[0]
+        .self_attn
+        .q_proj
+        .adapter_mut("t")
+        .unwrap()
+        .as_lora_mut()
+        .unwrap();
+    // A fresh leaf (no graph behind it), trainable like the original.
+    l.lora_b = l
+        .lora_b
+        .clone()
+        .map(|t| {
+            let device = t.device();
+            burn::tensor::Tensor::from_data((t + delta).into_data(), &device)
+        })
+        .set_require_grad(true);
+}
+
+fn fisher_of(ewc: &Ewc, needle: &str) -> Vec<f32> {
+    ewc.fisher()
+        .into_iter()
+        .find(|(k, _)| k.contains("layers.0.self_attn.q_proj") && k.ends_with(needle))
+        .unwrap_or_else(|| panic!("no Fisher for {needle}"))
+        .1
+}
+
+/// The Fisher is the mean of per-sample squared gradients, and the penalty is
+/// `λ/2 Σ F (θ − θ*)²`.
+#[test]
+fn ewc_fisher_and_penalty_match_hand_computation() {
+    let device = Device::flex().autodiff();
+    let m = model(&device, LoraInit::Gaussian);
+    let data = samples();
+    let mut ewc = Ewc::new(EwcConfig::new(100.0).with_fisher_samples(3), data.clone(), 0).unwrap();
+    ewc.consolidate(&m, &device).unwrap();
+
+    let l = m.layers[0].self_attn.q_proj.adapter("t").unwrap().as_lora().unwrap();
+    let mut want = vec![0.0f32; l.lora_b.val().shape().num_elements()];
+    for s in &data {
+        let batch = collate(&[s], 0, &device);
+        let grads = GradientsParams::from_grads(batch_loss(&m, &batch).backward(), &m);
+        let g: Vec<f32> = grads.get::<2>(l.lora_b.id).unwrap().into_data().try_to_vec().unwrap();
+        for (w, x) in want.iter_mut().zip(g) {
+            *w += x * x / 3.0;
+        }
+    }
+    let got = fisher_of(&ewc, "lora_b");
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-6 + 1e-4 * b.abs(), "{a} vs {b}");
+    }
+    assert!(want.iter().any(|v| *v > 0.0));
+
+    let mut rng = SplitMix64::new(0);
+    let at_anchor = ewc.penalty(&m, &mut rng).unwrap().into_scalar::<f32>();
+    assert_eq!(at_anchor, 0.0);
+    let mut moved = m.clone();
+    shift_b(&mut moved, 0.1);
+    let p = ewc.penalty(&moved, &mut rng).unwrap().into_scalar::<f32>();
+    let expect: f32 = 100.0 / 2.0 * got.iter().map(|f| f * 0.01).sum::<f32>();
+    assert!((p - expect).abs() <= 1e-4 * expect, "{p} vs {expect}");
+
+    // The state survives a checkpoint.
+    let dir = tempfile::tempdir().unwrap();
+    Regularizer::<Llama>::save(&ewc, dir.path()).unwrap();
+    let mut again = Ewc::new(EwcConfig::new(100.0), data.clone(), 0).unwrap();
+    again.load(&m, dir.path(), &device).unwrap();
+    let q = again.penalty(&moved, &mut rng).unwrap().into_scalar::<f32>();
+    assert!((p - q).abs() <= 1e-6 * p);
+    // ... and refuses a model with other trainable parameters.
+    let other = Llama::init(&LlamaConfig::tiny(64), &device).no_grad();
+    assert!(again.load(&other, dir.path(), &device).is_err());
+}
+
+#[test]
+fn online_ewc_decays_the_earlier_fisher() {
+    let device = Device::flex().autodiff();
+    let m = model(&device, LoraInit::Gaussian);
+    let data = samples();
+    let fisher = |m: &Llama, gamma| {
+        let mut e = Ewc::new(EwcConfig::new(1.0).with_fisher_samples(2).with_gamma(gamma), data.clone(), 0).unwrap();
+        e.consolidate(m, &device).unwrap();
+        e
+    };
+    let mut moved = m.clone();
+    shift_b(&mut moved, 0.3);
+    let f1 = fisher_of(&fisher(&m, None), "lora_b");
+    let f2 = fisher_of(&fisher(&moved, None), "lora_b");
+    let mut online = fisher(&m, Some(0.5));
+    online.consolidate(&moved, &device).unwrap();
+    let f = fisher_of(&online, "lora_b");
+    for ((a, b), c) in f.iter().zip(&f1).zip(&f2) {
+        assert!((a - (0.5 * b + c)).abs() <= 1e-6 + 1e-4 * a.abs());
+    }
+    // Sampled Fisher: a different estimate, same shape, non-negative.
+    let mut s = Ewc::new(
+        EwcConfig::new(1.0).with_fisher_samples(2).with_fisher(FisherKind::Sampled),
+        data.clone(),
+        0,
+    )
+    .unwrap();
+    s.consolidate(&m, &device).unwrap();
+    let fs = fisher_of(&s, "lora_b");
+    assert_eq!(fs.len(), f1.len());
+    assert!(fs.iter().all(|v| *v >= 0.0) && fs != f1);
+    assert!(Ewc::new(EwcConfig::new(-1.0), data.clone(), 0).is_err());
+    assert!(Ewc::new(EwcConfig::new(1.0), Vec::new(), 0).is_err());
+}
+
+#[test]
+fn l2sp_is_half_alpha_times_the_squared_distance() {
+    let device = Device::flex().autodiff();
+    let m = model(&device, LoraInit::Gaussian);
+    let mut l2 = L2Sp::new(4.0).unwrap();
+    l2.prepare(&m, &device).unwrap();
+    let mut rng = SplitMix64::new(0);
+    assert_eq!(Regularizer::<Llama>::penalty(&mut l2, &m, &mut rng).unwrap().into_scalar::<f32>(), 0.0);
+    let mut moved = m.clone();
+    shift_b(&mut moved, 0.5);
+    let n = 2 * 32; // q_proj's B is [r 2, out 32]
+    let p = l2.penalty(&moved, &mut rng).unwrap().into_scalar::<f32>();
+    assert!((p - 4.0 / 2.0 * n as f32 * 0.25).abs() < 1e-3, "{p}");
+}
+
+#[test]
+fn replay_replaces_its_share_of_each_batch() {
+    let s = |i: u32| Sample {
+        ids: vec![i, i + 1],
+        targets: vec![true, true],
+        label: None,
+    };
+    let mut buffer = ReplayBuffer::new(10, 1);
+    for i in 0..50 {
+        buffer.offer("news", s(1000 + i));
+    }
+    let mut replay = Replay::new(buffer, 0.25).unwrap();
+    let mut batch: Vec<Sample> = (0..8).map(s).collect();
+    Regularizer::<Llama>::mix(&mut replay, &mut batch, &mut SplitMix64::new(3));
+    assert_eq!(batch.iter().filter(|x| x.ids[0] >= 1000).count(), 2);
+    assert!(batch[..6].iter().all(|x| x.ids[0] < 1000));
+    assert!(Replay::new(ReplayBuffer::new(4, 0), 0.5).is_err());
+    assert!(Replay::new(ReplayBuffer::new(4, 0), 1.5).is_err());
+}
+
+/// The teacher is the model with its adapters off: KL is zero while LoRA's B is zero and grows
+/// when it moves; no copy of the weights is taken for adapters.
+#[test]
+fn distillation_compares_with_the_base_view() {
+    let device = Device::flex().autodiff();
+    let m = model(&device, LoraInit::Default);
+    let mut d = Distill::new(DistillConfig::new(1.0), samples(), 0).unwrap();
+    d.prepare(&m, &device).unwrap();
+    let mut rng = SplitMix64::new(5);
+    let zero = d.penalty(&m, &mut rng).unwrap().into_scalar::<f32>();
+    assert!(zero.abs() < 1e-9, "{zero}");
+    let mut moved = m.clone();
+    shift_b(&mut moved, 0.5);
+    let p = d.penalty(&moved, &mut rng).unwrap().into_scalar::<f32>();
+    assert!(p > 1e-7, "{p}");
+
+    // The base view computes what disabling the adapters computes, and leaves the model alone.
+    let base = moved.base_view().unwrap();
+    let batch = collate(&[&samples()[0]], 0, &device);
+    let mut off = moved.clone();
+    off.disable_adapters().unwrap();
+    let a = base.token_logits(batch.input_ids.clone(), None);
+    let b = off.token_logits(batch.input_ids.clone(), None);
+    assert!((a - b).abs().max().into_scalar::<f32>() < 1e-6);
+    assert_eq!(moved.active_adapters(), vec!["t".to_string()]);
+    // A model without adapters (full fine-tuning) has no base view: a snapshot is used.
+    let full = Llama::init(&LlamaConfig::tiny(64), &device);
+    assert!(full.base_view().is_none());
+    let mut d = Distill::new(DistillConfig::new(1.0), samples(), 0).unwrap();
+    d.prepare(&full, &device).unwrap();
+    assert!(d.penalty(&full, &mut rng).unwrap().into_scalar::<f32>().abs() < 1e-6);
+}
+
+#[test]
+fn backward_transfer_needs_a_square_table() {
+    assert_eq!(backward_transfer(&[vec![1.0]]), None);
+    assert_eq!(backward_transfer(&[vec![1.0, 0.0], vec![1.0]]), None);
+    let t = vec![vec![0.8, 0.0, 0.0], vec![0.6, 0.9, 0.0], vec![0.5, 0.7, 0.9]];
+    assert!((backward_transfer(&t).unwrap() - (-0.25)).abs() < 1e-12);
+}
