@@ -242,6 +242,12 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let device = parse_device(&args.device).map_err(err)?;
     let train_device = device.clone().autodiff();
     let lr_scheduler: ScheduleKind = args.lr_scheduler.parse()?;
+    if args.forgetting != Forgetting::None && args.general_data.is_none() {
+        return Err(format!(
+            "--forgetting {} needs --general-data",
+            format!("{:?}", args.forgetting).to_lowercase()
+        ));
+    }
     if args.resume && !args.out.join("checkpoints").exists() {
         return Err(format!(
             "{}: no checkpoints to resume from",
@@ -364,11 +370,6 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
                 all.split(args.general_samples, args.seed ^ 0x6E)
                     .map_err(err)?,
             )
-        }
-        None if args.forgetting != Forgetting::None => {
-            return Err(
-                format!("--forgetting {:?} needs --general-data", args.forgetting).to_lowercase(),
-            );
         }
         None => None,
     };

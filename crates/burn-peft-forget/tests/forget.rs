@@ -23,14 +23,18 @@ fn model(device: &Device, init: LoraInit) -> Llama {
 }
 
 fn samples() -> Vec<Sample> {
-    [[1u32, 5, 9, 13, 2, 7], [3, 3, 8, 40, 41, 2], [60, 1, 2, 3, 4, 5]]
-        .iter()
-        .map(|ids| Sample {
-            ids: ids.to_vec(),
-            targets: vec![true; ids.len()],
-            label: None,
-        })
-        .collect()
+    [
+        [1u32, 5, 9, 13, 2, 7],
+        [3, 3, 8, 40, 41, 2],
+        [60, 1, 2, 3, 4, 5],
+    ]
+    .iter()
+    .map(|ids| Sample {
+        ids: ids.to_vec(),
+        targets: vec![true; ids.len()],
+        label: None,
+    })
+    .collect()
 }
 
 fn shift_b(m: &mut Llama, delta: f32) {
@@ -67,15 +71,31 @@ fn ewc_fisher_and_penalty_match_hand_computation() {
     let device = Device::flex().autodiff();
     let m = model(&device, LoraInit::Gaussian);
     let data = samples();
-    let mut ewc = Ewc::new(EwcConfig::new(100.0).with_fisher_samples(3), data.clone(), 0).unwrap();
+    let mut ewc = Ewc::new(
+        EwcConfig::new(100.0).with_fisher_samples(3),
+        data.clone(),
+        0,
+    )
+    .unwrap();
     ewc.consolidate(&m, &device).unwrap();
 
-    let l = m.layers[0].self_attn.q_proj.adapter("t").unwrap().as_lora().unwrap();
+    let l = m.layers[0]
+        .self_attn
+        .q_proj
+        .adapter("t")
+        .unwrap()
+        .as_lora()
+        .unwrap();
     let mut want = vec![0.0f32; l.lora_b.val().shape().num_elements()];
     for s in &data {
         let batch = collate(&[s], 0, &device);
         let grads = GradientsParams::from_grads(batch_loss(&m, &batch).backward(), &m);
-        let g: Vec<f32> = grads.get::<2>(l.lora_b.id).unwrap().into_data().try_to_vec().unwrap();
+        let g: Vec<f32> = grads
+            .get::<2>(l.lora_b.id)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
         for (w, x) in want.iter_mut().zip(g) {
             *w += x * x / 3.0;
         }
@@ -101,7 +121,10 @@ fn ewc_fisher_and_penalty_match_hand_computation() {
     Regularizer::<Llama>::save(&ewc, dir.path()).unwrap();
     let mut again = Ewc::new(EwcConfig::new(100.0), data.clone(), 0).unwrap();
     again.load(&m, dir.path(), &device).unwrap();
-    let q = again.penalty(&moved, &mut rng).unwrap().into_scalar::<f32>();
+    let q = again
+        .penalty(&moved, &mut rng)
+        .unwrap()
+        .into_scalar::<f32>();
     assert!((p - q).abs() <= 1e-6 * p);
     // ... and refuses a model with other trainable parameters.
     let other = Llama::init(&LlamaConfig::tiny(64), &device).no_grad();
@@ -114,7 +137,12 @@ fn online_ewc_decays_the_earlier_fisher() {
     let m = model(&device, LoraInit::Gaussian);
     let data = samples();
     let fisher = |m: &Llama, gamma| {
-        let mut e = Ewc::new(EwcConfig::new(1.0).with_fisher_samples(2).with_gamma(gamma), data.clone(), 0).unwrap();
+        let mut e = Ewc::new(
+            EwcConfig::new(1.0).with_fisher_samples(2).with_gamma(gamma),
+            data.clone(),
+            0,
+        )
+        .unwrap();
         e.consolidate(m, &device).unwrap();
         e
     };
@@ -130,7 +158,9 @@ fn online_ewc_decays_the_earlier_fisher() {
     }
     // Sampled Fisher: a different estimate, same shape, non-negative.
     let mut s = Ewc::new(
-        EwcConfig::new(1.0).with_fisher_samples(2).with_fisher(FisherKind::Sampled),
+        EwcConfig::new(1.0)
+            .with_fisher_samples(2)
+            .with_fisher(FisherKind::Sampled),
         data.clone(),
         0,
     )
@@ -150,7 +180,12 @@ fn l2sp_is_half_alpha_times_the_squared_distance() {
     let mut l2 = L2Sp::new(4.0).unwrap();
     l2.prepare(&m, &device).unwrap();
     let mut rng = SplitMix64::new(0);
-    assert_eq!(Regularizer::<Llama>::penalty(&mut l2, &m, &mut rng).unwrap().into_scalar::<f32>(), 0.0);
+    assert_eq!(
+        Regularizer::<Llama>::penalty(&mut l2, &m, &mut rng)
+            .unwrap()
+            .into_scalar::<f32>(),
+        0.0
+    );
     let mut moved = m.clone();
     shift_b(&mut moved, 0.5);
     let n = 2 * 32; // q_proj's B is [r 2, out 32]
@@ -208,13 +243,23 @@ fn distillation_compares_with_the_base_view() {
     assert!(full.base_view().is_none());
     let mut d = Distill::new(DistillConfig::new(1.0), samples(), 0).unwrap();
     d.prepare(&full, &device).unwrap();
-    assert!(d.penalty(&full, &mut rng).unwrap().into_scalar::<f32>().abs() < 1e-6);
+    assert!(
+        d.penalty(&full, &mut rng)
+            .unwrap()
+            .into_scalar::<f32>()
+            .abs()
+            < 1e-6
+    );
 }
 
 #[test]
 fn backward_transfer_needs_a_square_table() {
     assert_eq!(backward_transfer(&[vec![1.0]]), None);
     assert_eq!(backward_transfer(&[vec![1.0, 0.0], vec![1.0]]), None);
-    let t = vec![vec![0.8, 0.0, 0.0], vec![0.6, 0.9, 0.0], vec![0.5, 0.7, 0.9]];
+    let t = vec![
+        vec![0.8, 0.0, 0.0],
+        vec![0.6, 0.9, 0.0],
+        vec![0.5, 0.7, 0.9],
+    ];
     assert!((backward_transfer(&t).unwrap() - (-0.25)).abs() < 1e-12);
 }

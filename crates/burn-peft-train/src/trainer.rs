@@ -58,12 +58,17 @@ pub struct TrainConfig {
     pub progress: bool,
 }
 
+/// Writes the trained weights of a model into a directory.
+pub type SaveWeights<'a, M> = Box<dyn Fn(&M, &Path) -> R<()> + 'a>;
+/// Loads weights that a [`SaveWeights`] wrote into a freshly built model.
+pub type LoadWeights<'a, M> = Box<dyn Fn(M, &Path) -> R<M> + 'a>;
+
 /// Saves and loads the trained weights (an adapter directory, or a full model).
 pub struct WeightsIo<'a, M> {
     /// Writes the trained weights of `model` into a directory.
-    pub save: Box<dyn Fn(&M, &Path) -> R<()> + 'a>,
+    pub save: SaveWeights<'a, M>,
     /// Loads weights that `save` wrote into a freshly built model.
-    pub load: Box<dyn Fn(M, &Path) -> R<M> + 'a>,
+    pub load: LoadWeights<'a, M>,
 }
 
 /// What a finished run measured.
