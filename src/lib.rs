@@ -12,6 +12,7 @@
 //! | [`models`] | `burn-peft-models` | Llama-family decoder and BERT, HF / GGUF loaders, tokenizers, assets |
 //! | [`optim`] | `burn-peft-optim` | AdamW with LoRA+ groups, schedules, clipping, accumulation, resumable state |
 //! | [`train`] | `burn-peft-train` | data sets, batching, evaluation, the training loop, metrics, checkpoints |
+//! | [`forget`] | `burn-peft-forget` | EWC, L2-SP, replay, distillation from the frozen base |
 //!
 //! ```no_run
 //! use burn_peft::prelude::*;
@@ -29,6 +30,7 @@
 
 pub use burn_peft_adapters as adapters;
 pub use burn_peft_core as core;
+pub use burn_peft_forget as forget;
 pub use burn_peft_models as models;
 pub use burn_peft_optim as optim;
 pub use burn_peft_train as train;

@@ -519,3 +519,63 @@ fn bad_input_is_a_one_line_error() {
     );
     assert!(!out.join("metrics.jsonl").exists());
 }
+
+/// The real pipeline: SmolLM2's GGUF, the Rotten Tomatoes CSV (bzip2, from its wheel) as a
+/// ChatML instruction task, a few LoRA steps, and the answer loss falls. Skipped where the
+/// assets cannot be fetched, unless `BURN_PEFT_REQUIRE_ASSETS` is set (CI sets it).
+#[test]
+fn smollm2_learns_rotten_tomatoes_labels() {
+    use burn_peft_models::assets::{AssetCache, ROTTEN_TOMATOES, SMOLLM2_GGUF};
+    for spec in [SMOLLM2_GGUF, ROTTEN_TOMATOES] {
+        if let Err(e) = AssetCache::from_env(None).resolve(spec) {
+            assert!(
+                std::env::var_os("BURN_PEFT_REQUIRE_ASSETS").is_none(),
+                "{e}"
+            );
+            eprintln!("skipped: {e}");
+            return;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("rt");
+    let o = ok(finetune(
+        &out,
+        &[
+            "--model",
+            SMOLLM2_GGUF,
+            "--data",
+            ROTTEN_TOMATOES,
+            "--label-column",
+            "category",
+            "--labels",
+            "fresh,rotten",
+            "--template",
+            "Review: {text}\nIs this movie review fresh or rotten? Answer with one word.",
+            "--seq-len",
+            "96",
+            "--steps",
+            "6",
+            "--lr",
+            "1e-3",
+            "--eval-samples",
+            "12",
+        ],
+    ));
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train_summary.json")).unwrap())
+            .unwrap();
+    let (b, a) = (
+        s["eval_before"]["loss"].as_f64().unwrap(),
+        s["eval_after"]["loss"].as_f64().unwrap(),
+    );
+    assert!(a < 0.5 * b, "answer loss {b} -> {a}");
+    assert!(s["eval_after"]["accuracy"].as_f64().is_some());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("accuracy"));
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+}
