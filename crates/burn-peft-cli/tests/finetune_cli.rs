@@ -579,3 +579,42 @@ fn smollm2_learns_rotten_tomatoes_labels() {
         serde_json::json!(["q_proj", "v_proj"])
     );
 }
+
+#[test]
+fn bench_step_reports_json_and_refuses_bad_shapes() {
+    let out = ok(run(&[
+        "bench-step",
+        "--shape",
+        "tiny",
+        "--method",
+        "lora",
+        "--r",
+        "4",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+    ]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["tokens_per_s", "ms_per_step", "peak_bytes", "trainable"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    let ms = v["ms_per_step"].as_f64().unwrap();
+    assert!((v["tokens_per_s"].as_f64().unwrap() - 32.0 / (ms / 1e3)).abs() < 1e-6 * 32e3 / ms);
+    // r (in + out) on the 7 linears of 4 layers, r 4: q and o 256+256, k and v 256+128,
+    // gate, up and down 256+688.
+    assert_eq!(
+        v["trainable"].as_u64().unwrap(),
+        4 * 4 * (512 * 2 + 384 * 2 + 944 * 3)
+    );
+    one_line_error(&run(&["bench-step", "--shape", "gpt-5"]), "unknown shape");
+    one_line_error(
+        &run(&["bench-step", "--shape", "tiny", "--method", "prompt"]),
+        "bench-step covers",
+    );
+}

@@ -1,0 +1,182 @@
+//! `burn-peft bench-step`: the time of one training step (forward, backward, AdamW) on a
+//! random-init Llama of a given shape, for a fine-tuning method.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
+use burn_peft_core::{TargetModules, TrainableParameters, parse_device};
+use burn_peft_models::{Llama, LlamaConfig};
+use burn_peft_optim::{PeftOptimizerConfig, make_trainable};
+use burn_peft_train::SplitMix64;
+use clap::Args;
+
+use crate::finetune::Method;
+
+/// Arguments of `burn-peft bench-step`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// smollm2-135m, llama-1b, tiny, or an HF config.json.
+    #[arg(long, default_value = "smollm2-135m")]
+    pub shape: String,
+    /// The method (prompt tuning is not benchmarked).
+    #[arg(long, value_enum, default_value_t = Method::Lora)]
+    pub method: Method,
+    /// LoRA / DoRA rank (alpha = 2 r, all linear layers).
+    #[arg(long, default_value_t = 16)]
+    pub r: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Device: flex, cpu, wgpu, vulkan, cuda[:N], tch[:cuda:N].
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The shapes of `../shared/anchors/peft_bench.py` (tied embeddings, as there).
+fn shape(name: &str) -> Result<LlamaConfig, String> {
+    let base = |hidden, layers, heads, kv, inter, vocab| LlamaConfig {
+        hidden_size: hidden,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        intermediate_size: inter,
+        vocab_size: vocab,
+        max_position_embeddings: 4096,
+        tie_word_embeddings: true,
+        ..LlamaConfig::tiny(vocab)
+    };
+    match name {
+        "tiny" => Ok(base(256, 4, 4, 2, 688, 8192)),
+        "smollm2-135m" | "smol" => Ok(base(576, 30, 9, 3, 1536, 49152)),
+        "llama-1b" | "1b" => Ok(base(2048, 16, 32, 8, 8192, 128256)),
+        path => LlamaConfig::from_file(Path::new(path)).map_err(|e| {
+            format!("unknown shape '{path}' (smollm2-135m, llama-1b, tiny or a config.json): {e}")
+        }),
+    }
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs the command; the error is the one-line message to print.
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    if args.steps == 0 || args.batch_size == 0 || args.seq_len < 2 {
+        return Err("--steps and --batch-size must be at least 1, --seq-len at least 2".into());
+    }
+    let config = shape(&args.shape)?;
+    let device = parse_device(&args.device).map_err(|e| err(&e))?.autodiff();
+    device.seed(0);
+    let mut model = Llama::init(&config, &device);
+    let lora = |dora| {
+        LoraConfig::new(args.r)
+            .with_lora_alpha(2.0 * args.r as f64)
+            .with_use_dora(dora)
+            .with_target_modules(TargetModules::all_linear())
+    };
+    match args.method {
+        Method::Lora => drop(model.add_lora("b", &lora(false)).map_err(|e| err(&e))?),
+        Method::Dora => drop(model.add_lora("b", &lora(true)).map_err(|e| err(&e))?),
+        Method::Ia3 => drop(
+            model
+                .add_ia3("b", &Ia3Config::default())
+                .map_err(|e| err(&e))?,
+        ),
+        Method::Prefix => model
+            .add_prefix_tuning("b", &PrefixTuningConfig::new(20))
+            .map_err(|e| err(&e))?,
+        Method::Prompt => return Err("bench-step covers lora, dora, ia3, prefix and full".into()),
+        Method::Full => model = make_trainable(model),
+    }
+    let params = TrainableParameters::of(&model);
+    let total = args.warmup + args.steps;
+    let mut optim = PeftOptimizerConfig::new(total)
+        .with_learning_rate(1e-4)
+        .with_lr_scheduler_type(burn_peft_optim::ScheduleKind::Constant)
+        .with_max_grad_norm(None)
+        .init::<Llama>()
+        .map_err(|e| err(&e))?;
+    let mut rng = SplitMix64::new(1);
+    let (b, s) = (args.batch_size, args.seq_len);
+    let batches: Vec<Tensor<2, Int>> = (0..4)
+        .map(|_| {
+            let ids: Vec<i64> = (0..b * s)
+                .map(|_| (rng.next_u64() % config.vocab_size as u64) as i64)
+                .collect();
+            Tensor::from_data(TensorData::new(ids, [b, s]), &device)
+        })
+        .collect();
+    let mut times = Vec::new();
+    let mut first = 0.0;
+    let mut loss = f32::NAN;
+    for i in 0..total {
+        let x = batches[i % batches.len()].clone();
+        let t0 = Instant::now();
+        let l = model.lm_loss(x, None);
+        let (m, _) = optim.backward_step(model, l.clone());
+        model = m;
+        // Reading the loss waits for the step's work on asynchronous backends.
+        loss = l.into_scalar::<f32>();
+        let dt = t0.elapsed().as_secs_f64();
+        if i == 0 {
+            first = dt;
+        }
+        if i >= args.warmup {
+            times.push(dt);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let tokens_per_s = (b * s) as f64 / median;
+    let peak = peak_rss();
+    if args.json {
+        let out = serde_json::json!({
+            "shape": args.shape,
+            "method": format!("{:?}", args.method).to_lowercase(),
+            "device": args.device,
+            "batch": b,
+            "seq": s,
+            "trainable": params.trainable,
+            "total": params.total,
+            "ms_per_step": median * 1e3,
+            "first_step_ms": first * 1e3,
+            "tokens_per_s": tokens_per_s,
+            "peak_bytes": peak,
+            "loss": loss,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{} {:?} batch {b} seq {s}: {:.1} ms/step, {:.0} tokens/s (first step {:.1} ms), peak RSS {}; {params}",
+            args.shape,
+            args.method,
+            median * 1e3,
+            tokens_per_s,
+            first * 1e3,
+            peak.map_or("n/a".into(), |p| format!(
+                "{:.2} GiB",
+                p as f64 / (1u64 << 30) as f64
+            )),
+        );
+    }
+    Ok(())
+}
