@@ -30,11 +30,11 @@ TEMPLATE = "Review: {text}\nIs this movie review fresh or rotten? Answer with on
 
 CONFIGS = [
     ("lora", "LoRA", ["--method", "lora", "--lr", "5e-4"]),
-    ("lora-ewc", "LoRA + EWC (λ 1e3)", ["--method", "lora", "--lr", "5e-4", "--forgetting", "ewc", "--forgetting-lambda", "1e3"]),
+    ("lora-ewc", "LoRA + EWC (λ 1e5)", ["--method", "lora", "--lr", "5e-4", "--forgetting", "ewc", "--forgetting-lambda", "1e5"]),
     ("lora-replay", "LoRA + replay (25%)", ["--method", "lora", "--lr", "5e-4", "--forgetting", "replay", "--replay-ratio", "0.25"]),
     ("lora-distill", "LoRA + distillation (λ 1)", ["--method", "lora", "--lr", "5e-4", "--forgetting", "distill", "--forgetting-lambda", "1"]),
     ("full", "full fine-tuning", ["--method", "full", "--lr", "5e-5"]),
-    ("full-ewc", "full + EWC (λ 1e4)", ["--method", "full", "--lr", "5e-5", "--forgetting", "ewc", "--forgetting-lambda", "1e4"]),
+    ("full-ewc", "full + EWC (λ 1e6)", ["--method", "full", "--lr", "5e-5", "--forgetting", "ewc", "--forgetting-lambda", "1e6"]),
 ]
 
 

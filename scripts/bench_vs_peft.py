@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Side by side: `burn-peft bench-step` and PyTorch + PEFT (`../shared/anchors/peft_bench.py`, or
+--anchor PATH) on the same machine and shapes, one after the other, several rounds. Prints a
+markdown table of medians and ratios (ours / PyTorch for tokens/s, ours / PyTorch for peak RSS).
+
+Usage (after `cargo build --release -p burn-peft-cli`):
+
+    python3 scripts/bench_vs_peft.py --python /path/to/venv/bin/python \\
+        [--methods lora,full,ia3,prefix] [--rounds 2] [--batch 4] [--seq 128]
+
+Peak memory is each process's maximum RSS (the anchor reports GPU memory only).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+WRAP = ("import resource, subprocess, sys\n"
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "sys.stdout.write(r.stdout)\n"
+        "sys.stderr.write(r.stderr)\n"
+        "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(r.returncode)")
+
+
+def measured(cmd):
+    r = subprocess.run([sys.executable, "-c", WRAP] + cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
+    peak = int(r.stderr.strip().splitlines()[-1].split()[-1]) * 1024
+    line = [l for l in r.stdout.splitlines() if l.startswith("{")][0]
+    return json.loads(line), peak
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--python", default=os.environ.get("BURN_PEFT_PYTHON", "python3"))
+    ap.add_argument("--anchor", default=os.path.join(here, "../../shared/anchors/peft_bench.py"))
+    ap.add_argument("--bin", default=os.path.join(here, "../target/release/burn-peft"))
+    ap.add_argument("--methods", default="lora,full,ia3,prefix")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    a = ap.parse_args()
+    rows = {}
+    for rnd in range(a.rounds):
+        for m in a.methods.split(","):
+            ours, ours_peak = measured([a.bin, "bench-step", "--shape", "smollm2-135m", "--method", m,
+                                        "--r", "16", "--batch-size", str(a.batch), "--seq-len", str(a.seq),
+                                        "--steps", str(a.steps), "--warmup", str(a.warmup), "--json"])
+            theirs, theirs_peak = measured([a.python, a.anchor, "--device", "cpu", "--shapes", "smol",
+                                            "--methods", m, "--dtype", "f32", "--batch", str(a.batch),
+                                            "--seq", str(a.seq), "--steps", str(a.steps),
+                                            "--warmup", str(a.warmup)])
+            r = rows.setdefault(m, {"ours": [], "theirs": [], "ours_peak": [], "theirs_peak": []})
+            r["ours"].append(ours["tokens_per_s"])
+            r["theirs"].append(theirs["tokens_per_s"])
+            r["ours_peak"].append(ours_peak)
+            r["theirs_peak"].append(theirs_peak)
+            print(f"round {rnd} {m}: ours {ours['tokens_per_s']:.0f} tok/s ({ours_peak / 2**30:.2f} GiB), "
+                  f"PEFT {theirs['tokens_per_s']:.0f} tok/s ({theirs_peak / 2**30:.2f} GiB)", file=sys.stderr, flush=True)
+    print(f"| method | burn-peft tokens/s | PyTorch+PEFT tokens/s | speed ratio | burn-peft peak RSS | PyTorch peak RSS | memory ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for m, r in rows.items():
+        o, t = statistics.median(r["ours"]), statistics.median(r["theirs"])
+        op, tp = max(r["ours_peak"]), max(r["theirs_peak"])
+        print(f"| {m} | {o:.0f} | {t:.0f} | {o / t:.2f} | {op / 2**30:.2f} GiB | {tp / 2**30:.2f} GiB | {op / tp:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
