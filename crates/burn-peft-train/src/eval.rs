@@ -160,6 +160,19 @@ fn score<M: CausalLm>(
     device: &Device,
 ) -> Vec<Scored> {
     let batch = collate(samples, pad_id, device);
+    let longest = samples.iter().map(|x| x.ids.len()).max().unwrap_or(0);
+    if longest < 2 {
+        // Nothing predicts anything in one-token samples.
+        return samples
+            .iter()
+            .map(|_| Scored {
+                logprob: 0.0,
+                count: 0,
+                exact: true,
+                first_token: vec![0.0; first_tokens.len()],
+            })
+            .collect();
+    }
     let logits = model.token_logits(batch.input_ids.clone(), Some(batch.attention_mask));
     let [b, s, v] = logits.dims();
     let logp = log_softmax(logits.slice([0..b, 0..s - 1, 0..v]), 2);
