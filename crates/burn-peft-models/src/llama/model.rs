@@ -332,9 +332,7 @@ impl Llama {
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
-        let (hidden, virtual_tokens) = self.decode(input_ids, attention_mask);
-        let [b, s, h] = hidden.dims();
-        self.logits(hidden.slice([0..b, virtual_tokens..s, 0..h]))
+        self.logits(self.hidden_states(input_ids, attention_mask))
     }
 
     /// Final hidden states `[batch, seq, hidden]` of the input positions (the prompt-tuning
