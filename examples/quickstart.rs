@@ -99,7 +99,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             Ok(m)
         }),
     };
-    let trainer = Trainer::new(
+    let mut trainer = Trainer::new(
         TrainConfig::new(steps, 8)
             .with_eval_batch_size(10)
             .with_eval_every(steps / 2),

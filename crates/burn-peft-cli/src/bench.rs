@@ -12,6 +12,7 @@ use burn_peft_optim::{PeftOptimizerConfig, make_trainable};
 use burn_peft_train::SplitMix64;
 use clap::Args;
 
+use crate::common::err;
 use crate::finetune::Method;
 
 /// Arguments of `burn-peft bench-step`.
@@ -79,12 +80,11 @@ fn peak_rss() -> Option<u64> {
 
 /// Runs the command; the error is the one-line message to print.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
     if args.steps == 0 || args.batch_size == 0 || args.seq_len < 2 {
         return Err("--steps and --batch-size must be at least 1, --seq-len at least 2".into());
     }
     let config = shape(&args.shape)?;
-    let device = parse_device(&args.device).map_err(|e| err(&e))?.autodiff();
+    let device = parse_device(&args.device).map_err(err)?.autodiff();
     device.seed(0);
     let mut model = Llama::init(&config, &device);
     let lora = |dora| {
@@ -94,16 +94,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             .with_target_modules(TargetModules::all_linear())
     };
     match args.method {
-        Method::Lora => drop(model.add_lora("b", &lora(false)).map_err(|e| err(&e))?),
-        Method::Dora => drop(model.add_lora("b", &lora(true)).map_err(|e| err(&e))?),
-        Method::Ia3 => drop(
-            model
-                .add_ia3("b", &Ia3Config::default())
-                .map_err(|e| err(&e))?,
-        ),
+        Method::Lora => drop(model.add_lora("b", &lora(false)).map_err(err)?),
+        Method::Dora => drop(model.add_lora("b", &lora(true)).map_err(err)?),
+        Method::Ia3 => drop(model.add_ia3("b", &Ia3Config::default()).map_err(err)?),
         Method::Prefix => model
             .add_prefix_tuning("b", &PrefixTuningConfig::new(20))
-            .map_err(|e| err(&e))?,
+            .map_err(err)?,
         Method::Prompt => return Err("bench-step covers lora, dora, ia3, prefix and full".into()),
         Method::Full => model = make_trainable(model),
     }
@@ -114,7 +110,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         .with_lr_scheduler_type(burn_peft_optim::ScheduleKind::Constant)
         .with_max_grad_norm(None)
         .init::<Llama>()
-        .map_err(|e| err(&e))?;
+        .map_err(err)?;
     let mut rng = SplitMix64::new(1);
     let (b, s) = (args.batch_size, args.seq_len);
     let batches: Vec<Tensor<2, Int>> = (0..4)

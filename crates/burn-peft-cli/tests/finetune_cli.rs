@@ -457,6 +457,139 @@ fn jsonl_and_csv_tasks_report_exact_match_and_accuracy() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy"));
 }
 
+/// The tensor names in a safetensors file (its JSON header).
+fn safetensors_keys(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut keys: Vec<String> = header
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+const SEQUENCE: [&str; 18] = [
+    "--data",
+    "data/reviews.csv",
+    "--data",
+    "data/qa.jsonl",
+    "--label-column",
+    "category",
+    "--labels",
+    "fresh,rotten",
+    "--eval-samples",
+    "6",
+    "--steps",
+    "12",
+    "--lr",
+    "1e-2",
+    "--general-data",
+    "text.txt",
+    "--general-samples",
+    "4",
+];
+
+#[test]
+fn a_sequence_of_tasks_scores_every_task_and_resumes_between_tasks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ewc = [
+        "--forgetting",
+        "ewc",
+        "--fisher-samples",
+        "3",
+        "--forgetting-lambda",
+        "50",
+    ];
+    let a = tmp.path().join("a");
+    let out = ok(finetune(&a, &[&SEQUENCE[..], &ewc].concat()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backward transfer"));
+    let seq: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("sequence.json")).unwrap()).unwrap();
+    let table: Vec<Vec<f64>> = serde_json::from_value(seq["scores"].clone()).unwrap();
+    assert_eq!(table.len(), 2);
+    assert!(table.iter().all(|r| r.len() == 2));
+    assert_eq!(
+        seq["metrics"],
+        serde_json::json!(["accuracy", "exact_match"])
+    );
+    let bwt = table[1][0] - table[0][0];
+    assert!((seq["backward_transfer"].as_f64().unwrap() - bwt).abs() < 1e-12);
+    // Each task is a complete run, scored the same way as the sequence scores it.
+    let run: Value = serde_json::from_str(
+        &std::fs::read_to_string(a.join("task-0/train_summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert!((run["eval_after"]["accuracy"].as_f64().unwrap() - table[0][0]).abs() < 1e-12);
+    let recs = metrics(&a);
+    assert_eq!(recs.len(), 3, "base, then one record per task");
+    assert_eq!(
+        recs.iter()
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 12, 24]
+    );
+    assert!((recs[2]["backward_transfer"].as_f64().unwrap() - bwt).abs() < 1e-12);
+    assert_eq!(recs[2]["score/qa"].as_f64().unwrap(), table[1][1]);
+    assert_eq!(
+        seq["general_loss"].as_array().unwrap().len(),
+        3,
+        "general-text loss before and after each task"
+    );
+    assert!(a.join("tasks.svg").is_file());
+    let w = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
+    assert!(
+        w(&a) == w(&a.join("task-1")),
+        "the final adapter is the last task's"
+    );
+    // Separate EWC keeps a term per task (general text, then reviews).
+    let keys = safetensors_keys(&a.join("task-1/ewc.safetensors"));
+    assert!(keys.iter().any(|k| k.starts_with("fisher.1/")));
+    assert!(!keys.iter().any(|k| k.starts_with("fisher.2/")));
+
+    // Killed between the tasks: the resumed run ends where the straight one did.
+    let b = tmp.path().join("b");
+    std::fs::create_dir_all(b.join("task-0")).unwrap();
+    for f in std::fs::read_dir(a.join("task-0")).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() {
+            std::fs::copy(&f, b.join("task-0").join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut partial = seq.clone();
+    for key in ["scores", "runs"] {
+        partial[key].as_array_mut().unwrap().truncate(1);
+    }
+    partial["general_loss"].as_array_mut().unwrap().truncate(2);
+    std::fs::write(b.join("sequence.json"), partial.to_string()).unwrap();
+    ok(finetune(&b, &[&SEQUENCE[..], &ewc, &["--resume"]].concat()));
+    assert!(w(&a) == w(&b), "the resumed sequence trained differently");
+
+    // Online EWC folds everything into one term.
+    let c = tmp.path().join("c");
+    ok(finetune(
+        &c,
+        &[&SEQUENCE[..], &["--forgetting", "online-ewc"], &ewc[2..]].concat(),
+    ));
+    let keys = safetensors_keys(&c.join("task-1/ewc.safetensors"));
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("fisher.0/") || k.starts_with("anchor.0/"))
+    );
+
+    one_line_error(
+        &finetune(
+            &tmp.path().join("d"),
+            &[&SEQUENCE[..], &["--eval-data", "data/qa.jsonl"]].concat(),
+        ),
+        "--eval-data",
+    );
+}
+
 fn one_line_error(out: &Output, needle: &str) {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

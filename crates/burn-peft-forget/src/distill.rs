@@ -86,9 +86,10 @@ impl<M: CausalLm + BaseView> Regularizer<M> for Distill<M> {
     }
 
     fn prepare(&mut self, model: &M, _device: &Device) -> Result<()> {
-        if model.base_view().is_none() {
+        if model.base_view().is_none() && self.snapshot.is_none() {
             // Full fine-tuning: burn tensors are immutable values, so this clone keeps the
-            // starting weights while the trained ones move on.
+            // starting weights while the trained ones move on (the first task's start: the
+            // base model stays the teacher over a sequence of tasks).
             self.snapshot = Some(model.clone().no_grad());
         }
         Ok(())

@@ -38,7 +38,8 @@ pub struct EwcConfig {
     pub fisher_samples: usize,
     /// Empirical or sampled Fisher.
     pub fisher: FisherKind,
-    /// Online EWC: each consolidation keeps `γ·F_old + F_new` (`None`: the latest only).
+    /// Online EWC: each consolidation folds into one term, `γ·F_old + F_new`, anchored at the
+    /// latest values (`None`: separate EWC, one term per consolidation).
     pub gamma: Option<f64>,
 }
 
@@ -73,13 +74,19 @@ impl EwcConfig {
 }
 
 /// Elastic weight consolidation over the trainable parameters.
+///
+/// Every [`consolidate`](Ewc::consolidate) (the trainer calls it through
+/// [`Regularizer::prepare`] at the start of each task) estimates a Fisher at the current values
+/// on the old-task samples. Separate EWC keeps one `(F, θ*)` term per consolidation and sums
+/// their penalties; online EWC keeps a single term, `γ·F_old + F_new` anchored at the latest
+/// values (Schwarz et al. 2018). [`Regularizer::end_task`] makes a finished task's samples the
+/// data of the next estimate.
 pub struct Ewc {
     config: EwcConfig,
     general: Vec<Sample>,
     pad_id: u32,
-    fisher: Flat,
-    anchor: Flat,
-    consolidations: usize,
+    /// `(fisher, anchor)` per consolidation (one for online EWC).
+    terms: Vec<(Flat, Flat)>,
 }
 
 const EWC_FILE: &str = "ewc.safetensors";
@@ -109,15 +116,22 @@ impl Ewc {
             config,
             general,
             pad_id,
-            fisher: Flat::new(),
-            anchor: Flat::new(),
-            consolidations: 0,
+            terms: Vec::new(),
         })
     }
 
-    /// The diagonal Fisher by parameter path (empty before the first consolidation).
+    /// Penalty terms held: consolidations for separate EWC, at most one for online EWC.
+    pub fn terms(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// The latest term's diagonal Fisher by parameter path (empty before the first
+    /// consolidation; for online EWC, the folded one).
     pub fn fisher(&self) -> Vec<(String, Vec<f32>)> {
-        self.fisher
+        let Some((fisher, _)) = self.terms.last() else {
+            return Vec::new();
+        };
+        fisher
             .iter()
             .map(|(k, v)| {
                 (
@@ -160,22 +174,23 @@ impl Ewc {
         }
         let new: Flat = sum.into_iter().map(|(k, v)| (k, v / n as f32)).collect();
         let new = flat::constants(new, device);
-        self.fisher = match (self.config.gamma, self.consolidations) {
-            (Some(g), c) if c > 0 => new
-                .into_iter()
-                .map(|(k, v)| {
-                    let old = self.fisher.get(&k).cloned();
-                    let v = match old {
-                        Some(o) => o * g as f32 + v,
-                        None => v,
-                    };
-                    (k, v)
-                })
-                .collect(),
-            _ => new,
-        };
-        self.anchor = flat::constants(flat::values(model), device);
-        self.consolidations += 1;
+        let anchor = flat::constants(flat::values(model), device);
+        match (self.config.gamma, self.terms.pop()) {
+            (Some(g), Some((old, _))) => {
+                let folded = new
+                    .into_iter()
+                    .map(|(k, v)| match old.get(&k) {
+                        Some(o) => (k, o.clone() * g as f32 + v),
+                        None => (k, v),
+                    })
+                    .collect();
+                self.terms.push((folded, anchor));
+            }
+            (_, last) => {
+                self.terms.extend(last);
+                self.terms.push((new, anchor));
+            }
+        }
         Ok(())
     }
 }
@@ -218,24 +233,50 @@ impl<M: CausalLm> Regularizer<M> for Ewc {
         self.consolidate(model, device)
     }
 
+    fn end_task(&mut self, _task: &str, samples: &[Sample]) {
+        if !samples.is_empty() {
+            self.general = samples.to_vec();
+        }
+    }
+
     fn penalty(&mut self, model: &M, _rng: &mut SplitMix64) -> Option<Tensor<1>> {
-        let d = flat::weighted_distance(&flat::values(model), &self.anchor, Some(&self.fisher))?;
+        let values = flat::values(model);
+        let d = self
+            .terms
+            .iter()
+            .filter_map(|(f, a)| flat::weighted_distance(&values, a, Some(f)))
+            .reduce(|x, y| x + y)?;
         Some(d * (self.config.lambda / 2.0) as f32)
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        flat::save(
-            &dir.join(EWC_FILE),
-            &[("fisher", &self.fisher), ("anchor", &self.anchor)],
-        )
+        let names: Vec<(String, String)> = (0..self.terms.len())
+            .map(|i| (format!("fisher.{i}"), format!("anchor.{i}")))
+            .collect();
+        let groups: Vec<(&str, &Flat)> = names
+            .iter()
+            .zip(&self.terms)
+            .flat_map(|((f, a), (fv, av))| [(f.as_str(), fv), (a.as_str(), av)])
+            .collect();
+        flat::save(&dir.join(EWC_FILE), &groups)
     }
 
     fn load(&mut self, model: &M, dir: &Path, device: &Device) -> Result<()> {
+        let path = dir.join(EWC_FILE);
         let paths: Vec<String> = flat::values(model).into_keys().collect();
-        let mut groups = flat::load(&dir.join(EWC_FILE), &["fisher", "anchor"], &paths, device)?;
-        self.anchor = groups.pop().unwrap_or_default();
-        self.fisher = groups.pop().unwrap_or_default();
-        self.consolidations = 1;
+        let n = flat::group_names(&path)?
+            .iter()
+            .filter(|g| g.starts_with("fisher."))
+            .count();
+        let names: Vec<String> = (0..n)
+            .flat_map(|i| [format!("fisher.{i}"), format!("anchor.{i}")])
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut groups = flat::load(&path, &refs, &paths, device)?.into_iter();
+        self.terms.clear();
+        while let (Some(f), Some(a)) = (groups.next(), groups.next()) {
+            self.terms.push((f, a));
+        }
         Ok(())
     }
 }

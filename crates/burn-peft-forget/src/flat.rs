@@ -107,6 +107,18 @@ pub(crate) fn save(path: &Path, groups: &[(&str, &Flat)]) -> Result<()> {
     Ok(write_safetensors(path, &all)?)
 }
 
+/// The group names in a file [`save`] wrote, sorted.
+pub(crate) fn group_names(path: &Path) -> Result<Vec<String>> {
+    let all = read_safetensors(path)?;
+    let mut names: Vec<String> = all
+        .keys()
+        .filter_map(|k| k.split_once('/').map(|(g, _)| g.to_string()))
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
 /// Reads the groups [`save`] wrote; every group must cover exactly `paths`.
 pub(crate) fn load(
     path: &Path,

@@ -28,7 +28,10 @@
 //! per layer at every step, which is what LoRA exists to avoid. The adapter form costs
 //! nothing beyond the adapter's own size.
 //!
-//! [`backward_transfer`] scores a sequence of tasks.
+//! Over a sequence of tasks ([`Trainer::fit_sequence`](burn_peft_train::Trainer::fit_sequence)),
+//! each method is told the finished task's samples: EWC consolidates on them (separately, or
+//! online with decay γ), replay keeps a balanced share of every task, and distillation keeps
+//! the base as teacher. [`backward_transfer`] scores the sequence.
 #![warn(missing_docs)]
 
 mod distill;
@@ -40,21 +43,5 @@ pub use distill::{BaseView, Distill, DistillConfig};
 pub use ewc::{Ewc, EwcConfig, FisherKind, L2Sp};
 pub use replay::{Replay, ReplayBuffer};
 
-/// Backward transfer over a sequence of tasks (Lopez-Paz & Ranzato 2017): `scores[i][j]` is
-/// the score on task `j` after training on tasks `0..=i`. The mean over earlier tasks of
-/// (final score − score right after learning it); negative means forgetting. `None` for
-/// fewer than two tasks or a ragged table.
-///
-/// ```
-/// use burn_peft_forget::backward_transfer;
-/// let scores = vec![vec![0.9, 0.1], vec![0.7, 0.8]];
-/// assert!((backward_transfer(&scores).unwrap() + 0.2).abs() < 1e-12);
-/// ```
-pub fn backward_transfer(scores: &[Vec<f64>]) -> Option<f64> {
-    let t = scores.len();
-    if t < 2 || scores.iter().any(|r| r.len() != t) {
-        return None;
-    }
-    let last = &scores[t - 1];
-    Some((0..t - 1).map(|j| last[j] - scores[j][j]).sum::<f64>() / (t - 1) as f64)
-}
+/// Backward transfer over a sequence of tasks (defined with the sequence trainer).
+pub use burn_peft_train::backward_transfer;

@@ -137,6 +137,12 @@ impl<M> Regularizer<M> for Replay {
         "replay".into()
     }
 
+    fn end_task(&mut self, task: &str, samples: &[Sample]) {
+        for s in samples {
+            self.buffer.offer(task, s.clone());
+        }
+    }
+
     fn mix(&mut self, samples: &mut Vec<Sample>, rng: &mut SplitMix64) {
         let k = ((samples.len() as f64) * self.ratio).round() as usize;
         let k = k.clamp(1, samples.len().saturating_sub(1).max(1));

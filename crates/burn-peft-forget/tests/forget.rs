@@ -156,6 +156,40 @@ fn online_ewc_decays_the_earlier_fisher() {
     for ((a, b), c) in f.iter().zip(&f1).zip(&f2) {
         assert!((a - (0.5 * b + c)).abs() <= 1e-6 + 1e-4 * a.abs());
     }
+    assert_eq!(online.terms(), 1);
+    // Separate EWC keeps both terms: its penalty is the sum of the two single-term ones.
+    let mut separate = fisher(&m, None);
+    separate.consolidate(&moved, &device).unwrap();
+    assert_eq!(separate.terms(), 2);
+    let mut probe = moved.clone();
+    shift_b(&mut probe, -0.2);
+    let mut rng = SplitMix64::new(1);
+    let mut penalty = |e: &mut Ewc| {
+        Regularizer::<Llama>::penalty(e, &probe, &mut rng)
+            .unwrap()
+            .into_scalar::<f32>()
+    };
+    let (p1, p2) = (
+        penalty(&mut fisher(&m, None)),
+        penalty(&mut fisher(&moved, None)),
+    );
+    let both = penalty(&mut separate);
+    assert!(
+        (both - (p1 + p2)).abs() <= 1e-5 * both.abs(),
+        "{both} vs {p1} + {p2}"
+    );
+    // The finished task's samples become the data of the next estimate.
+    let mut next = fisher(&m, None);
+    Regularizer::<Llama>::end_task(&mut next, "other", &data[..1]);
+    next.consolidate(&m, &device).unwrap();
+    let mut only_first = Ewc::new(
+        EwcConfig::new(1.0).with_fisher_samples(2),
+        data[..1].to_vec(),
+        0,
+    )
+    .unwrap();
+    only_first.consolidate(&m, &device).unwrap();
+    assert_eq!(fisher_of(&next, "lora_b"), fisher_of(&only_first, "lora_b"));
     // Sampled Fisher: a different estimate, same shape, non-negative.
     let mut s = Ewc::new(
         EwcConfig::new(1.0)
@@ -209,6 +243,19 @@ fn replay_replaces_its_share_of_each_batch() {
     Regularizer::<Llama>::mix(&mut replay, &mut batch, &mut SplitMix64::new(3));
     assert_eq!(batch.iter().filter(|x| x.ids[0] >= 1000).count(), 2);
     assert!(batch[..6].iter().all(|x| x.ids[0] < 1000));
+    // A finished task joins the buffer as its own source, with half the room.
+    let finished: Vec<Sample> = (0..20).map(|i| s(5000 + i)).collect();
+    Regularizer::<Llama>::end_task(&mut replay, "task-0", &finished);
+    let mut drawn = 0;
+    for seed in 0..40 {
+        let mut batch: Vec<Sample> = (0..4).map(s).collect();
+        Regularizer::<Llama>::mix(&mut replay, &mut batch, &mut SplitMix64::new(seed));
+        drawn += batch.iter().filter(|x| x.ids[0] >= 5000).count();
+    }
+    assert!(
+        (10..=30).contains(&drawn),
+        "{drawn} of 40 draws from the finished task"
+    );
     assert!(Replay::new(ReplayBuffer::new(4, 0), 0.5).is_err());
     assert!(Replay::new(ReplayBuffer::new(4, 0), 1.5).is_err());
 }
@@ -253,7 +300,7 @@ fn distillation_compares_with_the_base_view() {
 }
 
 #[test]
-fn backward_transfer_needs_a_square_table() {
+fn backward_transfer_reads_the_table_so_far() {
     assert_eq!(backward_transfer(&[vec![1.0]]), None);
     assert_eq!(backward_transfer(&[vec![1.0, 0.0], vec![1.0]]), None);
     let t = vec![
@@ -262,4 +309,6 @@ fn backward_transfer_needs_a_square_table() {
         vec![0.5, 0.7, 0.9],
     ];
     assert!((backward_transfer(&t).unwrap() - (-0.25)).abs() < 1e-12);
+    // Two tasks learned of three: only the first has been revisited.
+    assert!((backward_transfer(&t[..2]).unwrap() - (-0.2)).abs() < 1e-12);
 }

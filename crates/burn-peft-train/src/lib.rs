@@ -12,7 +12,9 @@
 //!   ([`evaluate`]);
 //! - the loop ([`Trainer`]): an `indicatif` progress bar with loss, tokens/s and ETA,
 //!   `metrics.jsonl`, a `loss.svg` curve, atomic checkpoints, and `resume` that continues a
-//!   killed run on the same loss trajectory.
+//!   killed run on the same loss trajectory;
+//! - continual learning ([`Trainer::fit_sequence`]): tasks one after another, every task
+//!   scored after each, backward transfer in `metrics.jsonl` and `tasks.svg`.
 #![warn(missing_docs)]
 
 mod batch;
@@ -23,6 +25,7 @@ mod metrics;
 mod model;
 mod regularizer;
 mod rng;
+mod sequence;
 mod trainer;
 
 pub use batch::{Batch, Batcher, BatcherState, collate};
@@ -33,4 +36,5 @@ pub use metrics::{MetricsLog, plot_metrics, read_metrics};
 pub use model::{CausalLm, batch_loss};
 pub use regularizer::Regularizer;
 pub use rng::SplitMix64;
+pub use sequence::{SequenceSummary, SequenceTask, backward_transfer};
 pub use trainer::{RunSummary, TrainConfig, Trainer, WeightsIo, describe};

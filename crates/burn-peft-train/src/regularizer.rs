@@ -15,11 +15,17 @@ pub trait Regularizer<M> {
     /// A short name for logs (`ewc`, `replay`, ...).
     fn name(&self) -> String;
 
-    /// Called once before the first step of a new run (not on resume): estimate what is
-    /// needed from the starting model (Fisher information, anchors, a snapshot).
+    /// Called before the first step of a new run (not on resume), and so at the start of
+    /// every task of a sequence: estimate what is needed from the starting model (Fisher
+    /// information, anchors, a snapshot).
     fn prepare(&mut self, _model: &M, _device: &Device) -> Result<()> {
         Ok(())
     }
+
+    /// Called when task `task` of a sequence has been learned, before the next one starts:
+    /// its samples become old-task data (EWC's next Fisher is estimated on them, replay keeps
+    /// some of them).
+    fn end_task(&mut self, _task: &str, _samples: &[Sample]) {}
 
     /// Replaces some of the micro-batch's samples; `rng` is seeded from the run, step and
     /// micro-batch, so a resumed run mixes the same samples.

@@ -141,12 +141,12 @@ const METRICS: &str = "metrics.jsonl";
 /// data position), each written atomically. With `resume`, it continues from the latest
 /// checkpoint in `out` and reproduces the loss trajectory of an uninterrupted run.
 pub struct Trainer<'a, M> {
-    config: TrainConfig,
-    out: PathBuf,
-    pad_id: u32,
-    weights: WeightsIo<'a, M>,
-    regularizer: Option<Box<dyn Regularizer<M> + 'a>>,
-    general: Option<&'a Dataset>,
+    pub(crate) config: TrainConfig,
+    pub(crate) out: PathBuf,
+    pub(crate) pad_id: u32,
+    pub(crate) weights: WeightsIo<'a, M>,
+    pub(crate) regularizer: Option<Box<dyn Regularizer<M> + 'a>>,
+    pub(crate) general: Option<&'a Dataset>,
 }
 
 impl<'a, M: CausalLm> Trainer<'a, M> {
@@ -190,7 +190,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
     /// Trains `model` (on the autodiff `device`) with `optim` on `train`, evaluating on `eval`
     /// (and on the general text of [`with_general_eval`](Self::with_general_eval)).
     pub fn fit(
-        mut self,
+        &mut self,
         mut model: M,
         mut optim: PeftOptimizer<M>,
         train: &Dataset,
