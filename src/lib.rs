@@ -39,7 +39,8 @@ pub use burn_peft_train as train;
 pub mod prelude {
     pub use burn::module::Module;
     pub use burn_peft_adapters::{
-        Adapter, AddAdapter, LoraConfig, LoraInit, load_adapter, read_adapter_config, save_adapter,
+        Adapter, AddAdapter, Ia3Config, LoraConfig, LoraInit, load_adapter, read_adapter_config,
+        save_adapter,
     };
     pub use burn_peft_core::{
         AdaptedLinear, AdapterHost, DeviceSpec, PeftError, PeftModel, TargetModules,

@@ -1,4 +1,5 @@
-//! `burn-peft merge`: adapters merged into the base weights, written as an HF model directory.
+//! `burn-peft merge`: adapters merged into the base weights, written as an HF model directory
+//! (with no adapter: the model converted, e.g. from GGUF).
 
 use std::path::PathBuf;
 
@@ -14,7 +15,9 @@ pub struct MergeArgs {
     #[arg(long)]
     pub model: String,
     /// PEFT adapter directory (LoRA, DoRA or IA3); repeat for several (their effects add up).
-    #[arg(long, required = true)]
+    /// None: the model is written as it is (a GGUF file becomes an HF directory that
+    /// transformers loads).
+    #[arg(long)]
     pub adapter: Vec<PathBuf>,
     /// The HF model directory to write (config.json, model.safetensors, tokenizer).
     #[arg(long)]
@@ -55,11 +58,15 @@ pub fn run(args: &MergeArgs) -> Result<(), String> {
             pretrained.chat_template.as_deref(),
         )
         .map_err(|e| e.to_string())?;
-    println!(
-        "merged {} adapter(s) into {}: wrote {}",
-        args.adapter.len(),
-        args.model,
-        args.out.display()
-    );
+    if args.adapter.is_empty() {
+        println!("converted {}: wrote {}", args.model, args.out.display());
+    } else {
+        println!(
+            "merged {} adapter(s) into {}: wrote {}",
+            args.adapter.len(),
+            args.model,
+            args.out.display()
+        );
+    }
     Ok(())
 }

@@ -397,6 +397,15 @@ fn full_fine_tuning_and_merge_write_models_that_eval_and_transformers_load() {
         "--overwrite",
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be merged"));
+    // No adapter: the model converted as it is (tied embeddings included).
+    let converted = tmp.path().join("converted");
+    let c = converted.to_str().unwrap();
+    ok(run(&["merge", "--model", "tiny-llama-tied", "--out", c]));
+    let (a, b) = (
+        eval_loss(&["--model", "tiny-llama-tied"]),
+        eval_loss(&["--model", c]),
+    );
+    assert!((a - b).abs() < 1e-6, "{a} vs {b}");
 }
 
 #[test]
