@@ -65,8 +65,8 @@ def main():
             json.dump({"wall_s": time.time() - t0, "command": cmd}, open(meta_path, "w"))
         rows.append((key, label, json.load(open(summary_path)), json.load(open(meta_path))))
     lines = [
-        "| method | RT accuracy: base → after RT → after Hamlet | Hamlet loss: base → after RT → after Hamlet | backward transfer | general ppl: base → after RT → after Hamlet | wall s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| method | RT accuracy: base → after RT → after Hamlet | Hamlet loss: base → after RT → after Hamlet | backward transfer | general ppl: base → after RT → after Hamlet |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for key, label, s, m in rows:
         rt = [s["initial"][0]] + [r[0] for r in s["scores"]]
@@ -75,7 +75,7 @@ def main():
         lines.append(
             f"| {label} | {' → '.join(f'{100 * x:.0f}%' for x in rt)} | "
             f"{' → '.join(f'{x:.3f}' for x in ham)} | {100 * s['backward_transfer']:+.1f} points | "
-            f"{' → '.join(f'{x:.2f}' for x in ppl)} | {m['wall_s']:.0f} |"
+            f"{' → '.join(f'{x:.2f}' for x in ppl)} |"
         )
     table = "\n".join(lines)
     print(table)

@@ -75,11 +75,13 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Value>> {
 }
 
 /// Draws `series` (name, key in the records) against `step` as an SVG line chart at `path`,
-/// written atomically. Records without the key are skipped.
+/// titled `title` with `y_label` on the vertical axis, written atomically. Records without the
+/// key are skipped.
 pub fn plot_metrics(
     records: &[Value],
     series: &[(&str, &str)],
     title: &str,
+    y_label: &str,
     path: &Path,
 ) -> Result<()> {
     let lines: Vec<(&str, Vec<(f64, f64)>)> = series
@@ -126,7 +128,7 @@ pub fn plot_metrics(
             chart
                 .configure_mesh()
                 .x_desc("optimizer step")
-                .y_desc("loss")
+                .y_desc(y_label)
                 .draw()?;
             let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
             for (i, (name, points)) in lines.iter().enumerate() {

@@ -259,6 +259,7 @@ fn write_sequence(root: &Path, seq: &SequenceSummary) -> Result<()> {
         &records,
         &series,
         "scores over the sequence",
+        "score (accuracy, exact match, or minus the loss)",
         &root.join("tasks.svg"),
     )
 }

@@ -384,6 +384,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 ("general-text loss", "general_loss"),
             ],
             "fine-tuning loss",
+            "loss",
             &self.out.join("loss.svg"),
         )?;
         let loss = |m: &Option<EvalMetrics>| m.as_ref().map(|m| m.loss);
