@@ -26,8 +26,8 @@ WRAP = ("import resource, subprocess, sys\n"
         "sys.exit(r.returncode)")
 
 
-def measured(cmd):
-    r = subprocess.run([sys.executable, "-c", WRAP] + cmd, capture_output=True, text=True)
+def measured(cmd, env=None):
+    r = subprocess.run([sys.executable, "-c", WRAP] + cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
     peak = int(r.stderr.strip().splitlines()[-1].split()[-1]) * 1024
@@ -41,6 +41,9 @@ def main():
     ap.add_argument("--python", default=os.environ.get("BURN_PEFT_PYTHON", "python3"))
     ap.add_argument("--anchor", default=os.path.join(here, "../../shared/anchors/peft_bench.py"))
     ap.add_argument("--bin", default=os.path.join(here, "../target/release/burn-peft"))
+    ap.add_argument("--ours", action="append", default=[],
+                    help="DEVICE:BINARY to time, repeatable (default flex:--bin); e.g. "
+                         "tch:target/tch/release/burn-peft with scripts/setup-tch.sh's environment")
     ap.add_argument("--methods", default="lora,full,ia3,prefix")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
@@ -48,30 +51,39 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     a = ap.parse_args()
+    ours_list = [o.split(":", 1) for o in a.ours] or [["flex", a.bin]]
+    # LD_LIBRARY_PATH from scripts/setup-tch.sh serves the tch binary; the anchor's own torch
+    # must not pick up those libraries.
+    python_env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     rows = {}
     for rnd in range(a.rounds):
         for m in a.methods.split(","):
-            ours, ours_peak = measured([a.bin, "bench-step", "--shape", "smollm2-135m", "--method", m,
-                                        "--r", "16", "--batch-size", str(a.batch), "--seq-len", str(a.seq),
-                                        "--steps", str(a.steps), "--warmup", str(a.warmup), "--json"])
+            r = rows.setdefault(m, {"theirs": [], "theirs_peak": []})
+            for device, binary in ours_list:
+                ours, ours_peak = measured([binary, "bench-step", "--shape", "smollm2-135m", "--method", m,
+                                            "--r", "16", "--batch-size", str(a.batch), "--seq-len", str(a.seq),
+                                            "--steps", str(a.steps), "--warmup", str(a.warmup),
+                                            "--device", device, "--json"])
+                r.setdefault(device, []).append(ours["tokens_per_s"])
+                r.setdefault(device + "_peak", []).append(ours_peak)
+                print(f"round {rnd} {m}: burn-peft {device} {ours['tokens_per_s']:.0f} tok/s "
+                      f"({ours_peak / 2**30:.2f} GiB)", file=sys.stderr, flush=True)
             theirs, theirs_peak = measured([a.python, a.anchor, "--device", "cpu", "--shapes", "smol",
                                             "--methods", m, "--dtype", "f32", "--batch", str(a.batch),
                                             "--seq", str(a.seq), "--steps", str(a.steps),
-                                            "--warmup", str(a.warmup)])
-            r = rows.setdefault(m, {"ours": [], "theirs": [], "ours_peak": [], "theirs_peak": []})
-            r["ours"].append(ours["tokens_per_s"])
+                                            "--warmup", str(a.warmup)], env=python_env)
             r["theirs"].append(theirs["tokens_per_s"])
-            r["ours_peak"].append(ours_peak)
             r["theirs_peak"].append(theirs_peak)
-            print(f"round {rnd} {m}: ours {ours['tokens_per_s']:.0f} tok/s ({ours_peak / 2**30:.2f} GiB), "
-                  f"PEFT {theirs['tokens_per_s']:.0f} tok/s ({theirs_peak / 2**30:.2f} GiB)", file=sys.stderr, flush=True)
-    print(f"| method | burn-peft tokens/s | PyTorch+PEFT tokens/s | speed ratio | burn-peft peak RSS | PyTorch peak RSS | memory ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+            print(f"round {rnd} {m}: PEFT {theirs['tokens_per_s']:.0f} tok/s ({theirs_peak / 2**30:.2f} GiB)",
+                  file=sys.stderr, flush=True)
+    print("| method | backend | burn-peft tokens/s | PyTorch+PEFT tokens/s | speed ratio | burn-peft peak RSS | PyTorch peak RSS | memory ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for m, r in rows.items():
-        o, t = statistics.median(r["ours"]), statistics.median(r["theirs"])
-        op, tp = max(r["ours_peak"]), max(r["theirs_peak"])
-        print(f"| {m} | {o:.0f} | {t:.0f} | {o / t:.2f} | {op / 2**30:.2f} GiB | {tp / 2**30:.2f} GiB | {op / tp:.2f} |")
-
+        t, tp = statistics.median(r["theirs"]), max(r["theirs_peak"])
+        for device, _ in ours_list:
+            o, op = statistics.median(r[device]), max(r[device + "_peak"])
+            print(f"| {m} | {device} | {o:.0f} | {t:.0f} | {o / t:.2f} | {op / 2**30:.2f} GiB | "
+                  f"{tp / 2**30:.2f} GiB | {op / tp:.2f} |")
 
 if __name__ == "__main__":
     main()
