@@ -1,7 +1,8 @@
 //! Small-size criterion benches of what `burn-peft bench-step` times at full size:
 //!
 //! - `adapter_fwd_bwd`: one adapted linear layer (256 -> 256, 256 rows), forward + backward,
-//!   with LoRA (r 8), DoRA (r 8) and IA3, against the frozen layer alone;
+//!   with LoRA (r 8), DoRA (r 8) and IA3, against the frozen layer alone (the input takes a
+//!   gradient in every case);
 //! - `merge`: folding a LoRA / DoRA / IA3 adapter into the layer's weight and taking it out;
 //! - `tiny_llama_step`: a whole training step (forward, backward, AdamW) of the tiny Llama
 //!   (2 layers, hidden 32) with LoRA on all linears and with full fine-tuning.
@@ -68,7 +69,9 @@ fn tiny_step(model: Llama, optim: &mut PeftOptimizer<Llama>, ids: &Tensor<2, Int
 fn main() {
     let device = Device::flex().autodiff();
     device.seed(0);
-    let x = Tensor::<2>::random([ROWS, D], Distribution::Normal(0.0, 1.0), &device);
+    // The input takes a gradient, as inside a network: the frozen layer's backward is then the
+    // input gradient alone, the baseline every adapter adds to.
+    let x = Tensor::<2>::random([ROWS, D], Distribution::Normal(0.0, 1.0), &device).require_grad();
     let mut c = Criterion::default().configure_from_args().sample_size(30);
 
     let mut group = c.benchmark_group("adapter_fwd_bwd_256x256_rows256");
