@@ -119,19 +119,28 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         let eval_device = device.clone().without_autodiff();
         let (batch, pad) = (self.config.eval_batch_size, self.pad_id);
         let general = self.general;
-        let score_all = |m: &M| -> Result<(Vec<f64>, Vec<String>, Option<f64>)> {
+        // Scores every task; `done` is a run that just evaluated its own task and the general
+        // text on this model, whose results are taken rather than computed again.
+        let score_all = |m: &M, done: Option<(usize, &RunSummary)>| {
             let valid = m.valid();
             let mut scores = Vec::new();
             let mut names = Vec::new();
-            for t in tasks {
-                let (s, n) = score(&evaluate(&valid, t.eval, batch, pad, &eval_device)?);
+            for (j, t) in tasks.iter().enumerate() {
+                let known = done.and_then(|(k, run)| (k == j).then_some(run.eval_after.as_ref()));
+                let (s, n) = match known.flatten() {
+                    Some(e) => score(e),
+                    None => score(&evaluate(&valid, t.eval, batch, pad, &eval_device)?),
+                };
                 scores.push(s);
                 names.push(n.to_string());
             }
-            let g = general
-                .map(|g| evaluate(&valid, g, batch, pad, &eval_device).map(|e| e.loss))
-                .transpose()?;
-            Ok((scores, names, g))
+            let g = match done.and_then(|(_, run)| run.general_loss_after) {
+                Some(g) => Some(g),
+                None => general
+                    .map(|g| evaluate(&valid, g, batch, pad, &eval_device).map(|e| e.loss))
+                    .transpose()?,
+            };
+            Ok::<_, TrainError>((scores, names, g))
         };
         let mut seq: SequenceSummary = if resume && summary_path.is_file() {
             let text = std::fs::read_to_string(&summary_path)
@@ -154,7 +163,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 )));
             }
             std::fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
-            let (initial, metrics, g) = score_all(&model)?;
+            let (initial, metrics, g) = score_all(&model, None)?;
             SequenceSummary {
                 tasks: tasks.iter().map(|t| t.name.clone()).collect(),
                 metrics,
@@ -199,7 +208,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                     r.save(&dir)?;
                     r.end_task(&task.name, &task.train.samples);
                 }
-                let (row, _, g) = score_all(&model)?;
+                let (row, _, g) = score_all(&model, Some((k, &run)))?;
                 seq.scores.push(row);
                 seq.general_loss.extend(g);
                 seq.runs.push(run);
