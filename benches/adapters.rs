@@ -17,20 +17,11 @@ use burn_peft::optim::make_trainable;
 use burn_peft::prelude::*;
 use criterion::Criterion;
 
+mod common;
+use common::One;
+
 const D: usize = 256;
 const ROWS: usize = 256;
-
-#[derive(burn::module::Module, Debug)]
-struct One {
-    proj: AdaptedLinear<Adapter>,
-}
-
-impl AdapterHost for One {
-    type Adapter = Adapter;
-    fn visit_adapted_linears(&mut self, f: &mut dyn FnMut(&str, &mut AdaptedLinear<Adapter>)) {
-        f("proj", &mut self.proj);
-    }
-}
 
 fn layer(device: &Device, method: &str) -> One {
     let mut one = One {

@@ -14,6 +14,9 @@ use burn::tensor::{Device, Distribution, Tensor};
 use burn_peft::prelude::*;
 use criterion::Criterion;
 
+mod common;
+use common::One;
+
 /// Counts live heap bytes and their high-water mark.
 struct PeakAlloc;
 
@@ -43,18 +46,6 @@ const D_IN: usize = 576;
 const D_OUT: usize = 1536;
 const ROWS: usize = 512;
 const RANK: usize = 16;
-
-#[derive(Module, Debug)]
-struct One {
-    proj: AdaptedLinear<Adapter>,
-}
-
-impl AdapterHost for One {
-    type Adapter = Adapter;
-    fn visit_adapted_linears(&mut self, f: &mut dyn FnMut(&str, &mut AdaptedLinear<Adapter>)) {
-        f("proj", &mut self.proj);
-    }
-}
 
 fn step_plain(layer: &Linear, x: &Tensor<2>) {
     let grads = layer.forward(x.clone()).powi_scalar(2).mean().backward();
