@@ -298,6 +298,14 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             args.data.len()
         ));
     }
+    let steps_for = |train: &Dataset| match (args.steps, args.epochs) {
+        (Some(s), _) => s,
+        (None, e) => {
+            let per_step = (args.batch_size * args.grad_accum.max(1)) as f64;
+            ((e.unwrap_or(1.0) * train.samples.len() as f64) / per_step).ceil() as usize
+        }
+    };
+    // (name, training set, evaluation set, optimizer steps) per task.
     let mut tasks = Vec::new();
     for (k, spec) in args.data.iter().enumerate() {
         let data = load(spec)?;
@@ -305,7 +313,8 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             Some(e) => (data, load(e)?),
             None => data.split(args.eval_samples, args.seed).map_err(err)?,
         };
-        tasks.push((task_name(spec, k, &args.data), train, eval));
+        let steps = steps_for(&train);
+        tasks.push((task_name(spec, k, &args.data), train, eval, steps));
     }
     let sequence = tasks.len() > 1;
 
@@ -315,13 +324,6 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     if !(args.resume && full) {
         add_method(&mut model, args, &tokenizer)?;
     }
-    let steps_for = |train: &Dataset| match (args.steps, args.epochs) {
-        (Some(s), _) => s,
-        (None, e) => {
-            let per_step = (args.batch_size * args.grad_accum.max(1)) as f64;
-            ((e.unwrap_or(1.0) * train.samples.len() as f64) / per_step).ceil() as usize
-        }
-    };
     let optimizer = |steps: usize| {
         PeftOptimizerConfig::new(steps)
             .with_learning_rate(args.lr.unwrap_or(if full { 2e-5 } else { 2e-4 }))
@@ -333,7 +335,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             .with_loraplus_lr_ratio(args.loraplus_lr_ratio)
             .init::<Llama>()
     };
-    let steps = steps_for(&tasks[0].1);
+    let steps = tasks[0].3;
     // Built now so that a bad setting is refused before any work.
     let optim = optimizer(steps).map_err(err)?;
     let config = TrainConfig::new(steps, args.batch_size)
@@ -374,7 +376,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             }),
         }
     };
-    for (name, train, eval) in &tasks {
+    for (name, train, eval, steps) in &tasks {
         eprintln!(
             "{}{}: {} training / {} evaluation samples ({} shortened to {} tokens), {} steps; {}",
             args.method_name(),
@@ -387,7 +389,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             eval.samples.len(),
             train.truncated,
             args.seq_len,
-            steps_for(train),
+            steps,
             TrainableParameters::of(&model),
         );
     }
@@ -449,11 +451,11 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     if sequence {
         let seq: Vec<SequenceTask> = tasks
             .iter()
-            .map(|(name, train, eval)| SequenceTask {
+            .map(|(name, train, eval, steps)| SequenceTask {
                 name: name.clone(),
                 train,
                 eval,
-                steps: steps_for(train),
+                steps: *steps,
             })
             .collect();
         let (_model, summary) = trainer
@@ -473,7 +475,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         );
         return Ok(());
     }
-    let (_name, train, eval) = &tasks[0];
+    let (_name, train, eval, _steps) = &tasks[0];
     let eval = (!eval.samples.is_empty()).then_some(eval);
     let (_model, summary) = trainer
         .fit(model, optim, train, eval, &train_device, args.resume)
