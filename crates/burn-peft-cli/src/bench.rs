@@ -124,6 +124,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let mut times = Vec::new();
     let mut first = 0.0;
     let mut loss = f32::NAN;
+    // GPU backends report their allocator's pool; its reserved size only grows between
+    // cleanups, so the largest value seen after a step is the step's peak (as reserved, like
+    // PyTorch's max_memory_reserved, not its max_memory_allocated).
+    let mut device_peak: Option<u64> = None;
     for i in 0..total {
         let x = batches[i % batches.len()].clone();
         let t0 = Instant::now();
@@ -133,6 +137,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         // Reading the loss waits for the step's work on asynchronous backends.
         loss = l.into_scalar::<f32>();
         let dt = t0.elapsed().as_secs_f64();
+        if let Some(usage) = device.memory_pool_usage() {
+            device_peak = Some(device_peak.unwrap_or(0).max(usage.bytes_reserved));
+        }
         if i == 0 {
             first = dt;
         }
@@ -157,12 +164,13 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "first_step_ms": first * 1e3,
             "tokens_per_s": tokens_per_s,
             "peak_bytes": peak,
+            "device_peak_bytes": device_peak,
             "loss": loss,
         });
         println!("{out}");
     } else {
         println!(
-            "{} {:?} batch {b} seq {s}: {:.1} ms/step, {:.0} tokens/s (first step {:.1} ms), peak RSS {}; {params}",
+            "{} {:?} batch {b} seq {s}: {:.1} ms/step, {:.0} tokens/s (first step {:.1} ms), peak RSS {}{}; {params}",
             args.shape,
             args.method,
             median * 1e3,
@@ -170,6 +178,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             first * 1e3,
             peak.map_or("n/a".into(), |p| format!(
                 "{:.2} GiB",
+                p as f64 / (1u64 << 30) as f64
+            )),
+            device_peak.map_or(String::new(), |p| format!(
+                ", device pool {:.2} GiB",
                 p as f64 / (1u64 << 30) as f64
             )),
         );

@@ -495,8 +495,14 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         );
     }
     println!(
-        "trained {} steps in {:.1} s ({:.0} tokens/s); final train loss {:.4}",
-        summary.steps, summary.train_seconds, summary.tokens_per_s, summary.final_loss
+        "trained {} steps in {:.1} s ({:.0} tokens/s{}); final train loss {:.4}",
+        summary.steps,
+        summary.train_seconds,
+        summary.tokens_per_s,
+        summary
+            .first_step_seconds
+            .map_or(String::new(), |s| format!(", first step {s:.1} s")),
+        summary.final_loss
     );
     println!(
         "{} written to {} (metrics.jsonl, loss.svg)",

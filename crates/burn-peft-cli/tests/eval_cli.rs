@@ -243,3 +243,31 @@ fn bad_input_is_a_one_line_error() {
         "unknown device",
     );
 }
+
+/// A GPU device that is compiled in (the test build carries `wgpu`) but may have no driver on
+/// this machine: either it evaluates to PEFT's loss, or it fails with one line naming the
+/// device. burn's backends panic on a missing driver; the CLI must not (exit 101).
+#[test]
+fn a_gpu_device_evaluates_or_fails_in_one_line() {
+    let out = eval(&[
+        "--model",
+        "tiny-llama",
+        "--text",
+        "text.txt",
+        "--max-tokens",
+        "48",
+        "--json",
+        "--device",
+        "wgpu",
+    ]);
+    if out.status.success() {
+        let (loss, _) = json_loss(&out);
+        let want = expected()["base_loss"].as_f64().unwrap();
+        assert!((loss - want).abs() < 1e-3, "{loss} vs {want}");
+    } else if String::from_utf8_lossy(&out.stderr).contains("--features wgpu") {
+        // Built without the feature (a plain `cargo test`): the error says which one.
+        assert_one_line_error(&out, "--features wgpu");
+    } else {
+        assert_one_line_error(&out, "device 'wgpu' is not usable here");
+    }
+}

@@ -98,8 +98,22 @@ impl DeviceSpec {
 
     /// The burn device for inference. Call `.autodiff()` on it for training.
     ///
-    /// Fails with [`PeftError::BackendNotCompiled`] when this build lacks the backend.
+    /// Fails with [`PeftError::BackendNotCompiled`] when this build lacks the backend, and with
+    /// [`PeftError::DeviceUnavailable`] when a GPU backend finds no driver or adapter: the
+    /// device is opened here with one tiny operation, rather than failing later.
     pub fn device(&self) -> Result<Device> {
+        let device = self.unchecked_device()?;
+        if matches!(self, DeviceSpec::Flex | DeviceSpec::TchCpu) {
+            return Ok(device);
+        }
+        probe(&device).map_err(|reason| PeftError::DeviceUnavailable {
+            device: self.to_string(),
+            reason,
+        })?;
+        Ok(device)
+    }
+
+    fn unchecked_device(&self) -> Result<Device> {
         let missing = || PeftError::BackendNotCompiled {
             device: self.to_string(),
             feature: self.feature(),
@@ -144,6 +158,56 @@ impl DeviceSpec {
                 Err(missing())
             }
         }
+    }
+}
+
+/// Runs one tiny operation on `device`. burn's GPU backends open the driver on a worker thread
+/// and panic when it is missing (cubecl's "Unable to acquire wgpu device", cudarc's "Unable to
+/// dynamically load"); the panic reaches this thread through the device channel and is turned
+/// into its message here. The default panic hook is silenced meanwhile, so that a missing
+/// driver reads as one error, not a backtrace: this assumes no other thread panics in the same
+/// moment, which holds where devices are opened (at start-up).
+fn probe(device: &Device) -> std::result::Result<(), String> {
+    let device = device.clone();
+    let hook = std::panic::take_hook();
+    let first = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let seen = first.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut slot) = seen.lock() {
+            slot.get_or_insert_with(|| panic_text(info.payload()));
+        }
+    }));
+    let outcome = std::panic::catch_unwind(move || {
+        burn::tensor::Tensor::<1>::zeros([1], &device)
+            .into_data()
+            .try_to_vec::<f32>()
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+    });
+    std::panic::set_hook(hook);
+    match outcome {
+        Ok(result) => result,
+        // The device thread's panic says why; the one on this thread only that the channel
+        // closed.
+        Err(payload) => Err(first
+            .lock()
+            .ok()
+            .and_then(|slot| slot.clone())
+            .unwrap_or_else(|| panic_text(&*payload))),
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the backend panicked".into());
+    // cubecl and cudarc write long messages; the start of the first line says what is missing.
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line.to_string(),
     }
 }
 

@@ -21,6 +21,14 @@ pub enum PeftError {
         /// The cargo feature that enables it.
         feature: &'static str,
     },
+    /// A compiled-in backend whose device cannot be opened here (no driver, no adapter).
+    #[error("device '{device}' is not usable here: {reason}")]
+    DeviceUnavailable {
+        /// The device as the user wrote it.
+        device: String,
+        /// What the backend reported.
+        reason: String,
+    },
     /// A `target_modules` or `exclude_modules` regex that does not compile.
     #[error("invalid module regex '{pattern}': {message}")]
     InvalidRegex {

@@ -92,6 +92,11 @@ pub struct RunSummary {
     pub train_seconds: f64,
     /// Tokens (padding excluded) per second of training.
     pub tokens_per_s: f64,
+    /// Wall time of this session's first step. On a GPU it includes compiling and autotuning
+    /// the kernels (cubecl caches both on disk, so a second run starts faster); `None` when no
+    /// step was left to take.
+    #[serde(default)]
+    pub first_step_seconds: Option<f64>,
     /// Where the weights were written.
     pub output: PathBuf,
 }
@@ -281,6 +286,11 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         let bar = self.progress_bar(optim.steps_taken());
         let mut final_loss = f64::NAN;
         let mut window_start = Instant::now();
+        let mut first_step_seconds = None;
+        // The first step compiles and autotunes the kernels on a GPU, which can take a minute:
+        // say so, and keep the elapsed time ticking, so that it does not look like a hang.
+        bar.set_message("first step: compiling and tuning kernels on a GPU can take a while");
+        bar.enable_steady_tick(std::time::Duration::from_millis(500));
         while optim.steps_taken() < cfg.steps {
             let step = optim.steps_taken();
             let mut loss_sum = 0.0;
@@ -322,6 +332,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 )
             })?;
             let seconds = window_start.elapsed().as_secs_f64();
+            first_step_seconds.get_or_insert(seconds);
             train_seconds += seconds;
             tokens += step_tokens;
             final_loss = loss_sum / accum as f64;
@@ -400,6 +411,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 .map(|(a, b)| a - b),
             train_seconds,
             tokens_per_s: tokens as f64 / train_seconds.max(1e-9),
+            first_step_seconds,
             output: self.out.clone(),
         };
         let text = serde_json::to_string_pretty(&summary)

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Numeric checks of one burn-peft binary on another device, against the CPU and PEFT.
+
+Runs the CLI (no Rust toolchain needed where it runs) on the fixtures of tests/fixtures:
+  1. eval of the tiny Llama (plain and tied) and of every PEFT fixture adapter, unmerged and
+     merged where the method merges, against the losses transformers + PEFT wrote in
+     expected.json;
+  2. training trajectories: a few steps of full fine-tuning and of IA3 (both start from
+     deterministic values, so every backend must follow the same path) on --device and on
+     flex, step losses compared;
+  3. a LoRA adapter trained on flex, evaluated on --device and on flex.
+Prints one JSON line per check and exits 1 if any check is outside --tol.
+
+Usage: python3 scripts/backend_check.py --bin target/release/burn-peft --device vulkan
+           [--tol 1e-3] [--steps 10] [--out results.jsonl] [--runner "CMD ..."]
+--runner is put in front of every run of the binary (scripts/setup-lavapipe.sh's `run`, which
+starts it on a newer Mesa's software Vulkan).
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIX = os.path.join(HERE, "..", "tests", "fixtures")
+MERGEABLE = {"lora_qv", "lora_rs_all", "dora_attn", "lora_regex_layer1", "lora_layers1_list",
+             "lora_excl", "ia3"}
+
+
+RUNNER = []
+
+
+def cli(binary, *args):
+    out = subprocess.run([*RUNNER, binary, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])}: {out.stderr.strip()[-400:]}")
+    return out.stdout
+
+
+def eval_loss(binary, device, model, adapter=None, merge=False):
+    args = ["eval", "--model", os.path.join(FIX, model), "--text", os.path.join(FIX, "text.txt"),
+            "--max-tokens", "48", "--json", "--device", device]
+    if adapter:
+        args += ["--adapter", os.path.join(FIX, "adapters", adapter)]
+    if merge:
+        args.append("--merge")
+    return json.loads(cli(binary, *args).strip().splitlines()[-1])["loss"]
+
+
+def train_losses(binary, device, method, steps, out):
+    cli(binary, "finetune", "--model", os.path.join(FIX, "tiny-llama"),
+        "--data", os.path.join(FIX, "text.txt"), "--method", method, "--steps", str(steps),
+        "--seq-len", "32", "--batch-size", "4", "--lr", "5e-3", "--eval-every", "0",
+        "--eval-samples", "4", "--device", device, "--out", out)
+    losses = []
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        for line in f:
+            rec = json.loads(line)
+            if "step" in rec and "loss" in rec:
+                losses.append(rec["loss"])
+    return losses
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--device", required=True)
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--runner", default="")
+    ap.add_argument("--quick", action="store_true",
+                    help="one adapter per method (LoRA, rsLoRA, DoRA, IA3, prefix, prompt)")
+    a = ap.parse_args()
+    RUNNER.extend(shlex.split(a.runner))
+    with open(os.path.join(FIX, "expected.json")) as f:
+        expected = json.load(f)
+    records = []
+
+    def check(name, got, want):
+        rec = dict(check=name, device=a.device, got=got, want=want, diff=abs(got - want),
+                   ok=abs(got - want) <= a.tol)
+        records.append(rec)
+        print(json.dumps(rec), flush=True)
+
+    def guarded(name, fn):
+        try:
+            fn()
+        except Exception as e:  # one failing check must not hide the others
+            rec = dict(check=name, device=a.device, error=str(e)[:400], ok=False)
+            records.append(rec)
+            print(json.dumps(rec), flush=True)
+
+    guarded("base", lambda: check("base", eval_loss(a.bin, a.device, "tiny-llama"),
+                                  expected["base_loss"]))
+    guarded("base_tied", lambda: check("base_tied", eval_loss(a.bin, a.device, "tiny-llama-tied"),
+                                       expected["base_loss_tied"]))
+    quick = {"lora_rs_all", "dora_attn", "ia3", "prefix_proj", "prompt"}
+    for name, want in expected["adapters"].items():
+        if a.quick and name not in quick:
+            continue
+        guarded(name, lambda: check(name, eval_loss(a.bin, a.device, "tiny-llama", name),
+                                    want["loss"]))
+        if name in MERGEABLE:
+            guarded(name + "+merge", lambda: check(
+                name + "+merge", eval_loss(a.bin, a.device, "tiny-llama", name, merge=True),
+                want["merged_loss"]))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ["full", "ia3"]:
+            def trajectory():
+                ours = train_losses(a.bin, a.device, method, a.steps, os.path.join(tmp, method + "-ours"))
+                ref = train_losses(a.bin, "flex", method, a.steps, os.path.join(tmp, method + "-flex"))
+                if len(ours) != len(ref) or not ours:
+                    raise RuntimeError(f"{len(ours)} step losses against {len(ref)} on flex")
+                worst = max(range(len(ours)), key=lambda i: abs(ours[i] - ref[i]))
+                check(f"train_{method}_step{worst + 1}", ours[worst], ref[worst])
+            guarded("train_" + method, trajectory)
+
+        def lora_trained():
+            out = os.path.join(tmp, "lora")
+            train_losses(a.bin, "flex", "lora", a.steps, out)
+            args = ["eval", "--model", os.path.join(FIX, "tiny-llama"), "--adapter", out,
+                    "--text", os.path.join(FIX, "text.txt"), "--max-tokens", "48", "--json"]
+            ours = json.loads(cli(a.bin, *args, "--device", a.device).strip().splitlines()[-1])
+            ref = json.loads(cli(a.bin, *args, "--device", "flex").strip().splitlines()[-1])
+            check("trained_lora_eval", ours["loss"], ref["loss"])
+        guarded("trained_lora_eval", lora_trained)
+
+    bad = [r for r in records if not r["ok"]]
+    print(f"{len(records) - len(bad)}/{len(records)} checks within {a.tol} on {a.device}")
+    if a.out:
+        with open(a.out, "a") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

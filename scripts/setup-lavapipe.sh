@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# A software Vulkan (Mesa's lavapipe) that runs burn's WGPU and Vulkan kernels, for machines
+# with no GPU (CI). Nothing is installed system-wide.
+#
+# Debian 12's Mesa 22.3.6 lavapipe segfaults in vkCreateComputePipelines on burn's first matmul,
+# through both the SPIR-V (`vulkan`) and the WGSL (`wgpu`) paths (backtrace in
+# docs/benchmarks.md). Mesa 26.2 from Debian sid runs them. It needs sid's newer C library, so
+# the program is started through sid's dynamic loader with sid's libraries (a program built
+# against an older glibc runs on a newer one):
+#
+#   scripts/setup-lavapipe.sh [DIR]        # prints DIR/run
+#   DIR/run target/debug/burn-peft eval --device wgpu ...
+#
+# DIR defaults to $BURN_PEFT_CACHE/lavapipe-$MESA_VERSION (BURN_PEFT_CACHE defaults to
+# ~/.cache/burn-peft). apt checks every package against Debian's signed archive index.
+# Needs: apt-get reaching deb.debian.org (sid), dpkg-deb.
+set -euo pipefail
+
+MESA_VERSION=${MESA_DEB_VERSION:-26.2.6-1}
+cache=${BURN_PEFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/burn-peft}
+dir=${1:-$cache/lavapipe-$MESA_VERSION}
+
+if [ -x "$dir/run" ]; then
+    echo "$dir/run"
+    exit 0
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "deb http://deb.debian.org/debian sid main" >"$work/sources.list"
+mkdir -p "$work/lists/partial" "$work/debs"
+apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64
+    "-oDir::Etc::SourceList=$work/sources.list" -oDir::Etc::SourceParts=/dev/null
+    "-oDir::State::Lists=$work/lists")
+apt-get "${apt_opts[@]}" update >"$work/update.log" 2>&1 || { cat "$work/update.log" >&2; exit 1; }
+# The driver, the Vulkan loader, and what they need at run time (Mesa's dependencies and
+# libLLVM's), with the C and C++ runtime they were built against.
+packages=("mesa-vulkan-drivers=$MESA_VERSION" libvulkan1 libc6 libgcc-s1 libstdc++6 libllvm22
+    libdisplay-info3 libdrm-amdgpu1 libdrm2 libelf1t64 libexpat1 libpng16-16t64
+    libwayland-client0 libx11-xcb1 libx11-6 libxau6 libxdmcp6 libxcb1 libxcb-dri3-0
+    libxcb-present0 libxcb-randr0 libxcb-shm0 libxcb-sync1 libxcb-xfixes0 libxshmfence1
+    libzstd1 zlib1g libffi8 libedit2 libz3-4 libxml2-16 libbsd0 libmd0 libtinfo6 liblzma5)
+if ! (cd "$work/debs" && apt-get "${apt_opts[@]}" download "${packages[@]}" \
+    >"$work/download.log" 2>&1); then
+    grep -v "unsandboxed" "$work/download.log" >&2 || true
+    echo "setup-lavapipe: could not download Mesa $MESA_VERSION from Debian sid" >&2
+    echo "(set MESA_DEB_VERSION to what 'apt-cache policy mesa-vulkan-drivers' shows there)" >&2
+    exit 1
+fi
+
+mkdir -p "$work/out/root"
+for deb in "$work"/debs/*.deb; do dpkg-deb -x "$deb" "$work/out/root"; done
+# Only the libraries and the loader are kept.
+mkdir -p "$work/out/lib"
+cp -a "$work/out/root/usr/lib/x86_64-linux-gnu/." "$work/out/lib/"
+cp -aL "$work/out/root/lib64/ld-linux-x86-64.so.2" "$work/out/ld.so" 2>/dev/null ||
+    cp -aL "$work/out/lib/ld-linux-x86-64.so.2" "$work/out/ld.so"
+rm -rf "$work/out/root"
+
+mkdir -p "$(dirname "$dir")"
+rm -rf "$dir.tmp"
+mv "$work/out" "$dir.tmp"
+cat >"$dir.tmp/lvp_icd.json" <<EOF
+{"file_format_version": "1.0.1",
+ "ICD": {"library_path": "$dir/lib/libvulkan_lvp.so", "api_version": "1.4.0"}}
+EOF
+cat >"$dir.tmp/run" <<EOF
+#!/bin/sh
+# Runs a program on Mesa $MESA_VERSION's lavapipe (written by burn-peft's scripts/setup-lavapipe.sh).
+export VK_DRIVER_FILES="$dir/lvp_icd.json"
+export XDG_RUNTIME_DIR="\${XDG_RUNTIME_DIR:-/tmp}"
+exec "$dir/ld.so" --library-path "$dir/lib" "\$@"
+EOF
+chmod +x "$dir.tmp/run"
+rm -rf "$dir"
+mv "$dir.tmp" "$dir"
+echo "$dir/run"
