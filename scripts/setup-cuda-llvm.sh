@@ -46,6 +46,13 @@ apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64
     "-oDir::Etc::SourceList=$work/sources.list" -oDir::Etc::SourceParts=/dev/null
     "-oDir::State::Lists=$work/lists" "-oDir::Cache::Archives=$work/debs")
 apt-get "${apt_opts[@]}" update >"$work/update.log" 2>&1 || { cat "$work/update.log" >&2; exit 1; }
+# LLVM as pinned when sid still has it, else sid's current 23.x (sid moves on; say so).
+if ! apt-cache "${apt_opts[@]}" madison llvm-23-dev | grep -q " $LLVM_VERSION "; then
+    current=$(apt-cache "${apt_opts[@]}" madison llvm-23-dev | awk 'NR==1{print $3}')
+    [ -n "$current" ] || { echo "setup-cuda-llvm: sid has no llvm-23-dev" >&2; exit 1; }
+    echo "setup-cuda-llvm: llvm-23-dev $LLVM_VERSION is gone from sid; using $current" >&2
+    LLVM_VERSION=$current
+fi
 # llvm-config itself needs the newer C/C++ runtime and libz3 to start; they are unpacked into
 # the work directory only.
 if ! (cd "$work/debs" && apt-get "${apt_opts[@]}" download "llvm-23-dev=$LLVM_VERSION" \

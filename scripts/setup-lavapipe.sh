@@ -33,18 +33,22 @@ apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64
     "-oDir::Etc::SourceList=$work/sources.list" -oDir::Etc::SourceParts=/dev/null
     "-oDir::State::Lists=$work/lists")
 apt-get "${apt_opts[@]}" update >"$work/update.log" 2>&1 || { cat "$work/update.log" >&2; exit 1; }
-# The driver, the Vulkan loader, and what they need at run time (Mesa's dependencies and
-# libLLVM's), with the C and C++ runtime they were built against.
-packages=("mesa-vulkan-drivers=$MESA_VERSION" libvulkan1 libc6 libgcc-s1 libstdc++6 libllvm22
-    libdisplay-info3 libdrm-amdgpu1 libdrm2 libelf1t64 libexpat1 libpng16-16t64
-    libwayland-client0 libx11-xcb1 libx11-6 libxau6 libxdmcp6 libxcb1 libxcb-dri3-0
-    libxcb-present0 libxcb-randr0 libxcb-shm0 libxcb-sync1 libxcb-xfixes0 libxshmfence1
-    libzstd1 zlib1g libffi8 libedit2 libz3-4 libxml2-16 libbsd0 libmd0 libtinfo6 liblzma5)
+# Mesa as pinned when sid still has it, else sid's current one (sid moves on; say so).
+if ! apt-cache "${apt_opts[@]}" madison mesa-vulkan-drivers | grep -q " $MESA_VERSION "; then
+    current=$(apt-cache "${apt_opts[@]}" madison mesa-vulkan-drivers | awk 'NR==1{print $3}')
+    echo "setup-lavapipe: Mesa $MESA_VERSION is gone from sid; using $current" >&2
+    MESA_VERSION=$current
+fi
+# The driver with everything it needs at run time, the C and C++ runtime and the Vulkan loader
+# included: apt's dependency closure.
+mapfile -t packages < <(apt-cache "${apt_opts[@]}" depends --recurse --no-recommends \
+    --no-suggests --no-enhances --no-breaks --no-replaces --no-conflicts --no-pre-depends \
+    mesa-vulkan-drivers | grep -v -e '^ ' -e '^<' -e '^mesa-vulkan-drivers$' | sort -u)
+packages+=("mesa-vulkan-drivers=$MESA_VERSION" libvulkan1)
 if ! (cd "$work/debs" && apt-get "${apt_opts[@]}" download "${packages[@]}" \
     >"$work/download.log" 2>&1); then
     grep -v "unsandboxed" "$work/download.log" >&2 || true
-    echo "setup-lavapipe: could not download Mesa $MESA_VERSION from Debian sid" >&2
-    echo "(set MESA_DEB_VERSION to what 'apt-cache policy mesa-vulkan-drivers' shows there)" >&2
+    echo "setup-lavapipe: could not download Mesa $MESA_VERSION's packages from Debian sid" >&2
     exit 1
 fi
 
