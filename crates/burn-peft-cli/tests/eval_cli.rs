@@ -244,7 +244,7 @@ fn bad_input_is_a_one_line_error() {
     );
 }
 
-/// A GPU device that is compiled in (the test build carries `wgpu`) but may have no driver on
+/// A GPU device that may be compiled in (with `--features wgpu`) but have no driver on
 /// this machine: either it evaluates to PEFT's loss, or it fails with one line naming the
 /// device. burn's backends panic on a missing driver; the CLI must not (exit 101).
 #[test]
