@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
-use burn_peft_core::{TargetModules, TrainableParameters, parse_device};
+use burn_peft_core::{Precision, TargetModules, TrainableParameters, parse_device};
 use burn_peft_models::{Llama, LlamaConfig};
-use burn_peft_optim::{PeftOptimizerConfig, make_trainable};
+use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig, make_trainable};
 use burn_peft_train::SplitMix64;
 use clap::Args;
 
@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Device: flex, cpu, wgpu, vulkan, cuda[:N], tch[:cuda:N].
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Precision of the frozen weights and activations: f32, bf16 or f16 (adapters, trainable
+    /// weights and optimizer state stay f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: Precision,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -84,7 +88,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         return Err("--steps and --batch-size must be at least 1, --seq-len at least 2".into());
     }
     let config = shape(&args.shape)?;
-    let device = parse_device(&args.device).map_err(err)?.autodiff();
+    let device = parse_device(&args.device).map_err(err)?;
+    args.dtype.check(&device).map_err(err)?;
+    let device = device.autodiff();
     device.seed(0);
     let mut model = Llama::init(&config, &device);
     let lora = |dora| {
@@ -103,12 +109,14 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         Method::Prompt => return Err("bench-step covers lora, dora, ia3, prefix and full".into()),
         Method::Full => model = make_trainable(model),
     }
+    model.set_precision(args.dtype);
     let params = TrainableParameters::of(&model);
     let total = args.warmup + args.steps;
     let mut optim = PeftOptimizerConfig::new(total)
         .with_learning_rate(1e-4)
         .with_lr_scheduler_type(burn_peft_optim::ScheduleKind::Constant)
         .with_max_grad_norm(None)
+        .with_loss_scale(args.dtype.needs_loss_scaling().then(LossScaleConfig::new))
         .init::<Llama>()
         .map_err(err)?;
     let mut rng = SplitMix64::new(1);
@@ -156,6 +164,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "shape": args.shape,
             "method": format!("{:?}", args.method).to_lowercase(),
             "device": args.device,
+            "dtype": args.dtype.to_string(),
             "batch": b,
             "seq": s,
             "trainable": params.trainable,
@@ -170,9 +179,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         println!("{out}");
     } else {
         println!(
-            "{} {:?} batch {b} seq {s}: {:.1} ms/step, {:.0} tokens/s (first step {:.1} ms), peak RSS {}{}; {params}",
+            "{} {:?} {} batch {b} seq {s}: {:.1} ms/step, {:.0} tokens/s (first step {:.1} ms), peak RSS {}{}; {params}",
             args.shape,
             args.method,
+            args.dtype,
             median * 1e3,
             tokens_per_s,
             first * 1e3,

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
+use burn::module::Module;
 use burn::tensor::Device;
-use burn_peft_core::PeftModel;
+use burn_peft_core::{PeftModel, Precision};
 use burn_peft_models::assets::AssetCache;
 use burn_peft_models::{Llama, Pretrained};
 
@@ -39,6 +40,14 @@ pub fn load_adapters(model: &mut Llama, dirs: &[PathBuf]) -> Result<(), String> 
         model.set_adapter(&linear).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// `model` for inference in `precision`: nothing trains, so every base weight (adapters and
+/// merged updates included in it) is stored in that type; adapters stay f32.
+pub fn for_inference(model: Llama, precision: Precision) -> Llama {
+    let mut model = model.no_grad();
+    model.set_precision(precision);
+    model
 }
 
 /// An error as the one line a subcommand prints.

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use burn_peft_core::parse_device;
+use burn_peft_core::{Precision, parse_device};
 use burn_peft_models::Pretrained;
 use burn_peft_models::assets::AssetCache;
 
-use crate::common::{load_adapters, load_model};
+use crate::common::{for_inference, load_adapters, load_model};
 use clap::Args;
 
 /// Arguments of `burn-peft eval`.
@@ -30,6 +30,9 @@ pub struct EvalArgs {
     /// Device: flex, cpu, wgpu, vulkan, cuda[:N], tch[:cuda:N].
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Precision of the weights and activations: f32, bf16 or f16 (adapters stay f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: Precision,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -41,6 +44,7 @@ pub struct EvalArgs {
 /// Runs the command; the error is the one-line message to print.
 pub fn run(args: &EvalArgs) -> Result<(), String> {
     let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    args.dtype.check(&device).map_err(|e| e.to_string())?;
     if let Some(n) = args.max_tokens.filter(|&n| n < 2) {
         return Err(format!("--max-tokens must be at least 2, got {n}"));
     }
@@ -58,6 +62,8 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     if args.merge {
         model.merge_active().map_err(|e| e.to_string())?;
     }
+    // Merged in f32 first, so the half weights are rounded once.
+    let model = for_inference(model, args.dtype);
     let mut ids = tokenizer.encode(&text).map_err(|e| e.to_string())?;
     let limit = model.config.max_position_embeddings;
     ids.truncate(args.max_tokens.unwrap_or(limit.min(1024)));
@@ -80,6 +86,7 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
             "adapters": args.adapter,
             "merged": args.merge,
             "device": args.device,
+            "dtype": args.dtype.to_string(),
         });
         println!("{out}");
     } else {

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use burn_peft_adapters::{
     AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig,
 };
-use burn_peft_core::{PeftModel, TargetModules, TrainableParameters, parse_device};
+use burn_peft_core::{PeftModel, Precision, TargetModules, TrainableParameters, parse_device};
 use burn_peft_forget::{
     Distill, DistillConfig, Ewc, EwcConfig, FisherKind, L2Sp, Replay, ReplayBuffer,
 };
 use burn_peft_models::Llama;
 use burn_peft_models::assets::AssetCache;
-use burn_peft_optim::{PeftOptimizerConfig, ScheduleKind, make_trainable};
+use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig, ScheduleKind, make_trainable};
 use burn_peft_train::{
     CsvTask, Dataset, Encoder, PromptFormat, SequenceSummary, SequenceTask, TrainConfig, Trainer,
     WeightsIo, describe,
@@ -221,6 +221,10 @@ pub struct FinetuneArgs {
     /// Device: flex, cpu, wgpu, vulkan, cuda[:N], tch[:cuda:N].
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Precision of the frozen weights and activations: f32, bf16 or f16 (adapters, trainable
+    /// weights and optimizer state stay f32; f16 training uses dynamic loss scaling).
+    #[arg(long, default_value = "f32")]
+    pub dtype: Precision,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -240,6 +244,7 @@ fn targets(list: &[String]) -> TargetModules {
 /// Runs the command; the error is the one-line message to print.
 pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let device = parse_device(&args.device).map_err(err)?;
+    args.dtype.check(&device).map_err(err)?;
     let train_device = device.clone().autodiff();
     let lr_scheduler: ScheduleKind = args.lr_scheduler.parse()?;
     if args.forgetting != Forgetting::None && args.general_data.is_none() {
@@ -324,6 +329,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     if !(args.resume && full) {
         add_method(&mut model, args, &tokenizer)?;
     }
+    model.set_precision(args.dtype);
     let optimizer = |steps: usize| {
         PeftOptimizerConfig::new(steps)
             .with_learning_rate(args.lr.unwrap_or(if full { 2e-5 } else { 2e-4 }))
@@ -333,6 +339,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             .with_gradient_accumulation_steps(args.grad_accum)
             .with_max_grad_norm((args.max_grad_norm > 0.0).then_some(args.max_grad_norm))
             .with_loraplus_lr_ratio(args.loraplus_lr_ratio)
+            .with_loss_scale(args.dtype.needs_loss_scaling().then(LossScaleConfig::new))
             .init::<Llama>()
     };
     let steps = tasks[0].3;
@@ -349,12 +356,15 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let tok = tokenizer.clone();
     let weights: WeightsIo<Llama> = if full {
         let dev = train_device.clone();
+        let dtype = args.dtype;
         WeightsIo {
             save: Box::new(move |m: &Llama, dir: &Path| {
                 Ok(m.save_pretrained(dir, Some(&tok), template.as_deref())?)
             }),
             load: Box::new(move |_m: Llama, dir: &Path| {
-                Ok(make_trainable(Llama::from_pretrained(dir, &dev)?))
+                let mut model = make_trainable(Llama::from_pretrained(dir, &dev)?);
+                model.set_precision(dtype);
+                Ok(model)
             }),
         }
     } else {

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use burn_peft_core::parse_device;
+use burn_peft_core::{Precision, parse_device};
 use burn_peft_models::GenerationConfig;
 use clap::Args;
 
@@ -39,6 +39,9 @@ pub struct GenerateArgs {
     /// Device: flex, cpu, wgpu, vulkan, cuda[:N], tch[:cuda:N].
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Precision of the weights and activations: f32, bf16 or f16 (adapters stay f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: Precision,
     /// Asset cache directory (default: $BURN_PEFT_CACHE or ~/.cache/burn-peft).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -47,9 +50,11 @@ pub struct GenerateArgs {
 /// Runs the command, streaming the answer to stdout.
 pub fn run(args: &GenerateArgs) -> Result<(), String> {
     let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    args.dtype.check(&device).map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
     let mut p = load_model(&args.model, args.cache_dir.clone(), &device)?;
     crate::common::load_adapters(&mut p.model, &args.adapter)?;
+    p.model = crate::common::for_inference(p.model, args.dtype);
     let load_s = started.elapsed().as_secs_f64();
     let text = if args.chat {
         p.chat_prompt(&args.prompt).map_err(|e| e.to_string())?

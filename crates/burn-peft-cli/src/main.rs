@@ -2,16 +2,19 @@
 //!
 //! ```text
 //! burn-peft eval --model <spec> [--adapter <dir>]... [--merge] --text <file>
-//!                [--max-tokens N] [--device D] [--json]
+//!                [--max-tokens N] [--device D] [--dtype f32|bf16|f16] [--json]
 //! burn-peft generate --model <spec> [--adapter <dir>]... --prompt <text> [--chat]
 //!                [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--device D]
+//!                [--dtype f32|bf16|f16]
 //! burn-peft embed --model <spec> --text <text>
 //! burn-peft finetune --model <spec> --data <spec> --method lora|dora|ia3|prefix|prompt|full
 //!                --out <dir> [--r N --lora-alpha A --target-modules a,b ...]
 //!                [--steps N | --epochs E] [--lr LR --batch-size B --seq-len S ...] [--resume]
+//!                [--device D] [--dtype f32|bf16|f16]
 //! burn-peft merge --model <spec> --adapter <dir>... --out <dir>
 //! burn-peft bench-step --shape smollm2-135m|llama-1b|<config.json> --method lora|dora|ia3|prefix|full
-//!                [--r N] [--batch-size B] [--seq-len S] [--steps N] [--device D] [--json]
+//!                [--r N] [--batch-size B] [--seq-len S] [--steps N] [--device D]
+//!                [--dtype f32|bf16|f16] [--json]
 //! ```
 //!
 //! A model spec is an HF directory, a `.gguf` file, or `pypi:<package>==<version>#<path>`.

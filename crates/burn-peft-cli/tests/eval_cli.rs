@@ -271,3 +271,41 @@ fn a_gpu_device_evaluates_or_fails_in_one_line() {
         assert_one_line_error(&out, "device 'wgpu' is not usable here");
     }
 }
+
+/// `--dtype bf16` / `f16`: the base in half precision with the adapter in f32 gives the loss
+/// transformers + PEFT give in the same types (`scripts/half_reference.py`); a type that does
+/// not exist is refused.
+#[test]
+fn half_precision_eval_matches_peft_in_half_precision() {
+    let half: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("expected_half.json")).unwrap(),
+    )
+    .unwrap();
+    // The fixture's 48 reference ids are the text's first 48 tokens.
+    let args = [
+        "--model",
+        "tiny-llama",
+        "--text",
+        "text.txt",
+        "--max-tokens",
+        "48",
+        "--adapter",
+        "adapters/lora_rs_all",
+        "--json",
+    ];
+    for (dtype, tol) in [("bf16", 6e-3), ("f16", 1.5e-3)] {
+        let out = eval(&[&args[..], &["--dtype", dtype]].concat());
+        let (loss, _) = json_loss(&out);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["dtype"], dtype);
+        let want = half[dtype]["adapters"]["lora_rs_all"].as_f64().unwrap();
+        assert!(
+            (loss - want).abs() < tol,
+            "{dtype}: ours {loss}, PEFT {want}"
+        );
+    }
+    let out = eval(&[&args[..], &["--dtype", "fp8"]].concat());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected f32, bf16 or f16"), "{err}");
+}

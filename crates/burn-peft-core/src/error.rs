@@ -21,6 +21,17 @@ pub enum PeftError {
         /// The cargo feature that enables it.
         feature: &'static str,
     },
+    /// A `--dtype` string that is not one of the known forms.
+    #[error("unknown dtype '{0}': expected f32, bf16 or f16")]
+    UnknownDtype(String),
+    /// A precision the device's backend cannot store and compute in.
+    #[error("device {device} cannot compute in {dtype}: use --dtype f32 there")]
+    UnsupportedDtype {
+        /// The precision, as `--dtype` spells it.
+        dtype: String,
+        /// The device.
+        device: String,
+    },
     /// A compiled-in backend whose device cannot be opened here (no driver, no adapter).
     #[error("device '{device}' is not usable here: {reason}")]
     DeviceUnavailable {

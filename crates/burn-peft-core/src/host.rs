@@ -1,8 +1,10 @@
 //! The layer that hosts adapters over a frozen base linear layer.
 
 use burn::module::Module;
+use burn::module::Param;
 use burn::nn::Linear;
-use burn::tensor::Tensor;
+use burn::tensor::module::linear;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::error::{PeftError, Result};
 
@@ -111,21 +113,45 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
     }
 
     /// Runs the base and every active, unmerged adapter.
+    ///
+    /// The output has `x`'s element type. A base weight stored in another type (an f32 master
+    /// weight trained under `--dtype bf16`) is cast to it for the product; adapters compute in
+    /// their own type and add their result back in `x`'s (see [`Precision`](crate::Precision)).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let running: Vec<&A> = self.running_adapters().collect();
         if running.is_empty() {
-            return self.base.forward(x);
+            return self.base_forward(x);
         }
         let mut base_in = x.clone();
         for adapter in &running {
             base_in = adapter.transform_input(base_in);
         }
-        let base_out = self.base.forward(base_in);
+        let base_out = self.base_forward(base_in);
         let mut out = base_out.clone();
         for adapter in running {
             out = adapter.forward(&x, &self.base, &base_out, out);
         }
         out
+    }
+
+    /// The base layer on `x`, its parameters cast to `x`'s element type where they differ.
+    fn base_forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        if self.base.weight.val().dtype() == dtype {
+            return self.base.forward(x);
+        }
+        linear(
+            x,
+            self.base.weight.val().cast(dtype),
+            self.base.bias.as_ref().map(|b| b.val().cast(dtype)),
+        )
+    }
+
+    /// Stores the base weight and bias in `dtype` if they are frozen (trainable ones keep their
+    /// f32 master copy and are cast where they are used). Adapters are not touched.
+    pub fn cast_frozen_base(&mut self, dtype: FloatDType) {
+        self.base.weight = cast_if_frozen(self.base.weight.clone(), dtype);
+        self.base.bias = self.base.bias.take().map(|b| cast_if_frozen(b, dtype));
     }
 
     fn running_adapters(&self) -> impl Iterator<Item = &A> {
@@ -160,7 +186,8 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
         }
         let mut adapter = adapter;
         if let Some(weight) = adapter.take_base_update() {
-            self.set_base_weight(weight);
+            let dtype = self.base.weight.val().dtype();
+            self.set_base_weight(weight.cast(dtype));
         }
         self.adapters.push(adapter.set_trainable(false));
         self.names.push(name.to_string());
@@ -205,8 +232,9 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
                 continue;
             };
             let weight = self.base.weight.val().detach();
-            let merged = self.adapters[i].merge(weight)?;
-            self.set_base_weight(merged);
+            let dtype = weight.dtype();
+            let merged = self.adapters[i].merge(weight.cast(FloatDType::F32))?;
+            self.set_base_weight(merged.cast(dtype));
             if let Some(factor) = self.adapters[i].merged_bias_factor() {
                 self.map_bias(|b| b * factor);
             }
@@ -222,8 +250,9 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
                 .position(&name)
                 .ok_or_else(|| PeftError::UnknownAdapter(name.clone()))?;
             let weight = self.base.weight.val().detach();
-            let restored = self.adapters[i].unmerge(weight)?;
-            self.set_base_weight(restored);
+            let dtype = weight.dtype();
+            let restored = self.adapters[i].unmerge(weight.cast(FloatDType::F32))?;
+            self.set_base_weight(restored.cast(dtype));
             if let Some(factor) = self.adapters[i].merged_bias_factor() {
                 self.map_bias(|b| b / (factor + 1e-8));
             }
@@ -238,7 +267,9 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
 
     fn map_bias(&mut self, f: impl FnOnce(Tensor<1>) -> Tensor<1>) {
         if let Some(bias) = self.base.bias.take() {
-            let value = f(bias.val().detach());
+            let current = bias.val().detach();
+            let dtype = current.dtype();
+            let value = f(current.cast(FloatDType::F32)).cast(dtype);
             self.base.bias = Some(bias.map(|_| value).set_require_grad(false));
         }
     }
@@ -247,6 +278,17 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
     pub fn into_base(self) -> Linear {
         self.base
     }
+}
+
+/// `param` stored in `dtype` when it gets no gradient; unchanged otherwise.
+pub fn cast_if_frozen<const D: usize>(
+    param: Param<Tensor<D>>,
+    dtype: FloatDType,
+) -> Param<Tensor<D>> {
+    if param.is_require_grad() {
+        return param;
+    }
+    param.map(|t| t.cast(dtype)).set_require_grad(false)
 }
 
 /// An adapter type with no adapters, for models that only need the host's plumbing (and for

@@ -4,7 +4,7 @@
 //! frozen base ([`AdaptedLinear`]), model-wide adapter control named after HF PEFT
 //! ([`PeftModel`]), target selection by module path ([`TargetSelector`]), the
 //! trainable-parameter report ([`TrainableParameters`]), HF PEFT's file format ([`format`]) and
-//! the one `--device` syntax ([`DeviceSpec`]).
+//! the one `--device` syntax ([`DeviceSpec`]) and `--dtype` syntax ([`Precision`]).
 //!
 //! Adapter methods themselves (LoRA, DoRA, IA3) live in `burn-peft-adapters`.
 #![warn(missing_docs)]
@@ -14,12 +14,14 @@ mod error;
 pub mod format;
 mod host;
 mod peft_model;
+mod precision;
 mod report;
 mod target;
 
 pub use device::{DeviceSpec, parse_device};
 pub use error::{PeftError, Result};
-pub use host::{AdaptedLinear, LinearAdapter, NoAdapter};
+pub use host::{AdaptedLinear, LinearAdapter, NoAdapter, cast_if_frozen};
 pub use peft_model::{AdapterHost, PeftModel};
+pub use precision::Precision;
 pub use report::TrainableParameters;
 pub use target::{ALL_LINEAR, TargetModules, TargetSelector};

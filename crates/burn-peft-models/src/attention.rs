@@ -1,10 +1,11 @@
 //! Attention shared by the decoder and the encoder.
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, FloatDType, Int, Tensor};
 
 /// softmax(q·kᵀ / √d, masked) · v for `[batch, heads, len, head_dim]` inputs; `mask` is true
-/// where attention is forbidden and broadcasts over heads.
+/// where attention is forbidden and broadcasts over heads. The softmax runs in f32 whatever the
+/// inputs are stored in, as HF's eager attention does.
 pub fn scaled_dot_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -17,7 +18,10 @@ pub fn scaled_dot_attention(
         Some(m) => scores.mask_fill(m, f32::NEG_INFINITY),
         None => scores,
     };
-    softmax(scores, 3).matmul(v)
+    let dtype = scores.dtype();
+    softmax(scores.cast(FloatDType::F32), 3)
+        .cast(dtype)
+        .matmul(v)
 }
 
 /// `[batch, 1, queries, keys]` mask that hides padded keys (attention mask 0).

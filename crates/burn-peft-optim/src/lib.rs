@@ -21,7 +21,7 @@ mod optimizer;
 mod params;
 mod schedule;
 
-pub use optimizer::{PeftOptimizer, PeftOptimizerConfig, StepReport};
+pub use optimizer::{LossScaleConfig, PeftOptimizer, PeftOptimizerConfig, StepReport};
 pub use params::{
     assign_param_ids, clip_global_norm, global_grad_norm, make_trainable, trainable_param_ids,
 };

@@ -14,7 +14,7 @@ use burn_peft_core::format::write_atomic;
 use burn_peft_core::{PeftError, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::params::{assign_param_ids, clip_global_norm, global_grad_norm, trainable_param_ids};
+use crate::params::{assign_param_ids, global_grad_norm, scale_grads, trainable_param_ids};
 use crate::schedule::{LrSchedule, ScheduleKind};
 
 /// Hyper-parameters of a fine-tuning optimizer, named and defaulted as HF `TrainingArguments`
@@ -65,6 +65,39 @@ pub struct PeftOptimizerConfig {
     /// (Hayou et al. 2024 recommend 16). `None`: one learning rate for all.
     #[config(default = "None")]
     pub loraplus_lr_ratio: Option<f64>,
+    /// Dynamic loss scaling, for training in f16 (`None`: off).
+    #[config(default = "None")]
+    pub loss_scale: Option<LossScaleConfig>,
+}
+
+/// Dynamic loss scaling for f16 training, with the defaults of PyTorch's `GradScaler`.
+///
+/// The loss is multiplied by the scale before the backward pass, so that small gradients do not
+/// underflow in f16; the gradients are divided by it before clipping and the update. A step
+/// whose gradients overflowed (a non-finite norm) is skipped and the scale multiplied by
+/// `backoff_factor`; after `growth_interval` good steps in a row it is multiplied by
+/// `growth_factor`.
+///
+/// ```
+/// use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig};
+/// let config = PeftOptimizerConfig::new(100).with_loss_scale(Some(LossScaleConfig::new()));
+/// let optim = config.init::<burn::nn::Linear>().unwrap();
+/// assert_eq!(optim.loss_scale(), Some(65536.0));
+/// ```
+#[derive(Config, Debug, PartialEq)]
+pub struct LossScaleConfig {
+    /// The first scale.
+    #[config(default = 65536.0)]
+    pub init_scale: f32,
+    /// What the scale is multiplied by after `growth_interval` good steps.
+    #[config(default = 2.0)]
+    pub growth_factor: f32,
+    /// What the scale is multiplied by after a step with non-finite gradients.
+    #[config(default = 0.5)]
+    pub backoff_factor: f32,
+    /// Good steps in a row before the scale grows.
+    #[config(default = 2000)]
+    pub growth_interval: usize,
 }
 
 impl PeftOptimizerConfig {
@@ -93,11 +126,28 @@ impl PeftOptimizerConfig {
         if !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2) {
             return bad("Adam betas must be in [0, 1)".into());
         }
+        if let Some(ls) = &self.loss_scale
+            && !(ls.init_scale.is_finite()
+                && ls.init_scale > 0.0
+                && ls.growth_factor >= 1.0
+                && ls.backoff_factor > 0.0
+                && ls.backoff_factor < 1.0
+                && ls.growth_interval > 0)
+        {
+            return bad(format!(
+                "loss scaling needs init_scale > 0, growth_factor >= 1, backoff_factor in (0, 1) \
+                 and growth_interval >= 1, got {ls:?}"
+            ));
+        }
         Ok(PeftOptimizer {
             optim: self.adamw(),
             accumulator: GradientsAccumulator::new(),
             pending: 0,
             step: 0,
+            scaler: self.loss_scale.as_ref().map(|c| Scaler {
+                scale: c.init_scale,
+                good_steps: 0,
+            }),
             config: self.clone(),
             phantom: PhantomData,
         })
@@ -130,8 +180,10 @@ pub struct StepReport {
     pub step: usize,
     /// The base learning rate of this step.
     pub lr: f64,
-    /// The global gradient norm before clipping.
+    /// The global gradient norm before clipping (infinite or NaN on a skipped step).
     pub grad_norm: f32,
+    /// Whether the update was skipped because the loss-scaled gradients overflowed.
+    pub skipped: bool,
 }
 
 /// The optimizer state of a fine-tuning run over a model of type `M`.
@@ -167,8 +219,17 @@ pub struct PeftOptimizer<M> {
     accumulator: GradientsAccumulator<M>,
     pending: usize,
     step: usize,
+    scaler: Option<Scaler>,
     config: PeftOptimizerConfig,
     phantom: PhantomData<M>,
+}
+
+/// The state of dynamic loss scaling.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Scaler {
+    scale: f32,
+    /// Good steps since the scale last changed.
+    good_steps: usize,
 }
 
 /// What [`PeftOptimizer::save`] writes next to the burnpack optimizer record.
@@ -177,6 +238,9 @@ struct SavedState {
     step: usize,
     /// Parameter path -> the id the optimizer record uses for it.
     param_ids: BTreeMap<String, u64>,
+    /// Loss scaling's state, when it is on.
+    #[serde(default)]
+    scaler: Option<Scaler>,
 }
 
 const RECORD_FILE: &str = "optimizer.bpk";
@@ -198,6 +262,11 @@ impl<M: Module> PeftOptimizer<M> {
         &self.config
     }
 
+    /// The current loss scale, when loss scaling is on.
+    pub fn loss_scale(&self) -> Option<f32> {
+        self.scaler.map(|s| s.scale)
+    }
+
     /// The base learning rate the next optimizer step will use.
     pub fn next_lr(&self) -> f64 {
         self.config.schedule().lr_at(self.step)
@@ -208,6 +277,10 @@ impl<M: Module> PeftOptimizer<M> {
     pub fn backward_step(&mut self, model: M, loss: Tensor<1>) -> (M, Option<StepReport>) {
         let accum = self.config.gradient_accumulation_steps;
         let loss = if accum > 1 { loss / accum as f32 } else { loss };
+        let loss = match self.scaler {
+            Some(s) => loss * s.scale,
+            None => loss,
+        };
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         self.pending += 1;
         if self.pending < accum {
@@ -226,26 +299,48 @@ impl<M: Module> PeftOptimizer<M> {
     }
 
     /// Clips `grads` and takes one optimizer step with them (for callers that compute gradients
-    /// themselves, e.g. with extra penalty terms).
+    /// themselves, e.g. with extra penalty terms). With loss scaling on, `grads` are those of
+    /// the scaled loss: they are unscaled here, and a step whose gradients overflowed is
+    /// skipped (it still counts as a step of the schedule, as in HF's Trainer).
     pub fn apply(&mut self, model: M, mut grads: GradientsParams) -> (M, StepReport) {
-        let grad_norm = match self.config.max_grad_norm {
-            Some(max) => clip_global_norm(&model, &mut grads, max),
-            None => global_grad_norm(&model, &grads),
-        }
-        .unwrap_or(0.0);
-        let mut lr = self.lr_policy();
-        let lrs = lr.step();
+        let unscale = self.scaler.map_or(1.0, |s| 1.0 / s.scale);
+        let grad_norm = global_grad_norm(&model, &grads).map_or(0.0, |n| n * unscale);
         let base_lr = self.config.schedule().lr_at(self.step);
-        let model = self.optim.step(lrs, model, grads);
+        let skipped = !grad_norm.is_finite() && self.scaler.is_some();
+        if let (Some(scaler), Some(config)) = (&mut self.scaler, &self.config.loss_scale) {
+            if skipped {
+                scaler.scale *= config.backoff_factor;
+                scaler.good_steps = 0;
+            } else {
+                scaler.good_steps += 1;
+                if scaler.good_steps == config.growth_interval {
+                    scaler.scale *= config.growth_factor;
+                    scaler.good_steps = 0;
+                }
+            }
+        }
+        // The scheduler is positioned at this step's index before it is counted.
+        let lrs = self.lr_policy().step();
         self.step += 1;
-        (
-            model,
-            StepReport {
-                step: self.step,
-                lr: base_lr,
-                grad_norm,
-            },
-        )
+        let report = StepReport {
+            step: self.step,
+            lr: base_lr,
+            grad_norm,
+            skipped,
+        };
+        if skipped {
+            return (model, report);
+        }
+        // PyTorch's clip_grad_norm_: scale down when the norm exceeds the maximum (1e-6 guard).
+        let clip = match self.config.max_grad_norm {
+            Some(max) => (max / (grad_norm + 1e-6)).min(1.0),
+            None => 1.0,
+        };
+        if unscale * clip != 1.0 {
+            scale_grads(&model, &mut grads, unscale * clip);
+        }
+        let model = self.optim.step(lrs, model, grads);
+        (model, report)
     }
 
     /// burn's per-group scheduler positioned at the current step: the base schedule for all
@@ -285,6 +380,7 @@ impl<M: Module> PeftOptimizer<M> {
                 .into_iter()
                 .map(|(path, id)| (path, id.val()))
                 .collect(),
+            scaler: self.scaler,
         };
         let json = serde_json::to_string_pretty(&state)
             .map_err(|e| PeftError::format(dir.join(STATE_FILE), e))?;
@@ -333,6 +429,9 @@ impl<M: Module> PeftOptimizer<M> {
             .from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|e| PeftError::format(&record_path, format!("{e:?}")))?;
         self.step = state.step;
+        if self.scaler.is_some() {
+            self.scaler = state.scaler.or(self.scaler);
+        }
         self.pending = 0;
         self.accumulator = GradientsAccumulator::new();
         Ok(model)

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 /// The ids of the parameters that get a gradient, by module path (`layers.0.self_attn...`).
 ///
@@ -88,9 +88,14 @@ pub fn clip_global_norm<M: Module>(
     let norm = global_grad_norm(module, grads)?;
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
-        module.visit(&mut Scale { grads, coef });
+        scale_grads(module, grads, coef);
     }
     Some(norm)
+}
+
+/// Multiplies every gradient of `module`'s parameters by `coef`.
+pub(crate) fn scale_grads<M: Module>(module: &M, grads: &mut GradientsParams, coef: f32) {
+    module.visit(&mut Scale { grads, coef });
 }
 
 struct PathVisitor {
@@ -157,7 +162,7 @@ struct SquaredNorm<'a> {
 impl ModuleVisitor for SquaredNorm<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            let sq = g.square().sum();
+            let sq = g.square().sum().cast(FloatDType::F32);
             self.sum = Some(match self.sum.take() {
                 Some(s) => s + sq,
                 None => sq,

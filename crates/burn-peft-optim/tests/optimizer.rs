@@ -9,7 +9,8 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use burn_peft_adapters::{Adapter, AddAdapter, LoraConfig, LoraInit, load_adapter, save_adapter};
 use burn_peft_core::{AdaptedLinear, AdapterHost, TargetModules};
 use burn_peft_optim::{
-    PeftOptimizerConfig, clip_global_norm, global_grad_norm, make_trainable, trainable_param_ids,
+    LossScaleConfig, PeftOptimizerConfig, clip_global_norm, global_grad_norm, make_trainable,
+    trainable_param_ids,
 };
 
 #[derive(Module, Debug)]
@@ -319,6 +320,12 @@ fn bad_state_is_refused_with_errors() {
         PeftOptimizerConfig::new(3).with_gradient_accumulation_steps(0),
         PeftOptimizerConfig::new(3).with_max_grad_norm(Some(0.0)),
         PeftOptimizerConfig::new(3).with_loraplus_lr_ratio(Some(f64::NAN)),
+        PeftOptimizerConfig::new(3)
+            .with_loss_scale(Some(LossScaleConfig::new().with_backoff_factor(1.0))),
+        PeftOptimizerConfig::new(3)
+            .with_loss_scale(Some(LossScaleConfig::new().with_init_scale(f32::INFINITY))),
+        PeftOptimizerConfig::new(3)
+            .with_loss_scale(Some(LossScaleConfig::new().with_growth_interval(0))),
     ] {
         assert!(bad.init::<Net>().is_err(), "{bad:?}");
     }
@@ -345,4 +352,93 @@ fn full_fine_tuning_updates_every_parameter() {
             "a weight did not move"
         );
     }
+}
+
+/// Inputs and targets from a formula (no shared RNG), `step` shifting them.
+fn wave_data(device: &Device, rows: usize, step: usize) -> (Tensor<2>, Tensor<2>) {
+    let wave = |n: usize, k: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| (0.9 * i as f32 + k + step as f32).cos())
+            .collect()
+    };
+    (
+        Tensor::from_data(TensorData::new(wave(rows * 6, 0.3), [rows, 6]), device),
+        Tensor::from_data(TensorData::new(wave(rows * 3, 2.1), [rows, 3]), device),
+    )
+}
+
+/// Loss scaling (for f16 training) changes nothing in f32 but the scale: the update is that of
+/// the unscaled loss, clipping included; an overflow skips the step and halves the scale; the
+/// scale grows after `growth_interval` good steps and survives a save and resume.
+#[test]
+fn loss_scaling_gives_the_unscaled_update_and_backs_off_on_overflow() {
+    let device = Device::flex().autodiff();
+    let mut plain_net = base(&device);
+    plain_net.add_lora("t", &lora(LoraInit::Random)).unwrap();
+    let mut scaled_net = plain_net.clone();
+    let config = PeftOptimizerConfig::new(10)
+        .with_learning_rate(1e-2)
+        .with_max_grad_norm(Some(0.5));
+    let mut plain = config.init::<Net>().unwrap();
+    let mut scaled = config
+        .clone()
+        .with_loss_scale(Some(
+            LossScaleConfig::new()
+                .with_init_scale(1024.0)
+                .with_growth_interval(2),
+        ))
+        .init::<Net>()
+        .unwrap();
+    assert_eq!(plain.loss_scale(), None);
+    let initial = values(&plain_net);
+    for step in 0..3 {
+        let (x, y) = wave_data(&device, 8, step);
+        let loss = mse(&plain_net, x.clone(), y.clone());
+        let (n, a) = plain.backward_step(plain_net, loss);
+        plain_net = n;
+        let loss = mse(&scaled_net, x, y);
+        let (n, b) = scaled.backward_step(scaled_net, loss);
+        scaled_net = n;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(!b.skipped);
+        // A power-of-two scale is exact in f32: the same norm, the same update.
+        assert!(
+            (a.grad_norm - b.grad_norm).abs() <= 1e-6 * a.grad_norm,
+            "{a:?} {b:?}"
+        );
+        let diff = max_abs_diff(&values(&plain_net), &values(&scaled_net));
+        assert!(diff < 1e-6, "step {step}: {diff}");
+    }
+    assert!(max_abs_diff(&values(&plain_net), &initial) > 1e-4);
+    // Two good steps doubled it once; the third is one of the next two.
+    assert_eq!(scaled.loss_scale(), Some(2048.0));
+
+    // Saved and resumed with the optimizer.
+    let dir = tempfile::tempdir().unwrap();
+    scaled.save(&scaled_net, dir.path()).unwrap();
+    let mut resumed = config
+        .clone()
+        .with_loss_scale(Some(LossScaleConfig::new()))
+        .init::<Net>()
+        .unwrap();
+    let scaled_net = resumed.load(scaled_net, dir.path()).unwrap();
+    assert_eq!(resumed.loss_scale(), Some(2048.0));
+
+    // A scale that overflows f32 gradients: the step is skipped, nothing moves, the scale halves.
+    let mut huge = config
+        .with_loss_scale(Some(LossScaleConfig::new().with_init_scale(1e38)))
+        .init::<Net>()
+        .unwrap();
+    let before = values(&scaled_net);
+    let (x, y) = wave_data(&device, 8, 7);
+    let loss = mse(&scaled_net, x, y);
+    let (net, report) = huge.backward_step(scaled_net, loss);
+    let report = report.unwrap();
+    assert!(
+        report.skipped && !report.grad_norm.is_finite(),
+        "{report:?}"
+    );
+    assert_eq!(report.step, 1);
+    assert_eq!(values(&net), before);
+    assert_eq!(huge.loss_scale(), Some(5e37));
 }

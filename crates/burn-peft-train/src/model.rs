@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use burn_peft_models::Llama;
 
 use crate::batch::Batch;
@@ -68,7 +68,7 @@ pub fn batch_loss<M: CausalLm>(model: &M, batch: &Batch) -> Tensor<1> {
     }
     let n = positions.len();
     if n == 0 {
-        return (hidden.sum() * 0.0).reshape([1]);
+        return (hidden.sum().cast(FloatDType::F32) * 0.0).reshape([1]);
     }
     let index = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
     let picked = hidden.reshape([b * s, h]).select(0, index);

@@ -357,6 +357,11 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             if self.regularizer.is_some() {
                 record["penalty"] = json!(penalty_sum / accum as f64);
             }
+            if let Some(scale) = optim.loss_scale() {
+                // The scale the next step will use, and whether this one overflowed.
+                record["loss_scale"] = json!(scale);
+                record["skipped"] = json!(report.skipped);
+            }
             metrics.append(&record)?;
             bar.set_message(format!("loss {final_loss:.4}  {tps:.0} tok/s"));
             bar.inc(1);

@@ -152,19 +152,23 @@ impl Ia3 {
     }
 
     pub(crate) fn transform_input<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if self.feedforward {
-            x * self.scale.val().unsqueeze::<D>()
-        } else {
-            x
-        }
+        if self.feedforward { self.scaled(x) } else { x }
     }
 
     pub(crate) fn apply<const D: usize>(&self, out: Tensor<D>) -> Tensor<D> {
         if self.feedforward {
             out
         } else {
-            out * self.scale.val().unsqueeze::<D>()
+            self.scaled(out)
         }
+    }
+
+    /// `t` times the scale vector, computed in the vector's type (f32) and returned in `t`'s,
+    /// as PEFT does for a half-precision base.
+    fn scaled<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+        let scale = self.scale.val();
+        let dtype = t.dtype();
+        (t.cast(scale.dtype()) * scale.unsqueeze::<D>()).cast(dtype)
     }
 
     fn weight_factor(&self, eps: f64) -> Tensor<2> {

@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::module::linear;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, FloatDType, Tensor};
 use burn_peft_core::format::NamedTensor;
 use burn_peft_core::{PeftError, Result};
 
@@ -43,7 +43,8 @@ impl Lora {
     pub fn init(config: &LoraConfig, path: &str, base: &Linear) -> Result<Self> {
         config.validate()?;
         let (r, alpha) = config.rank_and_alpha(path)?;
-        let weight = base.weight.val().detach();
+        // The adapter is built in f32 whatever the base is stored in.
+        let weight = base.weight.val().detach().cast(FloatDType::F32);
         let device = weight.device();
         let [d_in, d_out] = weight.dims();
         let scaling = config.scaling_for(r, alpha);
@@ -113,7 +114,11 @@ impl Lora {
         base_out: &Tensor<D>,
         out: Tensor<D>,
     ) -> Tensor<D> {
-        let dropped = self.dropout.forward(x.clone());
+        // Computed in the adapter's own type (f32) whatever the activations are, and added back
+        // in theirs, as PEFT does over a half-precision base.
+        let dtype = out.dtype();
+        let own = self.lora_a.val().dtype();
+        let dropped = self.dropout.forward(x.clone().cast(own));
         let dropout_active = dropped.device().is_autodiff()
             && self.dropout.prob > 0.0
             && self.dropout.training.is_enabled();
@@ -122,10 +127,11 @@ impl Lora {
             self.lora_b.val(),
             None,
         ) * self.scaling;
+        let out = out.cast(own);
         let Some(magnitude) = &self.magnitude else {
-            return out + lora;
+            return (out + lora).cast(dtype);
         };
-        let weight = base.weight.val();
+        let weight = base.weight.val().cast(own);
         let norm = column_norm(
             weight.clone().detach()
                 + self
@@ -146,11 +152,11 @@ impl Lora {
             linear(dropped, weight, None)
         } else {
             match &base.bias {
-                Some(bias) => out.clone() - bias.val().unsqueeze::<D>(),
+                Some(bias) => out.clone() - bias.val().cast(own).unsqueeze::<D>(),
                 None => out.clone(),
             }
         };
-        out + (scale.clone() - 1.0) * base_no_bias + scale * lora
+        (out + (scale.clone() - 1.0) * base_no_bias + scale * lora).cast(dtype)
     }
 
     pub(crate) fn merge_into(&mut self, weight: Tensor<2>) -> Tensor<2> {

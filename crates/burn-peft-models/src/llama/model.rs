@@ -3,9 +3,9 @@
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{log_softmax, silu};
-use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Distribution, FloatDType, Int, Tensor, TensorData};
 use burn_peft_adapters::{Adapter, PromptLearning};
-use burn_peft_core::{AdaptedLinear, AdapterHost};
+use burn_peft_core::{AdaptedLinear, AdapterHost, Precision, cast_if_frozen};
 
 use super::config::LlamaConfig;
 use crate::attention::scaled_dot_attention;
@@ -24,10 +24,13 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension.
+    /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension, normalized in f32 and
+    /// returned in `x`'s type (as HF's `LlamaRMSNorm`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x = x.cast(FloatDType::F32);
         let rms = (x.clone().powi_scalar(2).mean_dim(D - 1) + self.eps).sqrt();
-        x / rms * self.weight.val().unsqueeze::<D>()
+        (x / rms).cast(dtype) * self.weight.val().cast(dtype).unsqueeze::<D>()
     }
 }
 
@@ -134,6 +137,9 @@ pub struct Llama {
     /// The shape the model was built from.
     #[module(skip)]
     pub config: LlamaConfig,
+    /// What activations are computed in; see [`Llama::set_precision`].
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl AdapterHost for Llama {
@@ -320,6 +326,7 @@ impl Llama {
             prompt_learning: None,
             prompt_name: None,
             config: config.clone(),
+            precision: Precision::F32,
         })
     }
 
@@ -404,14 +411,15 @@ impl Llama {
     ) -> (Tensor<3>, usize) {
         let device = input_ids.device();
         let [b, t] = input_ids.dims();
-        let mut x = self.embed_tokens.forward(input_ids);
+        let dtype = self.precision.float_dtype();
+        let mut x = self.embed_tokens.forward(input_ids).cast(dtype);
         let mut mask = attention_mask;
         let mut prompt_len = 0;
         if !cache.primed {
             cache.primed = true;
             match &self.prompt_learning {
                 Some(PromptLearning::Prompt(p)) => {
-                    let e = p.embedding.val();
+                    let e = p.embedding.val().cast(dtype);
                     let [n, h] = e.dims();
                     x = Tensor::cat(vec![e.unsqueeze::<3>().expand([b, n, h]), x], 1);
                     mask = mask.map(|m| Tensor::cat(vec![Tensor::ones([b, n], &device), m], 1));
@@ -425,8 +433,8 @@ impl Llama {
                         .map(|(k, v)| {
                             let [kvh, n, d] = k.dims();
                             (
-                                k.unsqueeze::<4>().expand([b, kvh, n, d]),
-                                v.unsqueeze::<4>().expand([b, kvh, n, d]),
+                                k.cast(dtype).unsqueeze::<4>().expand([b, kvh, n, d]),
+                                v.cast(dtype).unsqueeze::<4>().expand([b, kvh, n, d]),
                             )
                         })
                         .collect();
@@ -437,6 +445,7 @@ impl Llama {
         let past_len = cache.len();
         let seq = prompt_len + t;
         let (cos, sin) = rope_tables(&self.config, past_len, seq, &device);
+        let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
         let attn_mask = attention_bias_mask(seq, past_len, mask, &device);
         let mut updated = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
@@ -455,10 +464,16 @@ impl Llama {
         (self.norm.forward(x), prompt_len)
     }
 
-    /// Output logits for final hidden states.
+    /// Output logits for final hidden states, in f32 whatever the model computes in (the loss
+    /// and sampling need the range).
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
+        let dtype = hidden.dtype();
+        let logits = match &self.lm_head {
+            Some(head) => burn::tensor::module::linear(
+                hidden,
+                head.weight.val().cast(dtype),
+                head.bias.as_ref().map(|b| b.val().cast(dtype)),
+            ),
             None => {
                 // Tied: logits = h · Eᵀ. Computed as (E · hᵀ)ᵀ so that the large [vocab, hidden]
                 // table is never transposed (a full copy on some backends); only the small
@@ -469,11 +484,51 @@ impl Llama {
                 self.embed_tokens
                     .weight
                     .val()
+                    .cast(dtype)
                     .matmul(flat)
                     .transpose()
                     .reshape([b, t, v])
             }
+        };
+        logits.cast(FloatDType::F32)
+    }
+
+    /// Sets what the model computes in, and stores its frozen weights in that type: every
+    /// parameter that gets no gradient, adapters excepted. Trainable weights (full
+    /// fine-tuning) keep their f32 master copy and are cast where they are used; adapters stay
+    /// f32. Call it after choosing what trains (adding adapters freezes the base).
+    ///
+    /// ```
+    /// use burn::module::Module;
+    /// use burn::tensor::{DType, Device, Int, Tensor};
+    /// use burn_peft_core::Precision;
+    /// use burn_peft_models::{Llama, LlamaConfig};
+    ///
+    /// let device = Device::flex();
+    /// let mut model = Llama::init(&LlamaConfig::tiny(32), &device).no_grad();
+    /// model.set_precision(Precision::Bf16);
+    /// assert_eq!(model.embed_tokens.weight.val().dtype(), DType::BF16);
+    /// let ids = Tensor::<2, Int>::from_data([[1, 2, 3]], &device);
+    /// // The logits are f32 for the loss.
+    /// assert_eq!(model.forward(ids, None).dtype(), DType::F32);
+    /// ```
+    pub fn set_precision(&mut self, precision: Precision) {
+        let dtype = precision.float_dtype();
+        self.precision = precision;
+        self.embed_tokens.weight = cast_if_frozen(self.embed_tokens.weight.clone(), dtype);
+        let mut norms: Vec<&mut RmsNorm> = vec![&mut self.norm];
+        for layer in &mut self.layers {
+            norms.push(&mut layer.input_layernorm);
+            norms.push(&mut layer.post_attention_layernorm);
         }
+        for norm in norms {
+            norm.weight = cast_if_frozen(norm.weight.clone(), dtype);
+        }
+        if let Some(head) = &mut self.lm_head {
+            head.weight = cast_if_frozen(head.weight.clone(), dtype);
+            head.bias = head.bias.take().map(|b| cast_if_frozen(b, dtype));
+        }
+        self.visit_adapted_linears(&mut |_, layer| layer.cast_frozen_base(dtype));
     }
 
     /// Mean next-token cross-entropy: position t predicts token t+1; positions whose target is
