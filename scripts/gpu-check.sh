@@ -19,7 +19,7 @@
 #      a warm one (cubecl's persistent cache in target/environment, written by the first);
 #   3. peft_bench.py on the same card and shapes, f32 (TF32 off) and bf16.
 # Every result goes to RESULTS as JSON lines (ours.jsonl, peft.jsonl, checks.jsonl) and log.txt.
-# Environment: DEVICES (default "vulkan"), SHAPES, METHODS (default "lora full"),
+# Environment: DEVICES (default "vulkan"), SHAPES, METHODS (default "lora full"), DTYPES (default "f32 bf16"),
 # SKIP_CHECKS=1, CHECK_ARGS (e.g. "--quick"), SKIP_PEFT=1, RUNS (default "cold warm"),
 # STEP_TIMEOUT (seconds per bench process, default 240).
 set -euo pipefail
@@ -98,15 +98,17 @@ run)
         bin=$(bin_for "$device")
         for shape in ${SHAPES:-smollm2-135m}; do
             for method in ${METHODS:-lora full}; do
+              for dtype in ${DTYPES:-f32 bf16}; do
                 for run in ${RUNS:-cold warm}; do
-                    echo "== bench-step $device $shape $method ($run)"
+                    echo "== bench-step $device $shape $method $dtype ($run)"
                     line=$(timeout "$step_timeout" "$bin" bench-step --device "$device" \
                         --shape "$shape" --method "$method" --r 16 --batch-size 8 \
-                        --seq-len 512 --steps 5 --warmup 2 --json) \
+                        --seq-len 512 --steps 5 --warmup 2 --dtype "$dtype" --json) \
                         || { echo "bench-step: exit $?"; continue; }
                     echo "$line"
                     echo "${line%\}},\"run\":\"$run\"}" >>"$results/ours.jsonl"
                 done
+              done
             done
         done
     done
