@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use burn::module::{Lora as NativeLora, Module, ParamGroup};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
 use burn_peft_core::{Precision, TargetModules, TrainableParameters, parse_device};
@@ -50,6 +51,10 @@ pub struct BenchArgs {
     /// balanced gradient checkpointing): less memory for a little more time.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// With `--method lora`: burn's own `apply_lora` on every `*_proj` weight instead of
+    /// burn-peft's adapters, for comparison (burn rebuilds W + s·A·B on every forward).
+    #[arg(long)]
+    pub burn_native_lora: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -108,6 +113,16 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             .with_target_modules(TargetModules::all_linear())
     };
     match args.method {
+        Method::Lora if args.burn_native_lora => {
+            // The layers all-linear picks: the base weights of the seven *_proj layers.
+            let group =
+                ParamGroup::from_regex(r"_proj\.base\.weight$").map_err(|e| format!("{e:?}"))?;
+            model = model
+                .apply_lora(NativeLora::new(args.r, 2.0 * args.r as f64).set_param_group(group));
+        }
+        _ if args.burn_native_lora => {
+            return Err("--burn-native-lora compares against --method lora only".into());
+        }
         Method::Lora => drop(model.add_lora("b", &lora(false)).map_err(err)?),
         Method::Dora => drop(model.add_lora("b", &lora(true)).map_err(err)?),
         Method::Ia3 => drop(model.add_ia3("b", &Ia3Config::default()).map_err(err)?),
@@ -174,6 +189,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "device": args.device,
             "dtype": args.dtype.to_string(),
             "gradient_checkpointing": args.gradient_checkpointing,
+            "burn_native_lora": args.burn_native_lora,
             "batch": b,
             "seq": s,
             "trainable": params.trainable,

@@ -764,13 +764,16 @@ fn bench_step_reports_json_and_refuses_bad_shapes() {
             "1",
             "--seq-len",
             "8",
-            "--steps",
-            "2",
             "--warmup",
             "0",
             "--json",
         ];
-        serde_json::from_slice(&ok(run(&[&args[..], extra].concat())).stdout).unwrap()
+        let steps: &[&str] = if extra.contains(&"--steps") {
+            &[]
+        } else {
+            &["--steps", "2"]
+        };
+        serde_json::from_slice(&ok(run(&[&args[..], steps, extra].concat())).stdout).unwrap()
     };
     let plain = bench(&[]);
     let checkpointed = bench(&["--gradient-checkpointing"]);
@@ -779,6 +782,27 @@ fn bench_step_reports_json_and_refuses_bad_shapes() {
     assert!(
         (loss(&plain) - loss(&checkpointed)).abs() < 1e-5,
         "{plain} {checkpointed}"
+    );
+    // burn's own apply_lora on the same layers: as many trainable parameters, and (B = 0 in
+    // both) the same loss before the first update.
+    let ours = bench(&["--steps", "1"]);
+    let native = bench(&["--steps", "1", "--burn-native-lora"]);
+    assert_eq!(native["burn_native_lora"], true);
+    assert_eq!(native["trainable"], ours["trainable"]);
+    assert!(
+        (loss(&native) - loss(&ours)).abs() < 1e-5,
+        "{native} {ours}"
+    );
+    one_line_error(
+        &run(&[
+            "bench-step",
+            "--shape",
+            "tiny",
+            "--method",
+            "ia3",
+            "--burn-native-lora",
+        ]),
+        "--method lora only",
     );
     one_line_error(&run(&["bench-step", "--shape", "gpt-5"]), "unknown shape");
     one_line_error(

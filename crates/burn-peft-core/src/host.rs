@@ -280,12 +280,13 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
     }
 }
 
-/// `param` stored in `dtype` when it gets no gradient; unchanged otherwise.
+/// `param` stored in `dtype` when it gets no gradient; unchanged otherwise, and unchanged (the
+/// same parameter, with whatever reparameterization it carries) when it is in `dtype` already.
 pub fn cast_if_frozen<const D: usize>(
     param: Param<Tensor<D>>,
     dtype: FloatDType,
 ) -> Param<Tensor<D>> {
-    if param.is_require_grad() {
+    if param.is_require_grad() || param.val().dtype() == dtype.into() {
         return param;
     }
     param.map(|t| t.cast(dtype)).set_require_grad(false)
