@@ -264,15 +264,14 @@ impl<M: CausalLm> Regularizer<M> for Ewc {
     fn load(&mut self, model: &M, dir: &Path, device: &Device) -> Result<()> {
         let path = dir.join(EWC_FILE);
         let paths: Vec<String> = flat::values(model).into_keys().collect();
-        let n = flat::group_names(&path)?
-            .iter()
-            .filter(|g| g.starts_with("fisher."))
-            .count();
-        let names: Vec<String> = (0..n)
-            .flat_map(|i| [format!("fisher.{i}"), format!("anchor.{i}")])
-            .collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut groups = flat::load(&path, &refs, &paths, device)?.into_iter();
+        // One (Fisher, anchor) pair per consolidated task: fisher.0, anchor.0, fisher.1, ...
+        let pairs = |found: &[String]| -> Vec<String> {
+            let n = found.iter().filter(|g| g.starts_with("fisher.")).count();
+            (0..n)
+                .flat_map(|i| [format!("fisher.{i}"), format!("anchor.{i}")])
+                .collect()
+        };
+        let mut groups = flat::load(&path, pairs, &paths, device)?.into_iter();
         self.terms.clear();
         while let (Some(f), Some(a)) = (groups.next(), groups.next()) {
             self.terms.push((f, a));
@@ -325,7 +324,8 @@ impl<M: Module> Regularizer<M> for L2Sp {
 
     fn load(&mut self, model: &M, dir: &Path, device: &Device) -> Result<()> {
         let paths: Vec<String> = flat::values(model).into_keys().collect();
-        self.anchor = flat::load(&dir.join(L2SP_FILE), &["anchor"], &paths, device)?
+        let anchor = |_: &[String]| vec!["anchor".to_string()];
+        self.anchor = flat::load(&dir.join(L2SP_FILE), anchor, &paths, device)?
             .pop()
             .unwrap_or_default();
         Ok(())

@@ -107,28 +107,24 @@ pub(crate) fn save(path: &Path, groups: &[(&str, &Flat)]) -> Result<()> {
     Ok(write_safetensors(path, &all)?)
 }
 
-/// The group names in a file [`save`] wrote, sorted.
-pub(crate) fn group_names(path: &Path) -> Result<Vec<String>> {
-    let all = read_safetensors(path)?;
-    let mut names: Vec<String> = all
-        .keys()
-        .filter_map(|k| k.split_once('/').map(|(g, _)| g.to_string()))
-        .collect();
-    names.sort();
-    names.dedup();
-    Ok(names)
-}
-
-/// Reads the groups [`save`] wrote; every group must cover exactly `paths`.
+/// Reads the groups [`save`] wrote, in one pass over the file, each of which must cover
+/// exactly `paths`; `groups` is called with the group names found (sorted) and returns those to
+/// take, in order. A group it names that the file lacks, or a key outside those groups, is an
+/// error.
 pub(crate) fn load(
     path: &Path,
-    groups: &[&str],
+    groups: impl FnOnce(&[String]) -> Vec<String>,
     paths: &[String],
     device: &Device,
 ) -> Result<Vec<Flat>> {
     let mut all = read_safetensors(path)?;
+    let mut found: Vec<String> = all
+        .keys()
+        .filter_map(|k| k.split_once('/').map(|(g, _)| g.to_string()))
+        .collect();
+    found.dedup();
     let mut out = Vec::new();
-    for g in groups {
+    for g in groups(&found) {
         let mut flat = Flat::new();
         for p in paths {
             let key = format!("{g}/{p}");
