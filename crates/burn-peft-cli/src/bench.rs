@@ -99,6 +99,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let config = shape(&args.shape)?;
     let device = parse_device(&args.device).map_err(err)?;
     args.dtype.check(&device).map_err(err)?;
+    if args.burn_native_lora && args.dtype != Precision::F32 {
+        return Err(
+            "--burn-native-lora runs in f32 only (burn builds its factors in the base's type)"
+                .into(),
+        );
+    }
     let device = if args.gradient_checkpointing {
         device.autodiff().gradient_checkpointing()
     } else {

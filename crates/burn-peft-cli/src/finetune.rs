@@ -334,9 +334,8 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let full = args.method == Method::Full;
     // A resumed run's trained weights are loaded into the model (replacing a new adapter);
     // a full fine-tuning resume loads the whole model from its checkpoint instead.
-    if !(args.resume && full) {
-        add_method(&mut model, args, &tokenizer)?;
-    }
+    // (For full fine-tuning this only makes every weight trainable, which a resume needs too.)
+    add_method(&mut model, args, &tokenizer)?;
     model.set_precision(args.dtype);
     let optimizer = |steps: usize| {
         PeftOptimizerConfig::new(steps)

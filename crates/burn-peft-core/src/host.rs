@@ -136,15 +136,14 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
 
     /// The base layer on `x`, its parameters cast to `x`'s element type where they differ.
     fn base_forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        // One `val()`: under a reparameterization (burn's own LoRA) it builds the weight.
         let dtype = x.dtype();
-        if self.base.weight.val().dtype() == dtype {
-            return self.base.forward(x);
+        let weight = self.base.weight.val();
+        let bias = self.base.bias.as_ref().map(|b| b.val());
+        if weight.dtype() == dtype {
+            return linear(x, weight, bias);
         }
-        linear(
-            x,
-            self.base.weight.val().cast(dtype),
-            self.base.bias.as_ref().map(|b| b.val().cast(dtype)),
-        )
+        linear(x, weight.cast(dtype), bias.map(|b| b.cast(dtype)))
     }
 
     /// Stores the base weight and bias in `dtype` if they are frozen (trainable ones keep their
@@ -280,13 +279,15 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
     }
 }
 
-/// `param` stored in `dtype` when it gets no gradient; unchanged otherwise, and unchanged (the
-/// same parameter, with whatever reparameterization it carries) when it is in `dtype` already.
+/// `param` stored in `dtype` when it gets no gradient. Unchanged when it trains, when it is in
+/// `dtype` already, and when it carries burn's own LoRA reparameterization (re-wrapping the value
+/// would drop it).
 pub fn cast_if_frozen<const D: usize>(
     param: Param<Tensor<D>>,
     dtype: FloatDType,
 ) -> Param<Tensor<D>> {
-    if param.is_require_grad() || param.val().dtype() == dtype.into() {
+    if param.is_require_grad() || param.adapter().is_some() || param.base().dtype() == dtype.into()
+    {
         return param;
     }
     param.map(|t| t.cast(dtype)).set_require_grad(false)

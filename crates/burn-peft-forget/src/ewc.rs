@@ -89,6 +89,8 @@ pub struct Ewc {
     terms: Vec<(Flat, Flat)>,
 }
 
+/// The loss scale of the Fisher estimate (see `Ewc::consolidate`).
+const FISHER_SCALE: f32 = 1024.0;
 const EWC_FILE: &str = "ewc.safetensors";
 
 impl Ewc {
@@ -159,9 +161,11 @@ impl Ewc {
                 FisherKind::Empirical => batch_loss(model, &batch),
                 FisherKind::Sampled => sampled_loss(model, &batch),
             };
-            let grads = GradientsParams::from_grads(loss.backward(), model);
+            // Scaled by a power of two (exact in f32 and bf16) so that per-sample gradients
+            // through f16 activations do not underflow; unscaled in the square.
+            let grads = GradientsParams::from_grads((loss * FISHER_SCALE).backward(), model);
             for (k, g) in flat::gradients(model, &grads) {
-                let g2 = g.square();
+                let g2 = g.square() / (FISHER_SCALE * FISHER_SCALE);
                 let entry = sum.remove(&k);
                 sum.insert(
                     k,

@@ -68,7 +68,8 @@ pub fn batch_loss<M: CausalLm>(model: &M, batch: &Batch) -> Tensor<1> {
     }
     let n = positions.len();
     if n == 0 {
-        return (hidden.sum().cast(FloatDType::F32) * 0.0).reshape([1]);
+        // Summed in f32: an f16 sum of every hidden value can overflow, and inf · 0 is NaN.
+        return (hidden.cast(FloatDType::F32).sum() * 0.0).reshape([1]);
     }
     let index = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
     let picked = hidden.reshape([b * s, h]).select(0, index);
