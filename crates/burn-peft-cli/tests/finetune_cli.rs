@@ -804,6 +804,17 @@ fn bench_step_reports_json_and_refuses_bad_shapes() {
         ]),
         "--method lora only",
     );
+    one_line_error(
+        &run(&[
+            "bench-step",
+            "--shape",
+            "tiny",
+            "--burn-native-lora",
+            "--dtype",
+            "bf16",
+        ]),
+        "f32 only",
+    );
     one_line_error(&run(&["bench-step", "--shape", "gpt-5"]), "unknown shape");
     one_line_error(
         &run(&["bench-step", "--shape", "tiny", "--method", "prompt"]),
