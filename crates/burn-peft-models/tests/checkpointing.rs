@@ -10,6 +10,9 @@ use burn_peft_core::TargetModules;
 use burn_peft_models::{Llama, LlamaConfig};
 use burn_peft_optim::make_trainable;
 
+/// Attaches a method to a model.
+type AddFn = Box<dyn Fn(&mut Llama)>;
+
 /// The same model with every parameter rebuilt on `device` from its values (no shared RNG).
 fn on_device(model: &Llama, device: &Device) -> Llama {
     struct Move<'a>(&'a Device);
@@ -52,7 +55,7 @@ fn checkpointed_gradients_equal_the_plain_ones() {
         .with_lora_alpha(8.0)
         .with_init(LoraInit::Random)
         .with_target_modules(TargetModules::all_linear());
-    let methods: Vec<(&str, Box<dyn Fn(&mut Llama)>)> = vec![
+    let methods: Vec<(&str, AddFn)> = vec![
         (
             "lora",
             Box::new(move |m| drop(m.add_lora("a", &lora).unwrap())),
