@@ -13,7 +13,7 @@ use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig, make_trainable};
 use burn_peft_train::SplitMix64;
 use clap::Args;
 
-use crate::common::err;
+use crate::common::{err, train_device};
 use crate::finetune::Method;
 
 /// Arguments of `burn-peft bench-step`.
@@ -105,11 +105,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 .into(),
         );
     }
-    let device = if args.gradient_checkpointing {
-        device.autodiff().gradient_checkpointing()
-    } else {
-        device.autodiff()
-    };
+    let device = train_device(&device, args.gradient_checkpointing);
     device.seed(0);
     let mut model = Llama::init(&config, &device);
     let lora = |dora| {

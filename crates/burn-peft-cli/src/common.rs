@@ -50,6 +50,17 @@ pub fn for_inference(model: Llama, precision: Precision) -> Llama {
     model
 }
 
+/// The autodiff device training runs on, with burn's balanced gradient checkpointing when
+/// `checkpointing` is set.
+pub fn train_device(device: &Device, checkpointing: bool) -> Device {
+    let device = device.clone().autodiff();
+    if checkpointing {
+        device.gradient_checkpointing()
+    } else {
+        device
+    }
+}
+
 /// An error as the one line a subcommand prints.
 pub fn err(e: impl ToString) -> String {
     e.to_string()

@@ -19,7 +19,7 @@ use burn_peft_train::{
 };
 use clap::{Args, ValueEnum};
 
-use crate::common::{err, load_model};
+use crate::common::{err, load_model, train_device};
 
 /// Fine-tuning methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -249,11 +249,7 @@ fn targets(list: &[String]) -> TargetModules {
 pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let device = parse_device(&args.device).map_err(err)?;
     args.dtype.check(&device).map_err(err)?;
-    let train_device = if args.gradient_checkpointing {
-        device.clone().autodiff().gradient_checkpointing()
-    } else {
-        device.clone().autodiff()
-    };
+    let train_device = train_device(&device, args.gradient_checkpointing);
     let lr_scheduler: ScheduleKind = args.lr_scheduler.parse()?;
     if args.forgetting != Forgetting::None && args.general_data.is_none() {
         return Err(format!(
@@ -332,9 +328,8 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let sequence = tasks.len() > 1;
 
     let full = args.method == Method::Full;
-    // A resumed run's trained weights are loaded into the model (replacing a new adapter);
-    // a full fine-tuning resume loads the whole model from its checkpoint instead.
-    // (For full fine-tuning this only makes every weight trainable, which a resume needs too.)
+    // The new adapter (full fine-tuning: every weight trainable); a resume loads the trained
+    // weights over it (full fine-tuning: the whole model from its checkpoint).
     add_method(&mut model, args, &tokenizer)?;
     model.set_precision(args.dtype);
     let optimizer = |steps: usize| {
