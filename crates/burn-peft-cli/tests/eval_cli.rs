@@ -9,9 +9,12 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
+fn fixture_json(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).unwrap()).unwrap()
+}
+
 fn expected() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap())
-        .unwrap()
+    fixture_json("expected.json")
 }
 
 fn eval(args: &[&str]) -> Output {
@@ -21,6 +24,21 @@ fn eval(args: &[&str]) -> Output {
         .current_dir(fixtures())
         .output()
         .unwrap()
+}
+
+/// `eval --json` of the tiny Llama on the fixture's 48 reference tokens (the text's first 48,
+/// those of `expected.json`), with `extra` arguments.
+fn eval_reference(extra: &[&str]) -> Output {
+    let args = [
+        "--model",
+        "tiny-llama",
+        "--text",
+        "text.txt",
+        "--max-tokens",
+        "48",
+        "--json",
+    ];
+    eval(&[&args[..], extra].concat())
 }
 
 fn json_loss(out: &Output) -> (f64, u64) {
@@ -75,14 +93,7 @@ fn several_adapters_are_all_active() {
         .map(|v| v.as_u64().unwrap())
         .collect();
     assert_eq!(ids.len(), 48);
-    let out = eval(&[
-        "--model",
-        "tiny-llama",
-        "--text",
-        "text.txt",
-        "--max-tokens",
-        "48",
-        "--json",
+    let out = eval_reference(&[
         "--adapter",
         "adapters/lora_qv",
         "--adapter",
@@ -100,33 +111,12 @@ fn every_peft_method_evaluates_without_extra_flags() {
     let e = expected();
     for name in ["ia3", "prefix", "prefix_proj", "prompt", "dora_attn"] {
         let dir = format!("adapters/{name}");
-        let out = eval(&[
-            "--model",
-            "tiny-llama",
-            "--text",
-            "text.txt",
-            "--max-tokens",
-            "48",
-            "--json",
-            "--adapter",
-            &dir,
-        ]);
+        let out = eval_reference(&["--adapter", &dir]);
         let (loss, _) = json_loss(&out);
         let want = e["adapters"][name]["loss"].as_f64().unwrap();
         assert!((loss - want).abs() < 1e-4, "{name}: {loss} vs {want}");
     }
-    let merged = eval(&[
-        "--model",
-        "tiny-llama",
-        "--text",
-        "text.txt",
-        "--max-tokens",
-        "48",
-        "--json",
-        "--adapter",
-        "adapters/ia3",
-        "--merge",
-    ]);
+    let merged = eval_reference(&["--adapter", "adapters/ia3", "--merge"]);
     let (loss, _) = json_loss(&merged);
     assert!((loss - e["adapters"]["ia3"]["merged_loss"].as_f64().unwrap()).abs() < 1e-4);
     let out = eval(&[
@@ -249,17 +239,7 @@ fn bad_input_is_a_one_line_error() {
 /// device. burn's backends panic on a missing driver; the CLI must not (exit 101).
 #[test]
 fn a_gpu_device_evaluates_or_fails_in_one_line() {
-    let out = eval(&[
-        "--model",
-        "tiny-llama",
-        "--text",
-        "text.txt",
-        "--max-tokens",
-        "48",
-        "--json",
-        "--device",
-        "wgpu",
-    ]);
+    let out = eval_reference(&["--device", "wgpu"]);
     if out.status.success() {
         let (loss, _) = json_loss(&out);
         let want = expected()["base_loss"].as_f64().unwrap();
@@ -277,24 +257,10 @@ fn a_gpu_device_evaluates_or_fails_in_one_line() {
 /// not exist is refused.
 #[test]
 fn half_precision_eval_matches_peft_in_half_precision() {
-    let half: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("expected_half.json")).unwrap(),
-    )
-    .unwrap();
-    // The fixture's 48 reference ids are the text's first 48 tokens.
-    let args = [
-        "--model",
-        "tiny-llama",
-        "--text",
-        "text.txt",
-        "--max-tokens",
-        "48",
-        "--adapter",
-        "adapters/lora_rs_all",
-        "--json",
-    ];
+    let half = fixture_json("expected_half.json");
+    let args = ["--adapter", "adapters/lora_rs_all"];
     for (dtype, tol) in [("bf16", 6e-3), ("f16", 1.5e-3)] {
-        let out = eval(&[&args[..], &["--dtype", dtype]].concat());
+        let out = eval_reference(&[&args[..], &["--dtype", dtype]].concat());
         let (loss, _) = json_loss(&out);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["dtype"], dtype);
@@ -304,7 +270,7 @@ fn half_precision_eval_matches_peft_in_half_precision() {
             "{dtype}: ours {loss}, PEFT {want}"
         );
     }
-    let out = eval(&[&args[..], &["--dtype", "fp8"]].concat());
+    let out = eval_reference(&[&args[..], &["--dtype", "fp8"]].concat());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("expected f32, bf16 or f16"), "{err}");
