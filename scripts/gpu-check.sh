@@ -10,18 +10,21 @@
 #   image has none) and PEFT's anchor benchmark (../shared/anchors/peft_bench.py, or
 #   $PEFT_BENCH). The `cuda` feature is added when scripts/setup-cuda-llvm.sh has set up the
 #   LLVM that burn's CUDA backend links (see the README).
-# run: from the repository root, with BUNDLE copied there:
-#   1. the numeric checks of scripts/backend_check.py on each GPU device (fixture eval against
-#      PEFT's losses, training trajectories against flex), tolerance 1e-3;
-#   2. bench-step, LoRA r16 all-linear and full fine-tuning, batch 8, seq 512, f32, at the
-#      SHAPES (default "smollm2-135m"; llama-1b too with SHAPES="smollm2-135m llama-1b"), each
-#      twice: a cold process (kernel compilation and autotuning, first step reported apart) and
-#      a warm one (cubecl's persistent cache in target/environment, written by the first);
-#   3. peft_bench.py on the same card and shapes, f32 (TF32 off) and bf16.
+# run: from the repository root, with BUNDLE copied there, the items of PLAN in order:
+#   SHAPE:DTYPE  bench-step at that shape (smollm2-135m, llama-1b) and type (f32, bf16, f16),
+#                each of METHODS (default "lora full"), r 16 all-linear, batch 8, seq 512, once
+#                per RUNS (default "1 2": a process that compiles and autotunes, then one that
+#                finds cubecl's kernel and autotune caches in target/environment, so the first
+#                step of each is the first-step latency with and without the cache); then
+#                ../shared/anchors/peft_bench.py on the same card, shape and type (bf16 or f32
+#                with TF32 off; SKIP_PEFT=1 skips it);
+#   checks:DEV   the numeric checks of scripts/backend_check.py on DEV (fixture eval against
+#                PEFT's losses, training trajectories against flex), with CHECK_ARGS.
+#   Default PLAN: "smollm2-135m:f32 smollm2-135m:bf16 checks:cuda llama-1b:bf16 llama-1b:f32".
 # Every result goes to RESULTS as JSON lines (ours.jsonl, peft.jsonl, checks.jsonl) and log.txt.
-# Environment: DEVICES (default "vulkan"), SHAPES, METHODS (default "lora full"), DTYPES (default "f32 bf16"),
-# SKIP_CHECKS=1, CHECK_ARGS (e.g. "--quick"), SKIP_PEFT=1, RUNS (default "cold warm"),
-# STEP_TIMEOUT (seconds per bench process, default 240).
+# Environment: PLAN, BENCH_DEVICE (default cuda), METHODS, RUNS, CHECK_ARGS (e.g. "--quick"),
+# SKIP_PEFT=1, STEP_TIMEOUT (seconds per bench process, default 240), BUDGET (seconds after
+# which no new item starts and running ones are cut, for leases with a hard limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,43 +78,55 @@ run)
     fi
     # CUDA: NVRTC and the driver are found through CUDA_PATH.
     if [ -z "${CUDA_PATH:-}" ] && [ -d /usr/local/cuda ]; then export CUDA_PATH=/usr/local/cuda; fi
-    bin_for() { echo "$bundle/burn-peft"; }
-    for device in ${DEVICES:-vulkan}; do
-        bin=$(bin_for "$device")
-        if [ -z "${SKIP_CHECKS:-}" ]; then
-            echo "== numeric checks on $device"
-            python3 scripts/backend_check.py --bin "$bin" --device "$device" ${CHECK_ARGS:-} \
-                --out "$results/checks.jsonl" || echo "checks on $device: some failed"
-        fi
-    done
-    if [ -z "${SKIP_PEFT:-}" ]; then
-        for dtype in f32 bf16; do
-            echo "== PyTorch + PEFT, $dtype"
-            shapes=$(echo "${SHAPES:-smollm2-135m}" | sed 's/smollm2-135m/smol/; s/llama-1b/1b/' | tr ' ' ',')
-            timeout 300 python3 "$bundle/peft_bench.py" --device cuda --shapes "$shapes" \
-                --methods "$(echo "${METHODS:-lora full}" | tr ' ' ',')" --dtype "$dtype" \
-                --batch 8 --seq 512 --steps 10 --warmup 3 --out "$results/peft.jsonl" \
-                || echo "peft_bench $dtype: exit $?"
-        done
-    fi
-    for device in ${DEVICES:-vulkan}; do
-        bin=$(bin_for "$device")
-        for shape in ${SHAPES:-smollm2-135m}; do
-            for method in ${METHODS:-lora full}; do
-              for dtype in ${DTYPES:-f32 bf16}; do
-                for run in ${RUNS:-cold warm}; do
-                    echo "== bench-step $device $shape $method $dtype ($run)"
-                    line=$(timeout "$step_timeout" "$bin" bench-step --device "$device" \
-                        --shape "$shape" --method "$method" --r 16 --batch-size 8 \
-                        --seq-len 512 --steps 5 --warmup 2 --dtype "$dtype" --json) \
-                        || { echo "bench-step: exit $?"; continue; }
-                    echo "$line"
-                    echo "${line%\}},\"run\":\"$run\"}" >>"$results/ours.jsonl"
-                done
-              done
+    bin="$bundle/burn-peft"
+    # Everything below stops starting new work BUDGET seconds after this line, so that a lease
+    # with a hard limit still brings back what finished.
+    deadline=$(($(date +%s) + ${BUDGET:-86400}))
+    limited() { # MAX CMD...: timeout min(MAX, time left), or skip when under 30 s are left
+        local max=$1 left=$((deadline - $(date +%s)))
+        shift
+        if [ "$left" -lt 30 ]; then echo "skipped, budget spent: ${*:1:3}"; return 1; fi
+        timeout "$((left < max ? left : max))" "$@"
+    }
+    bench_device=${BENCH_DEVICE:-cuda}
+    ours() { # shape dtype: bench-step for each method, RUNS processes each
+        for method in ${METHODS:-lora full}; do
+            for run in ${RUNS:-1 2}; do
+                echo "== bench-step $bench_device $1 $method $2 (process $run)"
+                line=$(limited "$step_timeout" "$bin" bench-step --device "$bench_device" \
+                    --shape "$1" --method "$method" --r 16 --batch-size 8 --seq-len 512 \
+                    --steps 5 --warmup 2 --dtype "$2" --json) || { echo "bench-step: exit $?"; continue; }
+                echo "$line"
+                echo "${line%\}},\"run\":\"$run\"}" >>"$results/ours.jsonl"
             done
         done
+    }
+    peft() { # shape dtype: PyTorch + PEFT on the same card
+        [ -n "${SKIP_PEFT:-}" ] && return 0
+        echo "== PyTorch + PEFT $1 $2"
+        limited 300 python3 "$bundle/peft_bench.py" --device cuda \
+            --shapes "$(echo "$1" | sed 's/smollm2-135m/smol/; s/llama-1b/1b/')" \
+            --methods "$(echo "${METHODS:-lora full}" | tr ' ' ',')" --dtype "$2" \
+            --batch 8 --seq 512 --steps 10 --warmup 3 --out "$results/peft.jsonl" \
+            || echo "peft_bench: exit $?"
+    }
+    # PLAN: items in order; SHAPE:DTYPE runs ours then PEFT at that shape and type,
+    # checks:DEVICE runs scripts/backend_check.py there with CHECK_ARGS.
+    for item in ${PLAN:-smollm2-135m:f32 smollm2-135m:bf16 checks:cuda llama-1b:bf16 llama-1b:f32}; do
+        case "$item" in
+        checks:*)
+            echo "== numeric checks on ${item#checks:}"
+            # shellcheck disable=SC2086
+            limited 600 python3 scripts/backend_check.py --bin "$bin" --device "${item#checks:}" \
+                ${CHECK_ARGS:-} --out "$results/checks.jsonl" || echo "checks: exit $?"
+            ;;
+        *:*)
+            ours "${item%%:*}" "${item#*:}"
+            peft "${item%%:*}" "${item#*:}"
+            ;;
+        esac
     done
+    du -sh target/environment 2>/dev/null || true
     ;;
 *)
     echo "usage: $0 bundle|run [BUNDLE] [RESULTS]" >&2

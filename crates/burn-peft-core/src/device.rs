@@ -101,7 +101,17 @@ impl DeviceSpec {
     /// Fails with [`PeftError::BackendNotCompiled`] when this build lacks the backend, and with
     /// [`PeftError::DeviceUnavailable`] when a GPU backend finds no driver or adapter: the
     /// device is opened here with one tiny operation, rather than failing later.
+    ///
+    /// Opening a `cuda`, `vulkan` or `wgpu` device turns on cubecl's compiled-kernel cache
+    /// first (see [`crate::kernel_cache`]; `BURN_PEFT_KERNEL_CACHE=off` leaves it alone).
     pub fn device(&self) -> Result<Device> {
+        #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+        if matches!(
+            self,
+            DeviceSpec::Wgpu | DeviceSpec::Vulkan | DeviceSpec::Cuda(_)
+        ) {
+            crate::kernel_cache::configure();
+        }
         let device = self.unchecked_device()?;
         if matches!(self, DeviceSpec::Flex | DeviceSpec::TchCpu) {
             return Ok(device);

@@ -13,6 +13,7 @@ mod device;
 mod error;
 pub mod format;
 mod host;
+pub mod kernel_cache;
 mod peft_model;
 mod precision;
 mod report;
