@@ -44,7 +44,7 @@ use burn_peft_core::{LinearAdapter, PeftModel, Result};
 pub use ia3::{Ia3, Ia3Config};
 pub use lora::{Lora, LoraConfig, LoraInit};
 pub use persist::{AdapterConfig, load_adapter, read_adapter_config, save_adapter};
-pub use prefix::{PrefixTuning, PrefixTuningConfig, PromptGeometry};
+pub use prefix::{PrefixProjection, PrefixTuning, PrefixTuningConfig, PromptGeometry};
 pub use prompt::{PromptTuning, PromptTuningConfig, PromptTuningInit};
 
 /// Every adapter method a linear layer can host.

@@ -372,8 +372,18 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     } else {
         let save_name = name.clone();
         WeightsIo {
-            save: Box::new(move |m: &Llama, dir: &Path| Ok(m.save_adapter(&save_name, dir)?)),
+            // Prefix tuning with projection also keeps its embedding and MLP (PEFT's file has
+            // only their product), so that a checkpoint can resume and a finished run continue.
+            save: Box::new(move |m: &Llama, dir: &Path| {
+                m.save_adapter(&save_name, dir)?;
+                m.save_prefix_encoder(dir)?;
+                Ok(())
+            }),
             load: Box::new(move |mut m: Llama, dir: &Path| {
+                // The model holds this run's freshly added adapter: the encoder goes into it.
+                if m.load_prefix_encoder(dir)? {
+                    return Ok(m);
+                }
                 if m.adapter_names().contains(&name) {
                     m.delete_adapter(&name)?;
                 }

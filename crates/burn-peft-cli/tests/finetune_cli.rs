@@ -218,6 +218,29 @@ fn a_killed_run_with_ewc_resumes_onto_the_same_trajectory() {
     ]);
 }
 
+/// Full fine-tuning distilled from its own starting weights: on resume the teacher is the
+/// model as loaded from `--model` again, not the checkpoint's weights.
+#[test]
+fn a_killed_full_run_with_distillation_resumes_onto_the_same_trajectory() {
+    kill_and_resume(&[
+        "--method",
+        "full",
+        "--forgetting",
+        "distill",
+        "--general-data",
+        "text.txt",
+        "--general-samples",
+        "4",
+    ]);
+}
+
+/// Prefix tuning with projection: PEFT's file holds only the projected table, so the
+/// checkpoint also keeps the embedding and the MLP that training goes on with.
+#[test]
+fn a_killed_prefix_projection_run_resumes_onto_the_same_trajectory() {
+    kill_and_resume(&["--method", "prefix", "--prefix-projection"]);
+}
+
 fn kill_and_resume(extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let common = [
@@ -276,8 +299,13 @@ fn kill_and_resume(extra: &[&str]) {
     for ((s, x), (_, y)) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "step {s}: {x} vs {y}");
     }
-    let w = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
-    assert!(w(&straight) == w(&killed), "the final adapters differ");
+    // An adapter, or the whole model for full fine-tuning.
+    let file = ["adapter_model.safetensors", "model.safetensors"]
+        .into_iter()
+        .find(|f| straight.join(f).is_file())
+        .expect("no weights written");
+    let w = |d: &Path| std::fs::read(d.join(file)).unwrap();
+    assert!(w(&straight) == w(&killed), "the final weights differ");
 }
 
 #[test]

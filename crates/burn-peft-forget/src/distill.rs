@@ -95,14 +95,10 @@ impl<M: CausalLm + BaseView> Regularizer<M> for Distill<M> {
         Ok(())
     }
 
-    fn load(&mut self, model: &M, dir: &std::path::Path, _device: &Device) -> Result<()> {
-        if model.base_view().is_none() {
-            return Err(TrainError::Resume {
-                path: dir.to_path_buf(),
-                message: "distillation during full fine-tuning cannot resume: the starting weights are not in the checkpoint".into(),
-            });
-        }
-        Ok(())
+    fn load(&mut self, model: &M, _dir: &std::path::Path, device: &Device) -> Result<()> {
+        // The trainer passes the model as the run started, before the checkpoint's weights:
+        // the same teacher `prepare` would have kept.
+        self.prepare(model, device)
     }
 
     fn penalty(&mut self, model: &M, rng: &mut SplitMix64) -> Option<Tensor<1>> {

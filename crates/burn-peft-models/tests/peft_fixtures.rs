@@ -414,3 +414,46 @@ fn adapters_we_write_load_in_python_peft() {
         assert_close(ours, theirs, name);
     }
 }
+
+/// Prefix tuning with projection: the encoder file restores the table exactly into a freshly
+/// added adapter, and refuses a model without projection or with other sizes.
+#[test]
+fn prefix_encoder_round_trips_and_refuses_other_shapes() {
+    let device = Device::flex();
+    let projected = |hidden: usize| PrefixTuningConfig {
+        prefix_projection: true,
+        encoder_hidden_size: Some(hidden),
+        ..PrefixTuningConfig::new(4)
+    };
+    let table = |m: &Llama| match &m.prompt_learning {
+        Some(p) => p.prompt_embeddings().into_data().to_vec::<f32>().unwrap(),
+        None => panic!("no prompt learning"),
+    };
+    let mut trained = model(&device);
+    trained.add_prefix_tuning("p", &projected(32)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    assert!(trained.save_prefix_encoder(dir.path()).unwrap());
+
+    let mut fresh = model(&device);
+    fresh.add_prefix_tuning("p", &projected(32)).unwrap();
+    assert_ne!(table(&fresh), table(&trained), "two random inits");
+    assert!(fresh.load_prefix_encoder(dir.path()).unwrap());
+    assert_eq!(table(&fresh), table(&trained));
+
+    // Another MLP width: a shape error, and the model keeps its own values.
+    let mut other = model(&device);
+    other.add_prefix_tuning("p", &projected(16)).unwrap();
+    let before = table(&other);
+    assert!(other.load_prefix_encoder(dir.path()).is_err());
+    assert_eq!(table(&other), before);
+    // No projection to load into.
+    let mut plain = model(&device);
+    plain
+        .add_prefix_tuning("p", &PrefixTuningConfig::new(4))
+        .unwrap();
+    assert!(plain.load_prefix_encoder(dir.path()).is_err());
+    assert!(!plain.save_prefix_encoder(dir.path()).unwrap());
+    // Nothing saved: nothing loaded.
+    let empty = tempfile::tempdir().unwrap();
+    assert!(!fresh.load_prefix_encoder(empty.path()).unwrap());
+}

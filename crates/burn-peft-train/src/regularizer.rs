@@ -41,7 +41,9 @@ pub trait Regularizer<M> {
         Ok(())
     }
 
-    /// Reads the state [`save`](Self::save) wrote, when resuming.
+    /// Reads the state [`save`](Self::save) wrote, when resuming. `model` is the model as the
+    /// run (or, in a sequence, the task) started, before the checkpoint's weights are loaded
+    /// into it.
     fn load(&mut self, _model: &M, _dir: &Path, _device: &Device) -> Result<()> {
         Ok(())
     }

@@ -178,11 +178,11 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 let dir = root.join(format!("task-{k}"));
                 if k < seq.scores.len() {
                     // Finished: its weights and the regularizer's state after it.
-                    model = (self.weights.load)(model, &dir)?;
                     if let Some(r) = self.regularizer.as_mut() {
                         r.load(&model, &dir, device)?;
                         r.end_task(&task.name, &task.train.samples);
                     }
+                    model = (self.weights.load)(model, &dir)?;
                     continue;
                 }
                 let resume_task = resume && Self::latest_checkpoint(&dir).is_some();

@@ -241,11 +241,13 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                     ),
                 });
             }
-            model = (self.weights.load)(model, &dir)?;
-            model = optim.load(model, &dir)?;
+            // The regularizer sees the model as this run started it (distillation during full
+            // fine-tuning keeps it as the teacher), then the checkpoint's weights go in.
             if let Some(r) = self.regularizer.as_mut() {
                 r.load(&model, &dir, device)?;
             }
+            model = (self.weights.load)(model, &dir)?;
+            model = optim.load(model, &dir)?;
             if optim.steps_taken() != state.step {
                 return Err(TrainError::Resume {
                     path: dir,

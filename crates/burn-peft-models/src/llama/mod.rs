@@ -11,3 +11,4 @@ pub use config::LlamaConfig;
 pub use load::weight_files;
 pub(crate) use model::contiguous_transpose;
 pub use model::{Attention, DecoderLayer, KvCache, Llama, Mlp, PeftLinear, RmsNorm, rope_tables};
+pub use prompt::PREFIX_ENCODER_FILE;

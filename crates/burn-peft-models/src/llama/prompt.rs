@@ -2,11 +2,12 @@
 
 use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
+use burn::nn::Linear;
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_peft_adapters::{
-    AdapterConfig, PrefixTuning, PrefixTuningConfig, PromptGeometry, PromptLearning, PromptTuning,
-    PromptTuningConfig, PromptTuningInit, read_adapter_config,
+    AdapterConfig, PrefixProjection, PrefixTuning, PrefixTuningConfig, PromptGeometry,
+    PromptLearning, PromptTuning, PromptTuningConfig, PromptTuningInit, read_adapter_config,
 };
 use burn_peft_core::format::{
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, NamedTensor, check_shape, read_safetensors, write_atomic,
@@ -20,6 +21,11 @@ use crate::tokenizer::TextTokenizer;
 
 /// The key PEFT saves prompt-learning adapters under.
 const PROMPT_KEY: &str = "prompt_embeddings";
+
+/// The file [`Llama::save_prefix_encoder`] writes: prefix tuning's trainable form when it is
+/// trained with `prefix_projection` (PEFT's adapter file keeps only the projected table, from
+/// which training cannot go on).
+pub const PREFIX_ENCODER_FILE: &str = "prefix_encoder.safetensors";
 
 impl Llama {
     /// The shape prompt-learning adapters need.
@@ -172,6 +178,110 @@ impl Llama {
         }
     }
 
+    /// Writes the embedding and the MLP of a prefix-tuning adapter trained with
+    /// `prefix_projection` to `dir/`[`PREFIX_ENCODER_FILE`], next to what
+    /// [`save_adapter`](Self::save_adapter) writes, so that training can resume. Returns
+    /// `false`, writing nothing, when the model has no such adapter.
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use burn_peft_adapters::PrefixTuningConfig;
+    /// use burn_peft_models::{Llama, LlamaConfig};
+    ///
+    /// let device = Device::flex();
+    /// let mut model = Llama::init(&LlamaConfig::tiny(32), &device);
+    /// let mut config = PrefixTuningConfig::new(4);
+    /// config.prefix_projection = true;
+    /// model.add_prefix_tuning("p", &config).unwrap();
+    /// let dir = std::env::temp_dir().join("burn-peft-doc-prefix-encoder");
+    /// model.save_adapter("p", &dir).unwrap(); // PEFT's files: the projected table only
+    /// assert!(model.save_prefix_encoder(&dir).unwrap()); // the embedding and the MLP
+    /// assert!(model.load_prefix_encoder(&dir).unwrap());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn save_prefix_encoder(&self, dir: &Path) -> Result<bool> {
+        let Some(PromptLearning::Prefix(PrefixTuning {
+            embedding,
+            projection: Some(mlp),
+            ..
+        })) = &self.prompt_learning
+        else {
+            return Ok(false);
+        };
+        let mut tensors = std::collections::BTreeMap::new();
+        tensors.insert(
+            "embedding".to_string(),
+            NamedTensor::from_tensor(embedding.val()),
+        );
+        for (name, layer) in [("first", &mlp.first), ("second", &mlp.second)] {
+            tensors.insert(
+                format!("{name}.weight"),
+                NamedTensor::from_tensor(layer.weight.val()),
+            );
+            if let Some(bias) = &layer.bias {
+                tensors.insert(format!("{name}.bias"), NamedTensor::from_tensor(bias.val()));
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|e| PeftError::io(dir, e))?;
+        write_safetensors(&dir.join(PREFIX_ENCODER_FILE), &tensors)?;
+        Ok(true)
+    }
+
+    /// Puts what [`save_prefix_encoder`](Self::save_prefix_encoder) wrote into this model's
+    /// prefix-tuning adapter, which must have been added with the same configuration
+    /// (`prefix_projection`, sizes). Returns `false` when `dir` has no such file. On error the
+    /// model is unchanged.
+    pub fn load_prefix_encoder(&mut self, dir: &Path) -> Result<bool> {
+        let file = dir.join(PREFIX_ENCODER_FILE);
+        if !file.is_file() {
+            return Ok(false);
+        }
+        let Some(PromptLearning::Prefix(PrefixTuning {
+            embedding,
+            projection: Some(mlp),
+            config,
+        })) = &self.prompt_learning
+        else {
+            return Err(PeftError::InvalidConfig(format!(
+                "{} holds a prefix encoder, but the model has no prefix tuning with projection to \
+                 load it into",
+                file.display()
+            ))
+            .into());
+        };
+        let mut tensors = read_safetensors(&file)?;
+        let device = self.embed_tokens.weight.device();
+        let mut linear = |name: &str, old: &Linear| -> Result<Linear> {
+            let key = format!("{name}.weight");
+            let weight = take_param(&mut tensors, &file, &key, old.weight.dims(), &device)?;
+            let bias = match &old.bias {
+                Some(b) => {
+                    let key = format!("{name}.bias");
+                    Some(take_param(&mut tensors, &file, &key, b.dims(), &device)?)
+                }
+                None => None,
+            };
+            Ok(Linear { weight, bias })
+        };
+        let first = linear("first", &mlp.first)?;
+        let second = linear("second", &mlp.second)?;
+        let embedding = take_param(&mut tensors, &file, "embedding", embedding.dims(), &device)?;
+        if let Some(key) = tensors.keys().next() {
+            return Err(PeftError::UnexpectedTensors {
+                file,
+                key: key.clone(),
+                count: tensors.len(),
+            }
+            .into());
+        }
+        self.prompt_learning = Some(PromptLearning::Prefix(PrefixTuning {
+            embedding,
+            projection: Some(PrefixProjection { first, second }),
+            config: config.clone(),
+        }));
+        Ok(true)
+    }
+
     /// Merges the active linear-layer adapters; prefix and prompt tuning cannot be merged.
     pub fn merge_active(&mut self) -> Result<()> {
         if let Some(prompt) = &self.prompt_learning {
@@ -182,4 +292,22 @@ impl Llama {
         }
         Ok(self.merge_adapter(None)?)
     }
+}
+
+/// Removes `key` from `tensors` as a trainable parameter of shape `dims`.
+fn take_param<const D: usize>(
+    tensors: &mut std::collections::BTreeMap<String, NamedTensor>,
+    file: &Path,
+    key: &str,
+    dims: [usize; D],
+    device: &burn::tensor::Device,
+) -> Result<Param<Tensor<D>>> {
+    let t = tensors
+        .remove(key)
+        .ok_or_else(|| PeftError::MissingTensor {
+            file: file.to_path_buf(),
+            key: key.into(),
+        })?;
+    check_shape(key, &t, &dims)?;
+    Ok(Param::from_tensor(t.to_tensor(device, key)?))
 }
