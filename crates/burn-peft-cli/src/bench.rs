@@ -161,6 +161,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     // cleanups, so the largest value seen after a step is the step's peak (as reserved, like
     // PyTorch's max_memory_reserved, not its max_memory_allocated).
     let mut device_peak: Option<u64> = None;
+    // On stderr, also under --json: a GPU's first step compiles and autotunes its kernels,
+    // minutes in a fresh kernel cache (about a second from a warm one).
+    eprintln!("first step (compiles and tunes kernels on a GPU)...");
     for i in 0..total {
         let x = batches[i % batches.len()].clone();
         let t0 = Instant::now();
