@@ -85,7 +85,7 @@ run)
     limited() { # MAX CMD...: timeout min(MAX, time left), or skip when under 30 s are left
         local max=$1 left=$((deadline - $(date +%s)))
         shift
-        if [ "$left" -lt 30 ]; then echo "skipped, budget spent: ${*:1:3}"; return 1; fi
+        if [ "$left" -lt 30 ]; then echo "skipped, budget spent: ${*:1:3}" >&2; return 1; fi
         timeout "$((left < max ? left : max))" "$@"
     }
     bench_device=${BENCH_DEVICE:-cuda}
@@ -123,6 +123,10 @@ run)
         *:*)
             ours "${item%%:*}" "${item#*:}"
             peft "${item%%:*}" "${item#*:}"
+            ;;
+        *)
+            echo "unknown PLAN item '$item' (SHAPE:DTYPE or checks:DEVICE)" >&2
+            exit 2
             ;;
         esac
     done
