@@ -426,7 +426,11 @@ fn prefix_encoder_round_trips_and_refuses_other_shapes() {
         ..PrefixTuningConfig::new(4)
     };
     let table = |m: &Llama| match &m.prompt_learning {
-        Some(p) => p.prompt_embeddings().into_data().to_vec::<f32>().unwrap(),
+        Some(p) => p
+            .prompt_embeddings()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
         None => panic!("no prompt learning"),
     };
     let mut trained = model(&device);
