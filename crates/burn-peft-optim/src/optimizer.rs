@@ -400,16 +400,23 @@ impl<M: Module> PeftOptimizer<M> {
         if current.len() != state.param_ids.len()
             || current.keys().any(|k| !state.param_ids.contains_key(k))
         {
-            let missing: Vec<&String> = current
+            // Both directions: a parameter the state lacks, or one the model lacks.
+            let not_saved: Vec<&String> = current
                 .keys()
                 .filter(|k| !state.param_ids.contains_key(*k))
+                .take(3)
+                .collect();
+            let not_in_model: Vec<&String> = state
+                .param_ids
+                .keys()
+                .filter(|k| !current.contains_key(*k))
                 .take(3)
                 .collect();
             return Err(PeftError::format(
                 &state_path,
                 format!(
                     "the saved state covers {} trainable parameters, the model has {} \
-                     (first unmatched: {missing:?})",
+                     (in the model only: {not_saved:?}; in the state only: {not_in_model:?})",
                     state.param_ids.len(),
                     current.len()
                 ),

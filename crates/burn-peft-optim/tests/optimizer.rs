@@ -311,6 +311,9 @@ fn bad_state_is_refused_with_errors() {
     let full = make_trainable(base(&device));
     let err = fine.load(full, dir.path()).unwrap_err().to_string();
     assert!(err.contains("trainable parameters"), "{err}");
+    // It names parameters on both sides: the full model's weights, the saved LoRA factors.
+    assert!(err.contains("in the model only: [\""), "{err}");
+    assert!(err.contains("in the state only: [\""), "{err}");
     std::fs::write(dir.path().join("optimizer_state.json"), "{not json").unwrap();
     assert!(fine.load(net, dir.path()).is_err());
 
