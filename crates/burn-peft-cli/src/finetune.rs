@@ -245,6 +245,70 @@ fn targets(list: &[String]) -> TargetModules {
     }
 }
 
+/// Flags that only some methods read, with those methods.
+const METHOD_FLAGS: [(&str, &[Method]); 11] = [
+    ("r", &[Method::Lora, Method::Dora]),
+    ("lora_alpha", &[Method::Lora, Method::Dora]),
+    ("lora_dropout", &[Method::Lora, Method::Dora]),
+    ("use_rslora", &[Method::Lora, Method::Dora]),
+    ("loraplus_lr_ratio", &[Method::Lora, Method::Dora]),
+    ("target_modules", &[Method::Lora, Method::Dora, Method::Ia3]),
+    ("feedforward_modules", &[Method::Ia3]),
+    ("num_virtual_tokens", &[Method::Prefix, Method::Prompt]),
+    ("prefix_projection", &[Method::Prefix]),
+    ("encoder_hidden_size", &[Method::Prefix]),
+    ("prompt_tuning_init_text", &[Method::Prompt]),
+];
+
+/// Flags that only some `--forgetting` options read, with those options.
+const FORGETTING_FLAGS: [(&str, &[Forgetting]); 5] = [
+    (
+        "forgetting_lambda",
+        &[
+            Forgetting::Ewc,
+            Forgetting::OnlineEwc,
+            Forgetting::L2sp,
+            Forgetting::Distill,
+        ],
+    ),
+    ("replay_ratio", &[Forgetting::Replay]),
+    ("fisher_samples", &[Forgetting::Ewc, Forgetting::OnlineEwc]),
+    ("sampled_fisher", &[Forgetting::Ewc, Forgetting::OnlineEwc]),
+    ("ewc_gamma", &[Forgetting::OnlineEwc]),
+];
+
+/// One warning line per flag given on the command line (`given` answers by argument id) that
+/// the chosen method or forgetting option does not read. Warnings, not errors, so that one
+/// command line can sweep several methods.
+pub fn ignored_flags(args: &FinetuneArgs, given: impl Fn(&str) -> bool) -> Vec<String> {
+    fn name<T: ValueEnum>(v: &T) -> String {
+        v.to_possible_value()
+            .map(|p| p.get_name().to_string())
+            .unwrap_or_default()
+    }
+    let flag = |id: &str| format!("--{}", id.replace('_', "-"));
+    let mut out = Vec::new();
+    for (id, methods) in METHOD_FLAGS {
+        if given(id) && !methods.contains(&args.method) {
+            out.push(format!(
+                "{} is ignored with --method {}",
+                flag(id),
+                name(&args.method)
+            ));
+        }
+    }
+    for (id, options) in FORGETTING_FLAGS {
+        if given(id) && !options.contains(&args.forgetting) {
+            out.push(format!(
+                "{} is ignored with --forgetting {}",
+                flag(id),
+                name(&args.forgetting)
+            ));
+        }
+    }
+    out
+}
+
 /// Runs the command; the error is the one-line message to print.
 pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let device = parse_device(&args.device).map_err(err)?;
@@ -643,4 +707,27 @@ fn add_method(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every id in the flag tables names an argument (clap's `value_source` panics on an
+    /// unknown id in debug builds, and a typo would silently never warn in release).
+    #[test]
+    fn flag_tables_name_real_arguments() {
+        let cmd = FinetuneArgs::augment_args(clap::Command::new("finetune"));
+        let ids: Vec<&str> = METHOD_FLAGS
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(FORGETTING_FLAGS.iter().map(|(id, _)| *id))
+            .collect();
+        for id in ids {
+            assert!(
+                cmd.get_arguments().any(|a| a.get_id() == id),
+                "no argument {id}"
+            );
+        }
+    }
 }

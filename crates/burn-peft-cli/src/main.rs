@@ -29,7 +29,8 @@ mod merge;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -59,7 +60,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Finetune(args), Some(sub)) =
+        (&cli.command, matches.subcommand_matches("finetune"))
+    {
+        let given = |id: &str| sub.value_source(id) == Some(ValueSource::CommandLine);
+        for warning in finetune::ignored_flags(args, given) {
+            eprintln!("burn-peft: warning: {warning}");
+        }
+    }
     let result = match cli.command {
         Command::Eval(args) => eval::run(&args),
         Command::Generate(args) => generate::run(&args),

@@ -248,16 +248,19 @@ fn kill_and_resume(extra: &[&str]) {
         "150",
         "--save-every",
         "5",
-        "--lora-dropout",
-        "0.1",
-        "--loraplus-lr-ratio",
-        "4",
         "--warmup-steps",
         "10",
         "--lr-scheduler",
         "cosine",
     ];
-    let args: Vec<&str> = [&common[..], extra].concat();
+    // Dropout and LoRA+ where the method is LoRA (the default).
+    let lora = ["--lora-dropout", "0.1", "--loraplus-lr-ratio", "4"];
+    let lora: &[&str] = if extra.contains(&"--method") {
+        &[]
+    } else {
+        &lora
+    };
+    let args: Vec<&str> = [&common[..], lora, extra].concat();
     let args = args.as_slice();
     let straight = tmp.path().join("straight");
     ok(finetune(&straight, args));
@@ -306,6 +309,50 @@ fn kill_and_resume(extra: &[&str]) {
         .expect("no weights written");
     let w = |d: &Path| std::fs::read(d.join(file)).unwrap();
     assert!(w(&straight) == w(&killed), "the final weights differ");
+}
+
+/// A flag the chosen method or forgetting option does not read is named in a warning, and the
+/// run goes on; flags that apply give none.
+#[test]
+fn flags_another_method_reads_are_reported_as_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = ok(finetune(
+        &tmp.path().join("full"),
+        &[
+            "--method",
+            "full",
+            "--r",
+            "8",
+            "--replay-ratio",
+            "0.5",
+            "--steps",
+            "1",
+        ],
+    ));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("warning: --r is ignored with --method full"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: --replay-ratio is ignored with --forgetting none"),
+        "{stderr}"
+    );
+    let o = ok(finetune(
+        &tmp.path().join("lora"),
+        &[
+            "--method",
+            "lora",
+            "--r",
+            "8",
+            "--lora-dropout",
+            "0.1",
+            "--steps",
+            "1",
+        ],
+    ));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
 }
 
 #[test]
