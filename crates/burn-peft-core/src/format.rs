@@ -288,15 +288,45 @@ where
         }
     });
     result?;
-    if let Some(key) = tensors.keys().next() {
-        return Err(PeftError::UnexpectedTensors {
+    ensure_all_used(&tensors, file)?;
+    *model = staged;
+    Ok(())
+}
+
+/// Removes `key` from tensors read out of `file`, or fails with [`PeftError::MissingTensor`].
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use std::path::Path;
+/// use burn_peft_core::format::{take_tensor, ensure_all_used};
+///
+/// let mut tensors = BTreeMap::new();
+/// assert!(take_tensor(&mut tensors, Path::new("a.safetensors"), "w").is_err());
+/// assert!(ensure_all_used(&tensors, Path::new("a.safetensors")).is_ok());
+/// ```
+pub fn take_tensor(
+    tensors: &mut BTreeMap<String, NamedTensor>,
+    file: &Path,
+    key: &str,
+) -> Result<NamedTensor> {
+    tensors.remove(key).ok_or_else(|| PeftError::MissingTensor {
+        file: file.to_path_buf(),
+        key: key.into(),
+    })
+}
+
+/// Fails with [`PeftError::UnexpectedTensors`] when tensors read out of `file` are left over
+/// after a load took what it knows: a file for another model or method is refused rather than
+/// half used.
+pub fn ensure_all_used(tensors: &BTreeMap<String, NamedTensor>, file: &Path) -> Result<()> {
+    match tensors.keys().next() {
+        Some(key) => Err(PeftError::UnexpectedTensors {
             file: file.to_path_buf(),
             key: key.clone(),
             count: tensors.len(),
-        });
+        }),
+        None => Ok(()),
     }
-    *model = staged;
-    Ok(())
 }
 
 /// Checks a tensor's shape against what a model needs.

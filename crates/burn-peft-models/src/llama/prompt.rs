@@ -10,8 +10,8 @@ use burn_peft_adapters::{
     PromptLearning, PromptTuning, PromptTuningConfig, PromptTuningInit, read_adapter_config,
 };
 use burn_peft_core::format::{
-    ADAPTER_CONFIG, ADAPTER_WEIGHTS, NamedTensor, check_shape, read_safetensors, write_atomic,
-    write_safetensors,
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, NamedTensor, check_shape, ensure_all_used, read_safetensors,
+    take_tensor, write_atomic, write_safetensors,
 };
 use burn_peft_core::{PeftError, PeftModel};
 
@@ -115,20 +115,8 @@ impl Llama {
         };
         let file = dir.join(ADAPTER_WEIGHTS);
         let mut tensors = read_safetensors(&file)?;
-        let table = tensors
-            .remove(PROMPT_KEY)
-            .ok_or_else(|| PeftError::MissingTensor {
-                file: file.clone(),
-                key: PROMPT_KEY.into(),
-            })?;
-        if let Some(key) = tensors.keys().next() {
-            return Err(PeftError::UnexpectedTensors {
-                file,
-                key: key.clone(),
-                count: tensors.len(),
-            }
-            .into());
-        }
+        let table = take_tensor(&mut tensors, &file, PROMPT_KEY)?;
+        ensure_all_used(&tensors, &file)?;
         let device = self.embed_tokens.weight.device();
         let g = self.prompt_geometry();
         let mut staged = self.clone();
@@ -266,14 +254,7 @@ impl Llama {
         let first = linear("first", &mlp.first)?;
         let second = linear("second", &mlp.second)?;
         let embedding = take_param(&mut tensors, &file, "embedding", embedding.dims(), &device)?;
-        if let Some(key) = tensors.keys().next() {
-            return Err(PeftError::UnexpectedTensors {
-                file,
-                key: key.clone(),
-                count: tensors.len(),
-            }
-            .into());
-        }
+        ensure_all_used(&tensors, &file)?;
         self.prompt_learning = Some(PromptLearning::Prefix(PrefixTuning {
             embedding,
             projection: Some(PrefixProjection { first, second }),
@@ -302,12 +283,7 @@ fn take_param<const D: usize>(
     dims: [usize; D],
     device: &burn::tensor::Device,
 ) -> Result<Param<Tensor<D>>> {
-    let t = tensors
-        .remove(key)
-        .ok_or_else(|| PeftError::MissingTensor {
-            file: file.to_path_buf(),
-            key: key.into(),
-        })?;
+    let t = take_tensor(tensors, file, key)?;
     check_shape(key, &t, &dims)?;
     Ok(Param::from_tensor(t.to_tensor(device, key)?))
 }
