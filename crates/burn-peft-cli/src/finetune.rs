@@ -281,32 +281,37 @@ const FORGETTING_FLAGS: [(&str, &[Forgetting]); 5] = [
 /// the chosen method or forgetting option does not read. Warnings, not errors, so that one
 /// command line can sweep several methods.
 pub fn ignored_flags(args: &FinetuneArgs, given: impl Fn(&str) -> bool) -> Vec<String> {
-    fn name<T: ValueEnum>(v: &T) -> String {
-        v.to_possible_value()
-            .map(|p| p.get_name().to_string())
-            .unwrap_or_default()
-    }
-    let flag = |id: &str| format!("--{}", id.replace('_', "-"));
-    let mut out = Vec::new();
-    for (id, methods) in METHOD_FLAGS {
-        if given(id) && !methods.contains(&args.method) {
-            out.push(format!(
-                "{} is ignored with --method {}",
-                flag(id),
-                name(&args.method)
-            ));
-        }
-    }
-    for (id, options) in FORGETTING_FLAGS {
-        if given(id) && !options.contains(&args.forgetting) {
-            out.push(format!(
-                "{} is ignored with --forgetting {}",
-                flag(id),
-                name(&args.forgetting)
-            ));
-        }
-    }
+    let mut out = unread(&METHOD_FLAGS, "method", &args.method, &given);
+    out.extend(unread(
+        &FORGETTING_FLAGS,
+        "forgetting",
+        &args.forgetting,
+        &given,
+    ));
     out
+}
+
+/// The flags of `table` given on the command line that `--option chosen` does not read.
+fn unread<T: ValueEnum + PartialEq>(
+    table: &[(&str, &[T])],
+    option: &str,
+    chosen: &T,
+    given: &impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let name = chosen
+        .to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default();
+    table
+        .iter()
+        .filter(|(id, readers)| given(id) && !readers.contains(chosen))
+        .map(|(id, _)| {
+            format!(
+                "--{} is ignored with --{option} {name}",
+                id.replace('_', "-")
+            )
+        })
+        .collect()
 }
 
 /// Runs the command; the error is the one-line message to print.
