@@ -101,3 +101,33 @@ fn default_ia3_starts_as_identity_and_bad_regex_fails() {
     );
     assert!(m.add_ia3("e", &bad).is_err());
 }
+
+#[test]
+fn feedforward_modules_outside_the_targets_are_refused() {
+    let device = Device::flex();
+    let mut m = Block {
+        k_proj: AdaptedLinear::new(LinearConfig::new(3, 3).init(&device)),
+        down_proj: AdaptedLinear::new(LinearConfig::new(3, 3).init(&device)),
+    };
+    // Against the default targets (k_proj, v_proj, down_proj) ...
+    let config = Ia3Config {
+        feedforward_modules: Some(TargetModules::names(["gate_proj"])),
+        ..Ia3Config::default()
+    };
+    let err = m.add_ia3("a", &config).unwrap_err().to_string();
+    assert!(err.contains("not a target: gate_proj"), "{err}");
+    // ... and against given ones.
+    let config = Ia3Config::default().with_targets(
+        TargetModules::names(["k_proj"]),
+        TargetModules::names(["down_proj"]),
+    );
+    assert!(m.add_ia3("b", &config).is_err());
+    assert!(m.k_proj.adapter("a").is_none() && m.k_proj.adapter("b").is_none());
+    // A feed-forward list alone keeps the default targets.
+    let config = Ia3Config {
+        feedforward_modules: Some(TargetModules::names(["k_proj"])),
+        ..Ia3Config::default()
+    };
+    assert_eq!(m.add_ia3("c", &config).unwrap().len(), 2);
+    assert!(config.is_feedforward("block.k_proj").unwrap());
+}

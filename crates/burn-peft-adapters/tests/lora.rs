@@ -338,3 +338,56 @@ fn exclusions_layers_and_duplicate_names() {
         vec!["x".to_string(), "y".to_string()]
     );
 }
+
+fn factor_a(model: &TwoLayer, layer: usize) -> Vec<f32> {
+    let l = if layer == 0 {
+        &model.first
+    } else {
+        &model.second
+    };
+    match l.adapter("default") {
+        Some(Adapter::Lora(a)) => values(a.lora_a.val()),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn a_seeded_init_ignores_the_device_generator_and_follows_kaiming() {
+    let device = Device::flex();
+    let config = lora(4, LoraInit::Default).with_init_seed(17);
+    let init = |device_seed: u64, config: &LoraConfig| {
+        device.seed(device_seed);
+        let mut m = TwoLayer::new(64, 32, 8, &device);
+        m.add_lora("default", config).unwrap();
+        m
+    };
+    // The device's generator does not matter; the host seed and the module path do.
+    let (one, two) = (init(1, &config), init(2, &config));
+    assert_eq!(factor_a(&one, 0), factor_a(&two, 0));
+    assert_eq!(factor_a(&one, 1), factor_a(&two, 1));
+    assert_ne!(factor_a(&one, 0)[..32], factor_a(&one, 1)[..32]);
+    let other = init(1, &lora(4, LoraInit::Default).with_init_seed(18));
+    assert_ne!(factor_a(&one, 0), factor_a(&other, 0));
+    // Without a seed the device generator decides, as before.
+    let unseeded = lora(4, LoraInit::Default);
+    assert_ne!(
+        factor_a(&init(1, &unseeded), 0),
+        factor_a(&init(2, &unseeded), 0)
+    );
+    // Kaiming-uniform on [-1/sqrt(64), 1/sqrt(64)): 256 draws, mean 0, variance bound²/3.
+    let a = factor_a(&one, 0);
+    let bound = 1.0 / 8.0;
+    assert!(a.iter().all(|v| (-bound..bound).contains(v)));
+    let mean = a.iter().sum::<f32>() / a.len() as f32;
+    let var = a.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / a.len() as f32;
+    assert!(mean.abs() < 0.02, "mean {mean}");
+    assert!(
+        (var / (bound * bound / 3.0) - 1.0).abs() < 0.2,
+        "variance {var}"
+    );
+    // Gaussian init: standard deviation 1/r (PEFT's), so variance 1/16 here.
+    let g = init(1, &lora(4, LoraInit::Gaussian).with_init_seed(3));
+    let a = factor_a(&g, 0);
+    let var = a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32;
+    assert!((var / 0.0625 - 1.0).abs() < 0.25, "variance {var}");
+}

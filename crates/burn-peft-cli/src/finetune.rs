@@ -206,7 +206,8 @@ pub struct FinetuneArgs {
     /// Clip the global gradient norm (0: off).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f32,
-    /// Seed of initialisation, data order and dropout.
+    /// Seed of initialisation, data order and dropout. LoRA and DoRA factors are drawn on the
+    /// host, so they start the same on every --device.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Evaluate every N steps (0: before and after only).
@@ -669,6 +670,8 @@ fn add_method(
                 .with_lora_dropout(args.lora_dropout)
                 .with_use_rslora(args.use_rslora)
                 .with_use_dora(args.method == Method::Dora)
+                // Drawn on the host: the same start on every --device.
+                .with_init_seed(args.seed)
                 .with_target_modules(if args.target_modules.is_empty() {
                     TargetModules::names(["q_proj", "v_proj"])
                 } else {
@@ -678,14 +681,13 @@ fn add_method(
             model.add_lora(name, &c).map_err(err)?;
         }
         Method::Ia3 => {
+            // Either list may be given alone; the other keeps PEFT's Llama default.
             let mut c = Ia3Config::default();
             if !args.target_modules.is_empty() {
-                let ff = if args.feedforward_modules.is_empty() {
-                    TargetModules::names(["down_proj"])
-                } else {
-                    targets(&args.feedforward_modules)
-                };
-                c = c.with_targets(targets(&args.target_modules), ff);
+                c.target_modules = Some(targets(&args.target_modules));
+            }
+            if !args.feedforward_modules.is_empty() {
+                c.feedforward_modules = Some(targets(&args.feedforward_modules));
             }
             c.base_model_name_or_path = base;
             model.add_ia3(name, &c).map_err(err)?;

@@ -734,6 +734,20 @@ fn bad_input_is_a_one_line_error() {
         &finetune(&out, &["--steps", "2", "--grad-accum", "0"]),
         "gradient_accumulation",
     );
+    one_line_error(
+        &finetune(
+            &out,
+            &[
+                "--steps",
+                "2",
+                "--method",
+                "ia3",
+                "--feedforward-modules",
+                "gate_proj",
+            ],
+        ),
+        "not a target: gate_proj",
+    );
     assert!(!out.join("metrics.jsonl").exists());
 }
 

@@ -17,6 +17,7 @@ pub mod kernel_cache;
 mod peft_model;
 mod precision;
 mod report;
+mod rng;
 mod target;
 
 pub use device::{DeviceSpec, parse_device};
@@ -25,4 +26,5 @@ pub use host::{AdaptedLinear, LinearAdapter, NoAdapter, cast_if_frozen};
 pub use peft_model::{AdapterHost, PeftModel};
 pub use precision::Precision;
 pub use report::TrainableParameters;
+pub use rng::{SplitMix64, host_random};
 pub use target::{ALL_LINEAR, TargetModules, TargetSelector};

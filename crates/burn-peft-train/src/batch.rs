@@ -4,7 +4,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Sample;
-use crate::rng::SplitMix64;
+use burn_peft_core::SplitMix64;
 
 /// Where a [`Batcher`] is in the data: saved in checkpoints so a resumed run sees the same
 /// batches.

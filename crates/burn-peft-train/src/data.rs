@@ -8,7 +8,7 @@ use burn_peft_models::TextTokenizer;
 use serde::Deserialize;
 
 use crate::error::{Result, TrainError};
-use crate::rng::SplitMix64;
+use burn_peft_core::SplitMix64;
 
 /// How a prompt and its answer are laid out as text.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,17 +24,16 @@ mod eval;
 mod metrics;
 mod model;
 mod regularizer;
-mod rng;
 mod sequence;
 mod trainer;
 
 pub use batch::{Batch, Batcher, BatcherState, collate};
+pub use burn_peft_core::SplitMix64;
 pub use data::{CsvTask, Dataset, Encoder, PromptFormat, Sample, Task, read_text};
 pub use error::{Result, TrainError};
 pub use eval::{EvalMetrics, evaluate};
 pub use metrics::{MetricsLog, plot_metrics, read_metrics};
 pub use model::{CausalLm, batch_loss};
 pub use regularizer::Regularizer;
-pub use rng::SplitMix64;
 pub use sequence::{SequenceSummary, SequenceTask, backward_transfer};
 pub use trainer::{RunSummary, TrainConfig, Trainer, WeightsIo, describe};

@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::data::Sample;
 use crate::error::Result;
-use crate::rng::SplitMix64;
+use burn_peft_core::SplitMix64;
 
 /// Something the trainer consults at every micro-batch: it may replace samples of the batch
 /// (replay) and add a penalty to its loss (EWC, L2-SP, distillation).

@@ -23,7 +23,7 @@ use crate::eval::{EvalMetrics, evaluate};
 use crate::metrics::{MetricsLog, plot_metrics, step_record};
 use crate::model::{CausalLm, batch_loss};
 use crate::regularizer::Regularizer;
-use crate::rng::SplitMix64;
+use burn_peft_core::SplitMix64;
 
 /// How long and how to train; optimizer settings live in `PeftOptimizerConfig`.
 ///

@@ -84,6 +84,25 @@ impl Ia3Config {
         if self.fan_in_fan_out {
             return bad("fan_in_fan_out is not supported");
         }
+        // As PEFT checks lists: a feed-forward module that is not a target would do nothing.
+        let targets = self.target_modules.clone();
+        let targets = targets.unwrap_or_else(|| TargetModules::names(LLAMA_IA3_TARGETS));
+        let ff = self.feedforward_modules.clone();
+        let ff = ff.unwrap_or_else(|| TargetModules::names(LLAMA_IA3_FEEDFORWARD));
+        if let (TargetModules::Names(targets), TargetModules::Names(ff)) = (&targets, &ff) {
+            let outside: Vec<&str> = ff
+                .iter()
+                .filter(|name| !targets.contains(name))
+                .map(String::as_str)
+                .collect();
+            if !outside.is_empty() {
+                return Err(PeftError::InvalidConfig(format!(
+                    "feedforward_modules must be a subset of target_modules ({}); not a target: {}",
+                    targets.join(", "),
+                    outside.join(", ")
+                )));
+            }
+        }
         self.selector().validate()
     }
 

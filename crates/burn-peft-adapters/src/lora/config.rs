@@ -132,6 +132,12 @@ pub struct LoraConfig {
     pub base_model_name_or_path: Option<String>,
     /// Whether the adapter was saved for inference.
     pub inference_mode: bool,
+    /// burn-peft's own, not written to PEFT's file: draw the initial factors on the host from
+    /// this seed and the module path ([`burn_peft_core::host_random`]), so that every backend
+    /// starts from the same values. `None` draws them with the device's own generator (seed it
+    /// with `device.seed(..)`), which differs from backend to backend.
+    #[serde(skip)]
+    pub init_seed: Option<u64>,
 }
 
 impl Default for LoraConfig {
@@ -157,6 +163,7 @@ impl Default for LoraConfig {
             task_type: Some("CAUSAL_LM".to_string()),
             base_model_name_or_path: None,
             inference_mode: false,
+            init_seed: None,
         }
     }
 }
@@ -176,6 +183,19 @@ impl LoraConfig {
     /// Sets `lora_alpha`.
     pub fn with_lora_alpha(mut self, alpha: f64) -> Self {
         self.lora_alpha = alpha;
+        self
+    }
+
+    /// Sets `init_seed`: the same starting factors on every backend.
+    ///
+    /// ```
+    /// use burn_peft_adapters::LoraConfig;
+    /// let config = LoraConfig::new(8).with_init_seed(42);
+    /// assert_eq!(config.init_seed, Some(42));
+    /// assert!(!config.to_peft_json().unwrap().contains("init_seed"));
+    /// ```
+    pub fn with_init_seed(mut self, seed: u64) -> Self {
+        self.init_seed = Some(seed);
         self
     }
 

@@ -3,9 +3,9 @@
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::module::linear;
-use burn::tensor::{Device, Distribution, FloatDType, Tensor};
+use burn::tensor::{Distribution, FloatDType, Tensor};
 use burn_peft_core::format::NamedTensor;
-use burn_peft_core::{PeftError, Result};
+use burn_peft_core::{PeftError, Result, SplitMix64, host_random};
 
 use super::config::{LoraConfig, LoraInit};
 
@@ -48,27 +48,31 @@ impl Lora {
         let device = weight.device();
         let [d_in, d_out] = weight.dims();
         let scaling = config.scaling_for(r, alpha);
-        let kaiming = |fan_in: usize, shape: [usize; 2], device: &Device| {
+        // On the host when a seed is set (the same values on every backend), else on the device.
+        let mut host_rng = config
+            .init_seed
+            .map(|seed| SplitMix64::for_stream(seed, path));
+        let mut random = |shape: [usize; 2], distribution: Distribution| match &mut host_rng {
+            Some(rng) => host_random(shape, distribution, rng, &device),
+            None => Tensor::<2>::random(shape, distribution, &device),
+        };
+        let kaiming = |fan_in: usize| {
             let bound = 1.0 / (fan_in as f64).sqrt();
-            Tensor::<2>::random(shape, Distribution::Uniform(-bound, bound), device)
+            Distribution::Uniform(-bound, bound)
         };
         let mut base_update = None;
         let (a, b) = match config.init_lora_weights {
             LoraInit::Default => (
-                kaiming(d_in, [d_in, r], &device),
+                random([d_in, r], kaiming(d_in)),
                 Tensor::zeros([r, d_out], &device),
             ),
             LoraInit::Gaussian => (
-                Tensor::random(
-                    [d_in, r],
-                    Distribution::Normal(0.0, 1.0 / r as f64),
-                    &device,
-                ),
+                random([d_in, r], Distribution::Normal(0.0, 1.0 / r as f64)),
                 Tensor::zeros([r, d_out], &device),
             ),
             LoraInit::Random => (
-                kaiming(d_in, [d_in, r], &device),
-                kaiming(r, [r, d_out], &device),
+                random([d_in, r], kaiming(d_in)),
+                random([r, d_out], kaiming(r)),
             ),
             LoraInit::Pissa => {
                 let (a, b, residual) = pissa(weight.clone(), r, scaling)?;
