@@ -5,10 +5,10 @@ Runs the CLI (no Rust toolchain needed where it runs) on the fixtures of tests/f
   1. eval of the tiny Llama (plain and tied) and of every PEFT fixture adapter, unmerged and
      merged where the method merges, against the losses transformers + PEFT wrote in
      expected.json;
-  2. training trajectories: a few steps of full fine-tuning, IA3, LoRA and DoRA on --device
-     and on flex, step losses compared (all four start from the same values on every backend:
-     IA3 at one, LoRA's factors drawn on the host from --seed), so gradients through the base
-     and through each adapter are checked;
+  2. training trajectories: a few steps of full fine-tuning, IA3, LoRA, DoRA and prefix
+     tuning on --device and on flex, step losses compared (every method starts from the same
+     values on every backend: IA3 at one, the others drawn on the host from --seed), so
+     gradients through the base and through each kind of adapter are checked;
   3. a LoRA adapter trained on flex, evaluated on --device and on flex;
   4. with --dtype bf16 and f16, the tiny Llama and five adapters against the losses
      transformers + PEFT give in those types (expected_half.json, scripts/half_reference.py),
@@ -171,7 +171,7 @@ def half_checks_all(a, expected, check, record, guarded):
 
 def trajectory_checks(a, check, guarded):
     with tempfile.TemporaryDirectory() as tmp:
-        for method in ["full", "ia3", "lora", "dora"]:
+        for method in ["full", "ia3", "lora", "dora", "prefix"]:
             def trajectory():
                 ours = train_losses(a.bin, a.device, method, a.steps, os.path.join(tmp, method + "-ours"))
                 ref = train_losses(a.bin, "flex", method, a.steps, os.path.join(tmp, method + "-flex"))

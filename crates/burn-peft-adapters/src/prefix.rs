@@ -9,7 +9,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_peft_core::{PeftError, Result};
+use burn_peft_core::{PeftError, Result, SplitMix64, host_random};
 use serde::{Deserialize, Serialize};
 
 /// The shape of the model a prompt-learning adapter attaches to.
@@ -61,6 +61,10 @@ pub struct PrefixTuningConfig {
     pub base_model_name_or_path: Option<String>,
     /// Whether the adapter was saved for inference.
     pub inference_mode: bool,
+    /// burn-peft's own, not written to PEFT's file: draw the initial table (and MLP) on the
+    /// host from this seed, the same on every backend; `None` uses the device's generator.
+    #[serde(skip)]
+    pub init_seed: Option<u64>,
 }
 
 impl Default for PrefixTuningConfig {
@@ -77,6 +81,7 @@ impl Default for PrefixTuningConfig {
             task_type: Some("CAUSAL_LM".into()),
             base_model_name_or_path: None,
             inference_mode: false,
+            init_seed: None,
         }
     }
 }
@@ -169,21 +174,21 @@ impl PrefixTuning {
         };
         let p = config.num_virtual_tokens;
         let width = 2 * l * d;
-        let (embedding, projection) = if config.prefix_projection {
-            let hidden = config.encoder_hidden_size.unwrap_or(d);
-            (
-                Tensor::random([p, d], Distribution::Normal(0.0, 1.0), device),
-                Some(PrefixProjection {
-                    first: LinearConfig::new(d, hidden).init(device),
-                    second: LinearConfig::new(hidden, width).init(device),
-                }),
-            )
-        } else {
-            (
-                Tensor::random([p, width], Distribution::Normal(0.0, 1.0), device),
-                None,
-            )
+        let mut rng = config
+            .init_seed
+            .map(|seed| SplitMix64::for_stream(seed, "prefix_encoder"));
+        let rows = if config.prefix_projection { d } else { width };
+        let embedding = match &mut rng {
+            Some(rng) => host_random([p, rows], Distribution::Normal(0.0, 1.0), rng, device),
+            None => Tensor::random([p, rows], Distribution::Normal(0.0, 1.0), device),
         };
+        let projection = config.prefix_projection.then(|| {
+            let hidden = config.encoder_hidden_size.unwrap_or(d);
+            PrefixProjection {
+                first: seeded_linear(d, hidden, rng.as_mut(), device),
+                second: seeded_linear(hidden, width, rng.as_mut(), device),
+            }
+        });
         Ok(Self {
             embedding: Param::from_tensor(embedding),
             projection,
@@ -233,5 +238,27 @@ impl PrefixTuning {
                 (pick(2 * i), pick(2 * i + 1))
             })
             .collect()
+    }
+}
+
+/// burn's default `Linear` (Kaiming-uniform weight and bias, bound 1/√fan_in), drawn on the host
+/// from `rng` when one is given.
+fn seeded_linear(
+    d_in: usize,
+    d_out: usize,
+    rng: Option<&mut SplitMix64>,
+    device: &Device,
+) -> Linear {
+    let linear = LinearConfig::new(d_in, d_out).init(device);
+    let Some(rng) = rng else {
+        return linear;
+    };
+    let bound = 1.0 / (d_in as f64).sqrt();
+    let uniform = Distribution::Uniform(-bound, bound);
+    let weight = host_random([d_in, d_out], uniform, rng, device);
+    let bias = host_random([d_out], uniform, rng, device);
+    Linear {
+        weight: linear.weight.map(|_| weight),
+        bias: linear.bias.map(|b| b.map(|_| bias)),
     }
 }

@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_peft_core::{PeftError, Result};
+use burn_peft_core::{PeftError, Result, SplitMix64, host_random};
 use serde::{Deserialize, Serialize};
 
 use crate::prefix::PromptGeometry;
@@ -54,6 +54,10 @@ pub struct PromptTuningConfig {
     pub base_model_name_or_path: Option<String>,
     /// Whether the adapter was saved for inference.
     pub inference_mode: bool,
+    /// burn-peft's own, not written to PEFT's file: draw random virtual tokens on the host from
+    /// this seed, the same on every backend; `None` uses the device's generator.
+    #[serde(skip)]
+    pub init_seed: Option<u64>,
 }
 
 impl Default for PromptTuningConfig {
@@ -71,6 +75,7 @@ impl Default for PromptTuningConfig {
             task_type: Some("CAUSAL_LM".into()),
             base_model_name_or_path: None,
             inference_mode: false,
+            init_seed: None,
         }
     }
 }
@@ -145,13 +150,17 @@ pub struct PromptTuning {
 }
 
 impl PromptTuning {
-    /// Random virtual tokens, N(0, 1).
+    /// Random virtual tokens, N(0, 1) (drawn on the host when `config.init_seed` is set).
     pub fn random(config: &PromptTuningConfig, hidden: usize, device: &Device) -> Self {
-        let e = Tensor::random(
-            [config.num_virtual_tokens, hidden],
-            Distribution::Normal(0.0, 1.0),
-            device,
-        );
+        let shape = [config.num_virtual_tokens, hidden];
+        let normal = Distribution::Normal(0.0, 1.0);
+        let e = match config.init_seed {
+            Some(seed) => {
+                let mut rng = SplitMix64::for_stream(seed, "prompt_encoder");
+                host_random(shape, normal, &mut rng, device)
+            }
+            None => Tensor::random(shape, normal, device),
+        };
         Self::from_embeddings(config, e)
     }
 

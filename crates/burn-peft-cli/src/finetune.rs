@@ -206,8 +206,8 @@ pub struct FinetuneArgs {
     /// Clip the global gradient norm (0: off).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f32,
-    /// Seed of initialisation, data order and dropout. LoRA and DoRA factors are drawn on the
-    /// host, so they start the same on every --device.
+    /// Seed of initialisation, data order and dropout. Adapters are initialized on the host,
+    /// so they start the same on every --device.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Evaluate every N steps (0: before and after only).
@@ -696,6 +696,7 @@ fn add_method(
             let mut c = PrefixTuningConfig::new(args.num_virtual_tokens);
             c.prefix_projection = args.prefix_projection;
             c.encoder_hidden_size = args.encoder_hidden_size;
+            c.init_seed = Some(args.seed);
             c.base_model_name_or_path = base;
             model.add_prefix_tuning(name, &c).map_err(err)?;
         }
@@ -704,6 +705,7 @@ fn add_method(
                 Some(t) => PromptTuningConfig::from_text(args.num_virtual_tokens, t),
                 None => PromptTuningConfig::new(args.num_virtual_tokens),
             };
+            c.init_seed = Some(args.seed);
             c.base_model_name_or_path = base;
             model
                 .add_prompt_tuning(name, &c, Some(tokenizer))
