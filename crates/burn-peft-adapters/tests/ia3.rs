@@ -20,6 +20,16 @@ impl AdapterHost for Block {
     }
 }
 
+impl Block {
+    /// A block whose layers map `d_in` features to `k_out` and `down_out`.
+    fn new(d_in: usize, k_out: usize, down_out: usize, device: &Device) -> Self {
+        Self {
+            k_proj: AdaptedLinear::new(LinearConfig::new(d_in, k_out).init(device)),
+            down_proj: AdaptedLinear::new(LinearConfig::new(d_in, down_out).init(device)),
+        }
+    }
+}
+
 fn scales(m: &Block, name: &str) -> (Tensor<1>, Tensor<1>) {
     let get = |l: &AdaptedLinear<Adapter>| match l.adapter(name) {
         Some(Adapter::Ia3(a)) => a.scale.val(),
@@ -36,10 +46,7 @@ fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
 fn ia3_scales_outputs_and_feedforward_inputs_and_multiplies() {
     let device = Device::flex();
     device.seed(4);
-    let mut m = Block {
-        k_proj: AdaptedLinear::new(LinearConfig::new(6, 4).init(&device)),
-        down_proj: AdaptedLinear::new(LinearConfig::new(6, 5).init(&device)),
-    };
+    let mut m = Block::new(6, 4, 5, &device);
     let base = m.clone();
     let config = Ia3Config {
         init_ia3_weights: false,
@@ -86,10 +93,7 @@ fn ia3_scales_outputs_and_feedforward_inputs_and_multiplies() {
 #[test]
 fn default_ia3_starts_as_identity_and_bad_regex_fails() {
     let device = Device::flex();
-    let mut m = Block {
-        k_proj: AdaptedLinear::new(LinearConfig::new(3, 3).init(&device)),
-        down_proj: AdaptedLinear::new(LinearConfig::new(3, 3).init(&device)),
-    };
+    let mut m = Block::new(3, 3, 3, &device);
     let x = Tensor::<2>::ones([1, 3], &device);
     let before = m.k_proj.forward(x.clone());
     // Llama defaults: k_proj (output), down_proj (feed-forward input); v_proj is absent here.
@@ -105,10 +109,7 @@ fn default_ia3_starts_as_identity_and_bad_regex_fails() {
 #[test]
 fn feedforward_modules_outside_the_targets_are_refused() {
     let device = Device::flex();
-    let mut m = Block {
-        k_proj: AdaptedLinear::new(LinearConfig::new(3, 3).init(&device)),
-        down_proj: AdaptedLinear::new(LinearConfig::new(3, 3).init(&device)),
-    };
+    let mut m = Block::new(3, 3, 3, &device);
     // Against the default targets (k_proj, v_proj, down_proj) ...
     let config = Ia3Config {
         feedforward_modules: Some(TargetModules::names(["gate_proj"])),
