@@ -178,9 +178,10 @@ impl PrefixTuning {
             .init_seed
             .map(|seed| SplitMix64::for_stream(seed, "prefix_encoder"));
         let rows = if config.prefix_projection { d } else { width };
+        let normal = Distribution::Normal(0.0, 1.0);
         let embedding = match &mut rng {
-            Some(rng) => host_random([p, rows], Distribution::Normal(0.0, 1.0), rng, device),
-            None => Tensor::random([p, rows], Distribution::Normal(0.0, 1.0), device),
+            Some(rng) => host_random([p, rows], normal, rng, device),
+            None => Tensor::random([p, rows], normal, device),
         };
         let projection = config.prefix_projection.then(|| {
             let hidden = config.encoder_hidden_size.unwrap_or(d);

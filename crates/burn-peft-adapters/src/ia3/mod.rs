@@ -85,11 +85,9 @@ impl Ia3Config {
             return bad("fan_in_fan_out is not supported");
         }
         // As PEFT checks lists: a feed-forward module that is not a target would do nothing.
-        let targets = self.target_modules.clone();
-        let targets = targets.unwrap_or_else(|| TargetModules::names(LLAMA_IA3_TARGETS));
-        let ff = self.feedforward_modules.clone();
-        let ff = ff.unwrap_or_else(|| TargetModules::names(LLAMA_IA3_FEEDFORWARD));
-        if let (TargetModules::Names(targets), TargetModules::Names(ff)) = (&targets, &ff) {
+        if let (TargetModules::Names(targets), TargetModules::Names(ff)) =
+            (self.targets(), self.feedforward())
+        {
             let outside: Vec<&str> = ff
                 .iter()
                 .filter(|name| !targets.contains(name))
@@ -106,13 +104,21 @@ impl Ia3Config {
         self.selector().validate()
     }
 
+    /// The targets, PEFT's Llama default when none are set.
+    fn targets(&self) -> TargetModules {
+        let targets = self.target_modules.clone();
+        targets.unwrap_or_else(|| TargetModules::names(LLAMA_IA3_TARGETS))
+    }
+
+    /// The feed-forward modules, PEFT's Llama default when none are set.
+    fn feedforward(&self) -> TargetModules {
+        let ff = self.feedforward_modules.clone();
+        ff.unwrap_or_else(|| TargetModules::names(LLAMA_IA3_FEEDFORWARD))
+    }
+
     /// The target selection.
     pub fn selector(&self) -> TargetSelector {
-        let mut selector = TargetSelector::new(
-            self.target_modules
-                .clone()
-                .unwrap_or_else(|| TargetModules::names(LLAMA_IA3_TARGETS)),
-        );
+        let mut selector = TargetSelector::new(self.targets());
         selector.exclude_modules = self.exclude_modules.clone();
         selector
     }
@@ -120,11 +126,7 @@ impl Ia3Config {
     /// Whether the module at `path` is a feed-forward target (PEFT: full regex match, or a list
     /// entry the path ends with).
     pub fn is_feedforward(&self, path: &str) -> Result<bool> {
-        let ff = self
-            .feedforward_modules
-            .clone()
-            .unwrap_or_else(|| TargetModules::names(LLAMA_IA3_FEEDFORWARD));
-        match ff {
+        match self.feedforward() {
             TargetModules::Names(names) => Ok(names.iter().any(|n| path.ends_with(n.as_str()))),
             pattern => pattern.matches(path),
         }

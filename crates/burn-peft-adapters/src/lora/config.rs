@@ -134,7 +134,8 @@ pub struct LoraConfig {
     pub inference_mode: bool,
     /// burn-peft's own, not written to PEFT's file: draw the initial factors on the host from
     /// this seed and the module path ([`burn_peft_core::host_random`]), so that every backend
-    /// starts from the same values. `None` draws them with the device's own generator (seed it
+    /// starts from the same values. Two adapters with the same seed on the same layers start
+    /// equal, so give each its own. `None` draws them with the device's own generator (seed it
     /// with `device.seed(..)`), which differs from backend to backend.
     #[serde(skip)]
     pub init_seed: Option<u64>,
