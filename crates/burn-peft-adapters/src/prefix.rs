@@ -9,7 +9,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_peft_core::{PeftError, Result, SplitMix64, host_random};
+use burn_peft_core::{PeftError, Result, SplitMix64, host_random, seeded_random};
 use serde::{Deserialize, Serialize};
 
 /// The shape of the model a prompt-learning adapter attaches to.
@@ -179,10 +179,7 @@ impl PrefixTuning {
             .map(|seed| SplitMix64::for_stream(seed, "prefix_encoder"));
         let rows = if config.prefix_projection { d } else { width };
         let normal = Distribution::Normal(0.0, 1.0);
-        let embedding = match &mut rng {
-            Some(rng) => host_random([p, rows], normal, rng, device),
-            None => Tensor::random([p, rows], normal, device),
-        };
+        let embedding = seeded_random([p, rows], normal, rng.as_mut(), device);
         let projection = config.prefix_projection.then(|| {
             let hidden = config.encoder_hidden_size.unwrap_or(d);
             PrefixProjection {

@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_peft_core::{PeftError, Result, SplitMix64, host_random};
+use burn_peft_core::{PeftError, Result, SplitMix64, seeded_random};
 use serde::{Deserialize, Serialize};
 
 use crate::prefix::PromptGeometry;
@@ -154,13 +154,10 @@ impl PromptTuning {
     pub fn random(config: &PromptTuningConfig, hidden: usize, device: &Device) -> Self {
         let shape = [config.num_virtual_tokens, hidden];
         let normal = Distribution::Normal(0.0, 1.0);
-        let e = match config.init_seed {
-            Some(seed) => {
-                let mut rng = SplitMix64::for_stream(seed, "prompt_encoder");
-                host_random(shape, normal, &mut rng, device)
-            }
-            None => Tensor::random(shape, normal, device),
-        };
+        let mut rng = config
+            .init_seed
+            .map(|seed| SplitMix64::for_stream(seed, "prompt_encoder"));
+        let e = seeded_random(shape, normal, rng.as_mut(), device);
         Self::from_embeddings(config, e)
     }
 

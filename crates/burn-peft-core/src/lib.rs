@@ -26,5 +26,5 @@ pub use host::{AdaptedLinear, LinearAdapter, NoAdapter, cast_if_frozen};
 pub use peft_model::{AdapterHost, PeftModel};
 pub use precision::Precision;
 pub use report::TrainableParameters;
-pub use rng::{SplitMix64, host_random};
+pub use rng::{SplitMix64, host_random, seeded_random};
 pub use target::{ALL_LINEAR, TargetModules, TargetSelector};

@@ -99,3 +99,27 @@ pub fn host_random<const D: usize>(
     let values: Vec<f32> = (0..n).map(|_| draw(rng) as f32).collect();
     Tensor::from_data(TensorData::new(values, shape), device)
 }
+
+/// [`host_random`] when `rng` is given, else burn's `Tensor::random` on the device's own
+/// generator: how a seeded adapter and an unseeded one draw their starting values.
+///
+/// ```
+/// use burn::tensor::{Device, Distribution};
+/// use burn_peft_core::{SplitMix64, seeded_random};
+/// let device = Device::flex();
+/// let mut rng = SplitMix64::new(3);
+/// let t = seeded_random([2, 2], Distribution::Default, Some(&mut rng), &device);
+/// let u = seeded_random([2, 2], Distribution::Default, Some(&mut SplitMix64::new(3)), &device);
+/// assert_eq!(t.into_data(), u.into_data());
+/// ```
+pub fn seeded_random<const D: usize>(
+    shape: [usize; D],
+    distribution: Distribution,
+    rng: Option<&mut SplitMix64>,
+    device: &Device,
+) -> Tensor<D> {
+    match rng {
+        Some(rng) => host_random(shape, distribution, rng, device),
+        None => Tensor::random(shape, distribution, device),
+    }
+}

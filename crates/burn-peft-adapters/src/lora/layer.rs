@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::module::linear;
 use burn::tensor::{Distribution, FloatDType, Tensor};
 use burn_peft_core::format::NamedTensor;
-use burn_peft_core::{PeftError, Result, SplitMix64, host_random};
+use burn_peft_core::{PeftError, Result, SplitMix64, seeded_random};
 
 use super::config::{LoraConfig, LoraInit};
 
@@ -52,9 +52,8 @@ impl Lora {
         let mut host_rng = config
             .init_seed
             .map(|seed| SplitMix64::for_stream(seed, path));
-        let mut random = |shape: [usize; 2], distribution: Distribution| match &mut host_rng {
-            Some(rng) => host_random(shape, distribution, rng, &device),
-            None => Tensor::<2>::random(shape, distribution, &device),
+        let mut random = |shape: [usize; 2], distribution: Distribution| {
+            seeded_random(shape, distribution, host_rng.as_mut(), &device)
         };
         let kaiming = |fan_in: usize| {
             let bound = 1.0 / (fan_in as f64).sqrt();
