@@ -4,6 +4,9 @@
 //!   with LoRA (r 8), DoRA (r 8) and IA3, against the frozen layer alone (the input takes a
 //!   gradient in every case);
 //! - `merge`: folding a LoRA / DoRA / IA3 adapter into the layer's weight and taking it out;
+//! - `cross_entropy_head`: the loss through a frozen output layer (256 rows of 576 features,
+//!   vocabulary 8192), forward + backward, as `log_softmax` + `gather` and as
+//!   `linear_cross_entropy`;
 //! - `tiny_llama_step`: a whole training step (forward, backward, AdamW) of the tiny Llama
 //!   (2 layers, hidden 32) with LoRA on all linears and with full fine-tuning.
 //!
@@ -12,7 +15,9 @@
 use std::hint::black_box;
 
 use burn::nn::LinearConfig;
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn_peft::models::linear_cross_entropy;
 use burn_peft::optim::make_trainable;
 use burn_peft::prelude::*;
 use criterion::Criterion;
@@ -85,6 +90,32 @@ fn main() {
             })
         });
     }
+    group.finish();
+
+    let (rows, features, vocab) = (256, 576, 8192);
+    let hidden = Tensor::<2>::random([rows, features], Distribution::Normal(0.0, 1.0), &device)
+        .require_grad();
+    let table = Tensor::<2>::random([vocab, features], Distribution::Normal(0.0, 0.02), &device);
+    let ids: Vec<i64> = (0..rows).map(|i| (i * 7919 % vocab) as i64).collect();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(ids, [rows]), &device);
+    let project = |h: Tensor<2>| h.matmul(table.clone().transpose());
+    let mut group = c.benchmark_group("cross_entropy_head_rows256_576x8192");
+    group.bench_function("log_softmax_gather", |b| {
+        b.iter(|| {
+            let logp = log_softmax(project(hidden.clone()), 1);
+            let loss = logp
+                .gather(1, targets.clone().reshape([rows, 1]))
+                .mean()
+                .neg();
+            black_box(loss.backward())
+        })
+    });
+    group.bench_function("linear_cross_entropy", |b| {
+        b.iter(|| {
+            let loss = linear_cross_entropy(hidden.clone(), targets.clone(), None, project);
+            black_box(loss.backward())
+        })
+    });
     group.finish();
 
     let config = LlamaConfig::tiny(256);

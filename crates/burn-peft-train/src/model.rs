@@ -1,9 +1,8 @@
 //! What the trainer needs from a model.
 
 use burn::module::Module;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
-use burn_peft_models::Llama;
+use burn_peft_models::{Llama, linear_cross_entropy};
 
 use crate::batch::Batch;
 
@@ -49,8 +48,8 @@ impl CausalLm for Llama {
 ///
 /// Only the positions that predict a target go through the output layer: for answers after
 /// long prompts this skips most of the vocabulary projection (49k columns for SmolLM2), in the
-/// forward and the backward pass. The value equals the full causal-LM loss with the target
-/// mask.
+/// forward and the backward pass, which [`linear_cross_entropy`] runs in chunks. The value
+/// equals the full causal-LM loss with the target mask.
 pub fn batch_loss<M: CausalLm>(model: &M, batch: &Batch) -> Tensor<1> {
     let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
     let [b, s, h] = hidden.dims();
@@ -73,9 +72,11 @@ pub fn batch_loss<M: CausalLm>(model: &M, batch: &Batch) -> Tensor<1> {
     }
     let index = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
     let picked = hidden.reshape([b * s, h]).select(0, index);
-    let logits = model.output_logits(picked.reshape([1, n, h]));
-    let [_, _, v] = logits.dims();
-    let logp = log_softmax(logits.reshape([n, v]), 1);
-    let target = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
-    logp.gather(1, target).mean().neg()
+    let target = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
+    linear_cross_entropy(picked, target, None, |x| {
+        let [rows, _] = x.dims();
+        let logits = model.output_logits(x.unsqueeze());
+        let [_, _, v] = logits.dims();
+        logits.reshape([rows, v])
+    })
 }

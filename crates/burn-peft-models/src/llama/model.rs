@@ -10,6 +10,10 @@ use burn_peft_core::{AdaptedLinear, AdapterHost, Precision, cast_if_frozen};
 use super::config::LlamaConfig;
 use crate::attention::scaled_dot_attention;
 use crate::error::{ModelError, Result};
+use crate::loss::linear_cross_entropy;
+
+/// Up to this many rows, tied logits are computed without transposing the embedding table.
+const FEW_ROWS: usize = 16;
 
 /// A linear layer of the model: frozen base plus named adapters.
 pub type PeftLinear = AdaptedLinear<Adapter>;
@@ -365,23 +369,35 @@ impl Llama {
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<1> {
         let (hidden, p) = self.decode(input_ids.clone(), attention_mask.clone());
-        if p == 0 {
-            return Self::causal_lm_loss(self.logits(hidden), input_ids, attention_mask);
-        }
         let [b, s, h] = hidden.dims();
-        let logits = self.logits(hidden.slice([0..b, p - 1..s - 1, 0..h]));
-        let [_, t, _] = logits.dims();
-        let logp = log_softmax(logits, 2);
-        let picked = logp
-            .gather(2, input_ids.unsqueeze_dim::<3>(2))
-            .reshape([b, t]);
-        match attention_mask {
-            None => picked.mean().neg(),
-            Some(mask) => {
-                let w = mask.float();
-                (picked * w.clone()).sum().neg() / w.sum()
-            }
-        }
+        let t = s - p;
+        // Rows that predict a token, the tokens, and their mask.
+        let (rows, targets, mask) = if p == 0 {
+            let n = t.saturating_sub(1);
+            (
+                hidden.slice([0..b, 0..n, 0..h]),
+                input_ids.slice([0..b, 1..t]),
+                attention_mask.map(|m| m.slice([0..b, 1..t])),
+            )
+        } else {
+            (
+                hidden.slice([0..b, p - 1..s - 1, 0..h]),
+                input_ids,
+                attention_mask,
+            )
+        };
+        let [_, n, _] = rows.dims();
+        linear_cross_entropy(
+            rows.reshape([b * n, h]),
+            targets.reshape([b * n]),
+            mask.map(|m| m.float().reshape([b * n])),
+            |x| {
+                let [r, _] = x.dims();
+                let logits = self.logits(x.unsqueeze());
+                let [_, _, v] = logits.dims();
+                logits.reshape([r, v])
+            },
+        )
     }
 
     /// Logits `[batch, new, vocab]` for `input_ids` that continue the positions in `cache`,
@@ -475,19 +491,20 @@ impl Llama {
                 head.bias.as_ref().map(|b| b.val().cast(dtype)),
             ),
             None => {
-                // Tied: logits = h · Eᵀ. Computed as (E · hᵀ)ᵀ so that the large [vocab, hidden]
-                // table is never transposed (a full copy on some backends); only the small
-                // activations are.
+                // Tied: logits = h · Eᵀ. For a few rows (decoding) it is computed as (E · hᵀ)ᵀ,
+                // so that the large [vocab, hidden] table is not transposed (a full copy on
+                // some backends, bf16 on flex among them) for every token; for many rows
+                // (training, prompts) directly, so that the output is not the one copied.
                 let [b, t, h] = hidden.dims();
                 let v = self.config.vocab_size;
-                let flat = hidden.reshape([b * t, h]).transpose();
-                self.embed_tokens
-                    .weight
-                    .val()
-                    .cast(dtype)
-                    .matmul(flat)
-                    .transpose()
-                    .reshape([b, t, v])
+                let table = self.embed_tokens.weight.val().cast(dtype);
+                let flat = hidden.reshape([b * t, h]);
+                let logits = if b * t <= FEW_ROWS {
+                    table.matmul(flat.transpose()).transpose()
+                } else {
+                    flat.matmul(table.transpose())
+                };
+                logits.reshape([b, t, v])
             }
         };
         logits.cast(FloatDType::F32)
