@@ -28,6 +28,14 @@ const CHUNK_ELEMENTS: usize = 1 << 23;
 ///
 /// Gradients reach whatever `project` tracks: the hidden states, and the output layer's
 /// weights when they train (tied embeddings in full fine-tuning, or an adapter on `lm_head`).
+/// The softmax runs in the logits' type; [`Llama::logits`](crate::Llama::logits) returns f32
+/// whatever the model computes in, as HF's Llama does.
+///
+/// # Panics
+///
+/// As burn's tensor operations do, when `targets` or `weights` do not have `rows` entries or
+/// `project` does not return `rows` rows. Targets must be below the vocabulary size, as for
+/// `gather`; [`Llama::check_ids`](crate::Llama::check_ids) checks token ids.
 ///
 /// ```
 /// use burn::tensor::activation::log_softmax;
