@@ -1,7 +1,7 @@
 //! Cross-entropy through an output layer, in chunks of rows and without an autodiff graph over
 //! the softmax.
 
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{FloatDType, IndexingUpdateOp, Int, Tensor};
 
 /// Elements of logits computed at once (32 MB in f32): larger vocabularies take fewer rows per
 /// chunk, but never fewer rows than there are features, so that the weight gradient of a
@@ -74,6 +74,10 @@ fn chunked(
     chunk_elements: usize,
 ) -> Tensor<1> {
     let [rows, features] = hidden.dims();
+    if rows == 0 {
+        // Zero, still connected to the graph so that `backward` works and gives zeros.
+        return hidden.cast(FloatDType::F32).sum() * 0.0;
+    }
     let device = hidden.device();
     let targets = targets.reshape([rows, 1]);
     // Each row's share of the mean: wᵢ / Σ w, or 1 / rows; untracked.
@@ -233,5 +237,18 @@ mod tests {
             |x| x.matmul(weight.clone()),
         );
         assert_eq!(none.into_scalar::<f32>(), 0.0);
+
+        // No rows under autodiff: a zero that still takes `backward`.
+        let device = device.autodiff();
+        let hidden = Tensor::<2>::zeros([0, 2], &device).require_grad();
+        let loss = linear_cross_entropy(
+            hidden.clone(),
+            Tensor::<1, Int>::zeros([0], &device),
+            None,
+            |x| x,
+        );
+        let grads = loss.backward();
+        assert_eq!(loss.into_scalar::<f32>(), 0.0);
+        assert_eq!(hidden.grad(&grads).map(|g| g.dims()), Some([0, 2]));
     }
 }
