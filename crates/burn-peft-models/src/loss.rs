@@ -88,8 +88,9 @@ fn chunked(
         }
         None => Tensor::<2>::full([rows, 1], 1.0 / rows as f32, &device),
     };
-    let mut surrogate: Option<Tensor<1>> = None;
-    let mut value: Option<Tensor<1>> = None;
+    // Per chunk: Σ share·loss, and Σ logits·gradient where the logits are tracked.
+    let mut values = Vec::new();
+    let mut surrogates = Vec::new();
     // The vocabulary is known after the first chunk.
     let mut chunk = features.max(1);
     let mut start = 0;
@@ -108,11 +109,7 @@ fn chunked(
         let picked = detached.clone().gather(1, target.clone());
         let exp = (detached - max.clone()).exp();
         let sum = exp.clone().sum_dim(1);
-        let part = ((max + sum.clone().log() - picked) * share.clone()).sum();
-        value = Some(match value {
-            Some(v) => v + part,
-            None => part,
-        });
+        values.push(((max + sum.clone().log() - picked) * share.clone()).sum());
         if logits.is_tracked() {
             let gradient = (exp * (share.clone() / sum)).scatter(
                 1,
@@ -120,20 +117,18 @@ fn chunked(
                 share.neg(),
                 IndexingUpdateOp::Add,
             );
-            let part = (logits * gradient).sum();
-            surrogate = Some(match surrogate {
-                Some(s) => s + part,
-                None => part,
-            });
+            surrogates.push((logits * gradient).sum());
         }
         start = end;
     }
-    let value = value.unwrap_or_else(|| Tensor::zeros([1], &device));
-    match surrogate {
-        // Zero in value, `gradient` in its derivative.
-        Some(s) => s.clone() - s.detach() + value,
-        None => value,
+    // At least one chunk ran (rows > 0).
+    let value = Tensor::cat(values, 0).sum();
+    if surrogates.is_empty() {
+        return value;
     }
+    let surrogate = Tensor::cat(surrogates, 0).sum();
+    // Zero in value, `gradient` in its derivative.
+    surrogate.clone() - surrogate.detach() + value
 }
 
 #[cfg(test)]
