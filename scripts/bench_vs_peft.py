@@ -42,8 +42,9 @@ def main():
     ap.add_argument("--anchor", default=os.path.join(here, "../../shared/anchors/peft_bench.py"))
     ap.add_argument("--bin", default=os.path.join(here, "../target/release/burn-peft"))
     ap.add_argument("--ours", action="append", default=[],
-                    help="DEVICE:BINARY to time, repeatable (default flex:--bin); e.g. "
-                         "tch:target/tch/release/burn-peft with scripts/setup-tch.sh's environment")
+                    help="DEVICE:BINARY[:EXTRA ARGS] to time, repeatable (default flex:--bin); e.g. "
+                         "tch:target/tch/release/burn-peft with scripts/setup-tch.sh's environment, "
+                         "or flex:target/release/burn-peft:--batch-threads 1")
     ap.add_argument("--methods", default="lora,full,ia3,prefix")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
@@ -51,7 +52,12 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     a = ap.parse_args()
-    ours_list = [o.split(":", 1) for o in a.ours] or [["flex", a.bin]]
+    # (label, device, binary, extra bench-step arguments)
+    ours_list = []
+    for spec in a.ours or [f"flex:{a.bin}"]:
+        device, binary, *extra = spec.split(":", 2)
+        extra = extra[0].split() if extra else []
+        ours_list.append((" ".join([device] + extra), device, binary, extra))
     # LD_LIBRARY_PATH from scripts/setup-tch.sh serves the tch binary; the anchor's own torch
     # must not pick up those libraries.
     python_env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
@@ -59,14 +65,14 @@ def main():
     for rnd in range(a.rounds):
         for m in a.methods.split(","):
             r = rows.setdefault(m, {"theirs": [], "theirs_peak": []})
-            for device, binary in ours_list:
+            for label, device, binary, extra in ours_list:
                 ours, ours_peak = measured([binary, "bench-step", "--shape", "smollm2-135m", "--method", m,
                                             "--r", "16", "--batch-size", str(a.batch), "--seq-len", str(a.seq),
                                             "--steps", str(a.steps), "--warmup", str(a.warmup),
-                                            "--device", device, "--json"])
-                r.setdefault(device, []).append(ours["tokens_per_s"])
-                r.setdefault(device + "_peak", []).append(ours_peak)
-                print(f"round {rnd} {m}: burn-peft {device} {ours['tokens_per_s']:.0f} tok/s "
+                                            "--device", device, "--json"] + extra)
+                r.setdefault(label, []).append(ours["tokens_per_s"])
+                r.setdefault(label + "_peak", []).append(ours_peak)
+                print(f"round {rnd} {m}: burn-peft {label} {ours['tokens_per_s']:.0f} tok/s "
                       f"({ours_peak / 2**30:.2f} GiB)", file=sys.stderr, flush=True)
             theirs, theirs_peak = measured([a.python, a.anchor, "--device", "cpu", "--shapes", "smol",
                                             "--methods", m, "--dtype", "f32", "--batch", str(a.batch),
@@ -80,9 +86,9 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for m, r in rows.items():
         t, tp = statistics.median(r["theirs"]), max(r["theirs_peak"])
-        for device, _ in ours_list:
-            o, op = statistics.median(r[device]), max(r[device + "_peak"])
-            print(f"| {m} | {device} | {o:.0f} | {t:.0f} | {o / t:.2f} | {op / 2**30:.2f} GiB | "
+        for label, *_ in ours_list:
+            o, op = statistics.median(r[label]), max(r[label + "_peak"])
+            print(f"| {m} | {label} | {o:.0f} | {t:.0f} | {o / t:.2f} | {op / 2**30:.2f} GiB | "
                   f"{tp / 2**30:.2f} GiB | {op / tp:.2f} |")
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ use std::time::Instant;
 use burn::module::{Lora as NativeLora, Module, ParamGroup};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
-use burn_peft_core::{Precision, TargetModules, TrainableParameters, parse_device};
+use burn_peft_core::{DeviceSpec, Precision, TargetModules, TrainableParameters};
 use burn_peft_models::{Llama, LlamaConfig};
 use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig, make_trainable};
 use burn_peft_train::SplitMix64;
 use clap::Args;
 
-use crate::common::{err, train_device};
+use crate::common::{batch_threads, err, train_device};
 use crate::finetune::Method;
 
 /// Arguments of `burn-peft bench-step`.
@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// balanced gradient checkpointing): less memory for a little more time.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Slices of each batch run at once, on threads of their own [default: on flex, the
+    /// batch size up to twice the cores; elsewhere 1].
+    #[arg(long)]
+    pub batch_threads: Option<usize>,
     /// With `--method lora`: burn's own `apply_lora` on every `*_proj` weight instead of
     /// burn-peft's adapters, for comparison (burn rebuilds W + s·A·B on every forward).
     #[arg(long)]
@@ -97,7 +101,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         return Err("--steps and --batch-size must be at least 1, --seq-len at least 2".into());
     }
     let config = shape(&args.shape)?;
-    let device = parse_device(&args.device).map_err(err)?;
+    let spec: DeviceSpec = args.device.parse().map_err(err)?;
+    let device = spec.device().map_err(err)?;
+    let threads = batch_threads(args.batch_threads, spec, args.batch_size)?;
     args.dtype.check(&device).map_err(err)?;
     if args.burn_native_lora && args.dtype != Precision::F32 {
         return Err(
@@ -167,11 +173,21 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     for i in 0..total {
         let x = batches[i % batches.len()].clone();
         let t0 = Instant::now();
-        let l = model.lm_loss(x, None);
-        let (m, _) = optim.backward_step(model, l.clone());
+        let rows = b.div_ceil(threads);
+        let slices: Vec<(Tensor<2, Int>, f32)> = (0..b)
+            .step_by(rows)
+            .map(|r| {
+                let end = (r + rows).min(b);
+                (x.clone().slice([r..end, 0..s]), (end - r) as f32 / b as f32)
+            })
+            .collect();
+        let (m, losses, _) = optim.backward_step_parallel(model, slices, None, |m, (x, share)| {
+            let l = m.lm_loss(x, None);
+            if share == 1.0 { l } else { l * share }
+        });
         model = m;
         // Reading the loss waits for the step's work on asynchronous backends.
-        loss = l.into_scalar::<f32>();
+        loss = losses.into_iter().map(|l| l.into_scalar::<f32>()).sum();
         let dt = t0.elapsed().as_secs_f64();
         if let Some(usage) = device.memory_pool_usage() {
             device_peak = Some(device_peak.unwrap_or(0).max(usage.bytes_reserved));
@@ -196,6 +212,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "gradient_checkpointing": args.gradient_checkpointing,
             "burn_native_lora": args.burn_native_lora,
             "batch": b,
+            "batch_threads": threads,
             "seq": s,
             "trainable": params.trainable,
             "total": params.total,
@@ -209,7 +226,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         println!("{out}");
     } else {
         println!(
-            "{} {:?} {} batch {b} seq {s}: {:.1} ms/step, {:.0} tokens/s (first step {:.1} ms), peak RSS {}{}; {params}",
+            "{} {:?} {} batch {b} seq {s} ({threads} at once): {:.1} ms/step, {:.0} tokens/s (first step {:.1} ms), peak RSS {}{}; {params}",
             args.shape,
             args.method,
             args.dtype,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::tensor::Device;
-use burn_peft_core::{PeftModel, Precision};
+use burn_peft_core::{DeviceSpec, PeftModel, Precision};
 use burn_peft_models::assets::AssetCache;
 use burn_peft_models::{Llama, Pretrained};
 
@@ -64,4 +64,17 @@ pub fn train_device(device: &Device, checkpointing: bool) -> Device {
 /// An error as the one line a subcommand prints.
 pub fn err(e: impl ToString) -> String {
     e.to_string()
+}
+
+/// `--batch-threads`, or the device's default for this batch size.
+pub fn batch_threads(
+    requested: Option<usize>,
+    device: DeviceSpec,
+    batch_size: usize,
+) -> Result<usize, String> {
+    match requested {
+        Some(0) => Err("--batch-threads must be at least 1".into()),
+        Some(n) => Ok(n),
+        None => Ok(device.default_batch_threads(batch_size)),
+    }
 }

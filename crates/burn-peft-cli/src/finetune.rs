@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn_peft_adapters::{
     AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig,
 };
-use burn_peft_core::{PeftModel, Precision, TargetModules, TrainableParameters, parse_device};
+use burn_peft_core::{DeviceSpec, PeftModel, Precision, TargetModules, TrainableParameters};
 use burn_peft_forget::{
     Distill, DistillConfig, Ewc, EwcConfig, FisherKind, L2Sp, Replay, ReplayBuffer,
 };
@@ -19,7 +19,7 @@ use burn_peft_train::{
 };
 use clap::{Args, ValueEnum};
 
-use crate::common::{err, load_model, train_device};
+use crate::common::{batch_threads, err, load_model, train_device};
 
 /// Fine-tuning methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -230,6 +230,10 @@ pub struct FinetuneArgs {
     /// balanced gradient checkpointing): less memory for a little more time.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Slices of each micro-batch trained at once, on threads of their own [default: on flex,
+    /// the batch size up to twice the cores, or 1 with --lora-dropout; elsewhere 1].
+    #[arg(long)]
+    pub batch_threads: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -317,8 +321,21 @@ fn unread<T: ValueEnum + PartialEq>(
 
 /// Runs the command; the error is the one-line message to print.
 pub fn run(args: &FinetuneArgs) -> Result<(), String> {
-    let device = parse_device(&args.device).map_err(err)?;
+    let spec: DeviceSpec = args.device.parse().map_err(err)?;
+    let device = spec.device().map_err(err)?;
     args.dtype.check(&device).map_err(err)?;
+    let dropout = args.lora_dropout > 0.0 && matches!(args.method, Method::Lora | Method::Dora);
+    let batch_threads = match args.batch_threads {
+        Some(n) if n > 1 && dropout => {
+            return Err(
+                "--batch-threads above 1 would draw dropout's masks in thread order: use 1 with \
+                 --lora-dropout"
+                    .into(),
+            );
+        }
+        None if dropout => 1,
+        requested => batch_threads(requested, spec, args.batch_size)?,
+    };
     let train_device = train_device(&device, args.gradient_checkpointing);
     let lr_scheduler: ScheduleKind = args.lr_scheduler.parse()?;
     if args.forgetting != Forgetting::None && args.general_data.is_none() {
@@ -421,7 +438,8 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         .with_eval_every(args.eval_every)
         .with_save_every(args.save_every)
         .with_seed(args.seed)
-        .with_progress(!args.no_progress);
+        .with_progress(!args.no_progress)
+        .with_batch_threads(batch_threads);
 
     let name = args.adapter_name.clone();
     let template = pretrained.chat_template.clone();

@@ -311,6 +311,68 @@ fn kill_and_resume(extra: &[&str]) {
     assert!(w(&straight) == w(&killed), "the final weights differ");
 }
 
+/// `--batch-threads` splits each micro-batch into slices trained on threads of their own:
+/// uneven slices (5 samples on 3 threads: 2, 2 and 1), each padded to its own longest sample,
+/// give the run of one thread, with and without a penalty that runs beside them.
+#[test]
+fn batch_threads_train_the_same_run_as_one_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    for extra in [
+        &["--method", "full"][..],
+        &[
+            "--forgetting",
+            "distill",
+            "--general-data",
+            "text.txt",
+            "--general-samples",
+            "4",
+        ][..],
+    ] {
+        let run = |threads: &str| {
+            let dir = tmp.path().join(format!("{}-{threads}", extra[1]));
+            let args = [
+                &["--steps", "12", "--batch-size", "5", "--grad-accum", "2"][..],
+                &["--batch-threads", threads],
+                extra,
+            ]
+            .concat();
+            ok(finetune(&dir, &args));
+            step_losses(&dir)
+        };
+        let (one, three) = (run("1"), run("3"));
+        assert_eq!(one.len(), 12);
+        for ((s, x), (_, y)) in one.iter().zip(&three) {
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs(),
+                "{extra:?} step {s}: {x} vs {y}"
+            );
+        }
+        assert!(
+            one[11].1 < one[0].1,
+            "{extra:?}: the loss did not fall: {one:?}"
+        );
+    }
+    let out = tmp.path().join("bad");
+    one_line_error(
+        &finetune(&out, &["--steps", "2", "--batch-threads", "0"]),
+        "--batch-threads must be at least 1",
+    );
+    one_line_error(
+        &finetune(
+            &out,
+            &[
+                "--steps",
+                "2",
+                "--batch-threads",
+                "2",
+                "--lora-dropout",
+                "0.1",
+            ],
+        ),
+        "use 1 with --lora-dropout",
+    );
+}
+
 /// A flag the chosen method or forgetting option does not read is named in a warning, and the
 /// run goes on; flags that apply give none.
 #[test]

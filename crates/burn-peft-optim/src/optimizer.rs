@@ -14,7 +14,9 @@ use burn_peft_core::format::write_atomic;
 use burn_peft_core::{PeftError, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::params::{assign_param_ids, global_grad_norm, scale_grads, trainable_param_ids};
+use crate::params::{
+    NewLeaves, assign_param_ids, global_grad_norm, scale_grads, trainable_param_ids,
+};
 use crate::schedule::{LrSchedule, ScheduleKind};
 
 /// Hyper-parameters of a fine-tuning optimizer, named and defaulted as HF `TrainingArguments`
@@ -173,6 +175,14 @@ impl PeftOptimizerConfig {
     }
 }
 
+fn scale_loss(loss: Tensor<1>, accum: usize, scale: Option<f32>) -> Tensor<1> {
+    let loss = if accum > 1 { loss / accum as f32 } else { loss };
+    match scale {
+        Some(s) => loss * s,
+        None => loss,
+    }
+}
+
 /// What one optimizer step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepReport {
@@ -275,13 +285,111 @@ impl<M: Module> PeftOptimizer<M> {
     /// Back-propagates one micro-batch's mean loss. On the last micro-batch of an
     /// accumulation window it averages the gradients, clips them and steps.
     pub fn backward_step(&mut self, model: M, loss: Tensor<1>) -> (M, Option<StepReport>) {
+        let grads = GradientsParams::from_grads(self.scaled(loss).backward(), &model);
+        self.accumulate_or_step(model, grads)
+    }
+
+    /// [`backward_step`](Self::backward_step) for a micro-batch whose loss is a sum of parts,
+    /// each part's forward and backward pass on a thread of its own.
+    ///
+    /// The micro-batch's loss is `extra` (a penalty, say) plus `part_loss(model, input)` summed
+    /// over `inputs`: weight each part by its share of the micro-batch. The first part and
+    /// `extra` run on the calling thread. Every other part runs on its own thread against a
+    /// copy of `model` whose trainable parameters are new autodiff leaves over the same
+    /// weights (nothing is copied), so the parts' graphs stay apart; their gradients are added
+    /// in the order of `inputs`, so the result does not depend on which thread finishes first.
+    /// It returns the model, the parts' loss values (detached, before any accumulation or loss
+    /// scaling) and, at the end of an accumulation window, the step's report.
+    ///
+    /// Why: burn-flex runs element-wise operations on one thread and matrix products on all
+    /// cores, so one part's element-wise work can overlap another's products. A GPU gains
+    /// nothing from it. Anything that draws from the device's random generator (dropout) would
+    /// see the threads' draws interleaved, so keep one part when dropout is on.
+    ///
+    /// ```
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn::tensor::{Device, Tensor};
+    /// use burn_peft_optim::PeftOptimizerConfig;
+    ///
+    /// let device = Device::flex().autodiff();
+    /// let model = LinearConfig::new(4, 1).init(&device);
+    /// let mut optim = PeftOptimizerConfig::new(1).init::<Linear>().unwrap();
+    /// let x = Tensor::<2>::ones([8, 4], &device);
+    /// // The mean squared error over eight rows, as two halves of four rows each.
+    /// let halves = vec![x.clone().slice([0..4]), x.slice([4..8])];
+    /// let part = |m: &Linear, x: Tensor<2>| (m.forward(x) - 1.0).square().mean() * 0.5;
+    /// let (model, losses, report) = optim.backward_step_parallel(model, halves, None, part);
+    /// assert_eq!(losses.len(), 2);
+    /// assert_eq!(report.unwrap().step, 1);
+    /// ```
+    pub fn backward_step_parallel<T, F>(
+        &mut self,
+        model: M,
+        inputs: Vec<T>,
+        extra: Option<Tensor<1>>,
+        part_loss: F,
+    ) -> (M, Vec<Tensor<1>>, Option<StepReport>)
+    where
+        T: Send,
+        F: Fn(&M, T) -> Tensor<1> + Sync,
+    {
+        let mut inputs = inputs.into_iter();
+        let first = inputs.next();
+        let (accum, scale) = (
+            self.config.gradient_accumulation_steps,
+            self.scaler.map(|s| s.scale),
+        );
+        let scaled = move |loss| scale_loss(loss, accum, scale);
+        let part_loss = &part_loss;
+        let (grads, losses) = std::thread::scope(|scope| {
+            let others: Vec<_> = inputs
+                .map(|input| {
+                    let fork = model.clone().map(&mut NewLeaves);
+                    scope.spawn(move || {
+                        let loss = part_loss(&fork, input);
+                        let grads =
+                            GradientsParams::from_grads(scaled(loss.clone()).backward(), &fork);
+                        (loss.detach(), grads)
+                    })
+                })
+                .collect();
+            let mut losses = Vec::new();
+            let local = match (first.map(|x| part_loss(&model, x)), extra) {
+                (Some(loss), extra) => {
+                    losses.push(loss.clone().detach());
+                    Some(extra.map_or(loss.clone(), |e| loss + e))
+                }
+                (None, extra) => extra,
+            };
+            let mut sum = GradientsAccumulator::<M>::new();
+            if let Some(local) = local {
+                let grads = GradientsParams::from_grads(scaled(local).backward(), &model);
+                sum.accumulate(&model, grads);
+            }
+            for handle in others {
+                let (loss, grads) = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                losses.push(loss);
+                sum.accumulate(&model, grads);
+            }
+            (sum.grads(), losses)
+        });
+        let (model, report) = self.accumulate_or_step(model, grads);
+        (model, losses, report)
+    }
+
+    /// The loss as back-propagated: divided by the accumulation steps, times the loss scale.
+    fn scaled(&self, loss: Tensor<1>) -> Tensor<1> {
+        scale_loss(
+            loss,
+            self.config.gradient_accumulation_steps,
+            self.scaler.map(|s| s.scale),
+        )
+    }
+
+    fn accumulate_or_step(&mut self, model: M, grads: GradientsParams) -> (M, Option<StepReport>) {
         let accum = self.config.gradient_accumulation_steps;
-        let loss = if accum > 1 { loss / accum as f32 } else { loss };
-        let loss = match self.scaler {
-            Some(s) => loss * s.scale,
-            None => loss,
-        };
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         self.pending += 1;
         if self.pending < accum {
             self.accumulator.accumulate(&model, grads);

@@ -146,6 +146,20 @@ impl ModuleMapper for IdMapper<'_> {
     }
 }
 
+/// Gives every trainable parameter a new autodiff leaf over the same weights (`detach` shares
+/// the storage), keeping its id: gradients taken through the copy are keyed like the model's.
+pub(crate) struct NewLeaves;
+
+impl ModuleMapper for NewLeaves {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if param.is_require_grad() {
+            param.map(|t| t.detach().require_grad())
+        } else {
+            param
+        }
+    }
+}
+
 struct Unfreeze;
 
 impl ModuleMapper for Unfreeze {

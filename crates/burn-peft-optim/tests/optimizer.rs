@@ -224,6 +224,83 @@ fn accumulation_equals_one_large_batch() {
     );
 }
 
+/// A loss split into parts that run on threads of their own, plus a penalty on the calling
+/// thread, under accumulation and loss scaling: the same weights as one loss on one thread.
+#[test]
+fn parallel_parts_equal_one_loss() {
+    let device = Device::flex().autodiff();
+    let (x, y) = data(&device, 16, 5);
+    let (general, _) = data(&device, 4, 6);
+    let config = PeftOptimizerConfig::new(5)
+        .with_learning_rate(1e-2)
+        .with_max_grad_norm(Some(0.05))
+        .with_gradient_accumulation_steps(2)
+        .with_loss_scale(Some(LossScaleConfig::new().with_init_scale(1024.0)));
+    let mut net = base(&device);
+    net.add_lora("t", &lora(LoraInit::Gaussian)).unwrap();
+    let penalty = |m: &Net| m.forward(general.clone()).square().mean() * 0.1;
+    let rows = |r: std::ops::Range<usize>| (x.clone().slice([r.clone()]), y.clone().slice([r]));
+
+    let mut one = config.init::<Net>().unwrap();
+    let mut reference = net.clone();
+    let mut reference_losses = Vec::new();
+    for _ in 0..3 {
+        for half in [0..8, 8..16] {
+            let (xh, yh) = rows(half);
+            let loss = mse(&reference, xh, yh);
+            reference_losses.push(loss.clone().into_scalar::<f32>());
+            let loss = loss + penalty(&reference);
+            reference = one.backward_step(reference, loss).0;
+        }
+    }
+
+    let mut parallel = config.init::<Net>().unwrap();
+    let mut split = net;
+    let mut reports = 0;
+    for step in 0..3 {
+        for (h, (lo, hi)) in [(0, 8), (8, 16)].into_iter().enumerate() {
+            // Uneven parts, each weighted by its share of the half.
+            let parts = vec![(lo, lo + 3), (lo + 3, lo + 7), (lo + 7, hi)];
+            let extra = Some(penalty(&split));
+            let (m, losses, report) =
+                parallel.backward_step_parallel(split, parts, extra, |m: &Net, (a, b)| {
+                    let (xp, yp) = rows(a..b);
+                    mse(m, xp, yp) * ((b - a) as f32 / 8.0)
+                });
+            split = m;
+            reports += report.is_some() as usize;
+            assert_eq!(losses.len(), 3);
+            let total: f32 = losses.into_iter().map(|l| l.into_scalar::<f32>()).sum();
+            let expected = reference_losses[2 * step + h];
+            assert!(
+                (total - expected).abs() < 1e-5 * expected.abs().max(1.0),
+                "parts sum to {total}, the whole loss is {expected}"
+            );
+        }
+    }
+    assert_eq!(reports, 3);
+    let diff = max_abs_diff(&values(&reference), &values(&split));
+    assert!(
+        diff < 1e-6,
+        "parallel and single-thread weights differ by {diff}"
+    );
+    assert!(
+        max_abs_diff(&values(&reference), &values(&base(&device))) > 0.0,
+        "the steps moved nothing"
+    );
+
+    // No parts: the penalty alone; one part without a penalty: the plain path.
+    let mut optim = PeftOptimizerConfig::new(2).init::<Net>().unwrap();
+    let (after, losses, report) = optim.backward_step_parallel(
+        split.clone(),
+        Vec::<()>::new(),
+        Some(penalty(&split)),
+        |m: &Net, ()| penalty(m),
+    );
+    assert!(losses.is_empty() && report.is_some());
+    assert!(max_abs_diff(&values(&split), &values(&after)) > 0.0);
+}
+
 /// Six steps in one go, or three, save (adapter in PEFT's format + optimizer), a fresh model
 /// with new parameter ids loaded from the files, and three more: the same weights.
 #[test]

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::batch::{BatcherState, collate};
+use crate::batch::{Batch, BatcherState, collate};
 use crate::data::{Dataset, Sample};
 use crate::error::TrainError;
 
@@ -56,6 +56,14 @@ pub struct TrainConfig {
     /// Draw a progress bar on a terminal.
     #[config(default = true)]
     pub progress: bool,
+    /// Splits each micro-batch into this many slices whose forward and backward passes run on
+    /// threads of their own (see [`PeftOptimizer::backward_step_parallel`]). On a CPU with
+    /// burn-flex this overlaps one slice's single-threaded element-wise work with another's
+    /// multi-threaded matrix products; on a GPU keep 1. Dropout would draw its masks from one
+    /// generator in whatever order the threads reach it, so runs with dropout are reproducible
+    /// with 1 only.
+    #[config(default = 1)]
+    pub batch_threads: usize,
 }
 
 /// Writes the trained weights of a model into a directory.
@@ -157,9 +165,13 @@ pub struct Trainer<'a, M> {
 impl<'a, M: CausalLm> Trainer<'a, M> {
     /// A trainer writing to `out`; `pad_id` fills batches.
     pub fn new(config: TrainConfig, out: &Path, pad_id: u32, weights: WeightsIo<'a, M>) -> R<Self> {
-        if config.steps == 0 || config.batch_size == 0 || config.eval_batch_size == 0 {
+        if config.steps == 0
+            || config.batch_size == 0
+            || config.eval_batch_size == 0
+            || config.batch_threads == 0
+        {
             return Err(TrainError::Config(
-                "steps, batch_size and eval_batch_size must be at least 1".into(),
+                "steps, batch_size, eval_batch_size and batch_threads must be at least 1".into(),
             ));
         }
         Ok(Self {
@@ -310,22 +322,25 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 if let Some(r) = self.regularizer.as_mut() {
                     r.mix(&mut samples, &mut rng);
                 }
-                let refs: Vec<&Sample> = samples.iter().collect();
-                let batch = collate(&refs, pad_id, device);
-                step_tokens += batch.tokens;
+                step_tokens += samples.iter().map(|s| s.ids.len()).sum::<usize>();
+                let slices = slices(&samples, cfg.batch_threads, pad_id, device);
                 device.seed(seed);
-                let mut loss = batch_loss(&model, &batch);
-                loss_sum += loss.clone().into_scalar::<f32>() as f64;
-                if let Some(p) = self
+                let penalty = self
                     .regularizer
                     .as_mut()
-                    .and_then(|r| r.penalty(&model, &mut rng))
-                {
+                    .and_then(|r| r.penalty(&model, &mut rng));
+                if let Some(p) = &penalty {
                     penalty_sum += p.clone().into_scalar::<f32>() as f64;
-                    loss = loss + p;
                 }
-                let (m, r) = optim.backward_step(model, loss);
+                let (m, losses, r) =
+                    optim.backward_step_parallel(model, slices, penalty, |m, (batch, share)| {
+                        let loss = batch_loss(m, &batch);
+                        if share == 1.0 { loss } else { loss * share }
+                    });
                 model = m;
+                for l in losses {
+                    loss_sum += l.into_scalar::<f32>() as f64;
+                }
                 report = report.or(r);
             }
             let report = report.ok_or_else(|| {
@@ -516,6 +531,31 @@ fn eval_record(step: usize, e: &Evals) -> Value {
         r["general_perplexity"] = json!(g.perplexity);
     }
     r
+}
+
+/// `samples` as `threads` padded batches (fewer when there are fewer samples), each with its
+/// share of the micro-batch's loss positions: the weighted slices' losses add up to the loss of
+/// the whole micro-batch.
+fn slices(samples: &[Sample], threads: usize, pad_id: u32, device: &Device) -> Vec<(Batch, f32)> {
+    let per = samples.len().div_ceil(threads.max(1)).max(1);
+    let positions = |s: &[Sample]| -> usize {
+        s.iter()
+            .map(|x| x.targets.iter().skip(1).filter(|&&t| t).count())
+            .sum()
+    };
+    let total = positions(samples);
+    samples
+        .chunks(per)
+        .map(|chunk| {
+            let refs: Vec<&Sample> = chunk.iter().collect();
+            let share = match total {
+                0 => 1.0 / samples.len().div_ceil(per) as f32,
+                _ if chunk.len() == samples.len() => 1.0,
+                t => positions(chunk) as f32 / t as f32,
+            };
+            (collate(&refs, pad_id, device), share)
+        })
+        .collect()
 }
 
 fn mix(seed: u64, step: u64, micro: u64) -> u64 {
