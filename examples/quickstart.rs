@@ -36,7 +36,8 @@ const TEMPLATE: &str =
     "Review: {text}\nIs this movie review fresh or rotten? Answer with one word.";
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let device = parse_device(flag("--device").as_deref().unwrap_or("flex"))?;
+    let spec: DeviceSpec = flag("--device").as_deref().unwrap_or("flex").parse()?;
+    let device = spec.device()?;
     let steps: usize = flag("--steps").map_or(Ok(100), |s| s.parse())?;
     let cache = AssetCache::from_env(flag("--cache-dir").map(PathBuf::from));
     let started = Instant::now();
@@ -101,6 +102,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut trainer = Trainer::new(
         TrainConfig::new(steps, 8)
+            // On flex, slices of each batch train on threads of their own.
+            .with_batch_threads(spec.default_batch_threads(8))
             .with_eval_batch_size(10)
             .with_eval_every(steps / 2),
         &out,

@@ -10,7 +10,7 @@ use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
 use burn_peft_core::{DeviceSpec, Precision, TargetModules, TrainableParameters};
 use burn_peft_models::{Llama, LlamaConfig};
 use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig, make_trainable};
-use burn_peft_train::SplitMix64;
+use burn_peft_train::{SplitMix64, split_evenly};
 use clap::Args;
 
 use crate::common::{batch_threads, err, train_device};
@@ -52,7 +52,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub gradient_checkpointing: bool,
     /// Slices of each batch run at once, on threads of their own [default: on flex, the
-    /// batch size up to twice the cores; elsewhere 1].
+    /// batch size up to twice the cores, but 1 for full fine-tuning; elsewhere 1].
     #[arg(long)]
     pub batch_threads: Option<usize>,
     /// With `--method lora`: burn's own `apply_lora` on every `*_proj` weight instead of
@@ -103,7 +103,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let config = shape(&args.shape)?;
     let spec: DeviceSpec = args.device.parse().map_err(err)?;
     let device = spec.device().map_err(err)?;
-    let threads = batch_threads(args.batch_threads, spec, args.batch_size)?;
+    let threads = batch_threads(
+        args.batch_threads,
+        spec,
+        args.batch_size,
+        args.method == Method::Full,
+    )?;
     args.dtype.check(&device).map_err(err)?;
     if args.burn_native_lora && args.dtype != Precision::F32 {
         return Err(
@@ -173,12 +178,13 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     for i in 0..total {
         let x = batches[i % batches.len()].clone();
         let t0 = Instant::now();
-        let rows = b.div_ceil(threads);
-        let slices: Vec<(Tensor<2, Int>, f32)> = (0..b)
-            .step_by(rows)
-            .map(|r| {
-                let end = (r + rows).min(b);
-                (x.clone().slice([r..end, 0..s]), (end - r) as f32 / b as f32)
+        let slices: Vec<(Tensor<2, Int>, f32)> = split_evenly(b, threads)
+            .into_iter()
+            .map(|rows| {
+                (
+                    x.clone().slice([rows.clone(), 0..s]),
+                    rows.len() as f32 / b as f32,
+                )
             })
             .collect();
         let (m, losses, _) = optim.backward_step_parallel(model, slices, None, |m, (x, share)| {

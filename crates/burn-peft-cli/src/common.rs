@@ -66,15 +66,19 @@ pub fn err(e: impl ToString) -> String {
     e.to_string()
 }
 
-/// `--batch-threads`, or the device's default for this batch size.
+/// `--batch-threads`, or the device's default for this batch size. Full fine-tuning defaults
+/// to 1: each slice holds its own gradient of every weight (0.5 GiB at the SmolLM2-135M shape),
+/// which cost more time and memory than the overlap saved.
 pub fn batch_threads(
     requested: Option<usize>,
     device: DeviceSpec,
     batch_size: usize,
+    full_fine_tuning: bool,
 ) -> Result<usize, String> {
     match requested {
         Some(0) => Err("--batch-threads must be at least 1".into()),
         Some(n) => Ok(n),
+        None if full_fine_tuning => Ok(1),
         None => Ok(device.default_batch_threads(batch_size)),
     }
 }

@@ -231,7 +231,8 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub gradient_checkpointing: bool,
     /// Slices of each micro-batch trained at once, on threads of their own [default: on flex,
-    /// the batch size up to twice the cores, or 1 with --lora-dropout; elsewhere 1].
+    /// the batch size up to twice the cores, but 1 with --lora-dropout or --method full;
+    /// elsewhere 1].
     #[arg(long)]
     pub batch_threads: Option<usize>,
     /// No progress bar.
@@ -334,7 +335,12 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             );
         }
         None if dropout => 1,
-        requested => batch_threads(requested, spec, args.batch_size)?,
+        requested => batch_threads(
+            requested,
+            spec,
+            args.batch_size,
+            args.method == Method::Full,
+        )?,
     };
     let train_device = train_device(&device, args.gradient_checkpointing);
     let lr_scheduler: ScheduleKind = args.lr_scheduler.parse()?;

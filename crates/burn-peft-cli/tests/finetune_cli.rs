@@ -966,6 +966,39 @@ fn bench_step_reports_json_and_refuses_bad_shapes() {
         ]),
         "f32 only",
     );
+    // Three rows on three threads: the losses of one thread.
+    let threads = |n: &str| -> Value {
+        let args = [
+            "bench-step",
+            "--shape",
+            "tiny",
+            "--batch-size",
+            "3",
+            "--seq-len",
+            "8",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+            "--batch-threads",
+            n,
+        ];
+        serde_json::from_slice(&ok(run(&args)).stdout).unwrap()
+    };
+    let (one, three) = (threads("1"), threads("3"));
+    assert_eq!(
+        (
+            one["batch_threads"].as_u64(),
+            three["batch_threads"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+    assert!((loss(&one) - loss(&three)).abs() < 1e-5, "{one} {three}");
+    one_line_error(
+        &run(&["bench-step", "--shape", "tiny", "--batch-threads", "0"]),
+        "at least 1",
+    );
     one_line_error(&run(&["bench-step", "--shape", "gpt-5"]), "unknown shape");
     one_line_error(
         &run(&["bench-step", "--shape", "tiny", "--method", "prompt"]),

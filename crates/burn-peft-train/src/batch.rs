@@ -79,6 +79,34 @@ impl Batcher {
     }
 }
 
+/// `0..len` as `parts` consecutive ranges whose lengths differ by at most one (fewer ranges
+/// when `len < parts`, none when `len` is 0): how a batch is sliced for
+/// [`TrainConfig::batch_threads`](crate::TrainConfig::batch_threads).
+///
+/// ```
+/// use burn_peft_train::split_evenly;
+/// assert_eq!(split_evenly(5, 4), [0..2, 2..3, 3..4, 4..5]);
+/// assert_eq!(split_evenly(2, 4), [0..1, 1..2]);
+/// assert_eq!(split_evenly(3, 1), [0..3]);
+/// assert!(split_evenly(0, 4).is_empty());
+/// ```
+pub fn split_evenly(len: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = parts.max(1).min(len);
+    if parts == 0 {
+        return Vec::new();
+    }
+    let (base, extra) = (len / parts, len % parts);
+    let mut start = 0;
+    (0..parts)
+        .map(|i| {
+            let end = start + base + usize::from(i < extra);
+            let range = start..end;
+            start = end;
+            range
+        })
+        .collect()
+}
+
 /// A padded batch on a device.
 #[derive(Debug, Clone)]
 pub struct Batch {

@@ -27,7 +27,7 @@ mod regularizer;
 mod sequence;
 mod trainer;
 
-pub use batch::{Batch, Batcher, BatcherState, collate};
+pub use batch::{Batch, Batcher, BatcherState, collate, split_evenly};
 pub use burn_peft_core::SplitMix64;
 pub use data::{CsvTask, Dataset, Encoder, PromptFormat, Sample, Task, read_text};
 pub use error::{Result, TrainError};

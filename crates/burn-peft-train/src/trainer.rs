@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::batch::{Batch, BatcherState, collate};
+use crate::batch::{Batch, BatcherState, collate, split_evenly};
 use crate::data::{Dataset, Sample};
 use crate::error::TrainError;
 
@@ -537,20 +537,22 @@ fn eval_record(step: usize, e: &Evals) -> Value {
 /// share of the micro-batch's loss positions: the weighted slices' losses add up to the loss of
 /// the whole micro-batch.
 fn slices(samples: &[Sample], threads: usize, pad_id: u32, device: &Device) -> Vec<(Batch, f32)> {
-    let per = samples.len().div_ceil(threads.max(1)).max(1);
     let positions = |s: &[Sample]| -> usize {
         s.iter()
             .map(|x| x.targets.iter().skip(1).filter(|&&t| t).count())
             .sum()
     };
     let total = positions(samples);
-    samples
-        .chunks(per)
-        .map(|chunk| {
+    let ranges = split_evenly(samples.len(), threads);
+    let n = ranges.len();
+    ranges
+        .into_iter()
+        .map(|range| {
+            let chunk = &samples[range];
             let refs: Vec<&Sample> = chunk.iter().collect();
             let share = match total {
-                0 => 1.0 / samples.len().div_ceil(per) as f32,
-                _ if chunk.len() == samples.len() => 1.0,
+                _ if n == 1 => 1.0,
+                0 => 1.0 / n as f32,
                 t => positions(chunk) as f32 / t as f32,
             };
             (collate(&refs, pad_id, device), share)
