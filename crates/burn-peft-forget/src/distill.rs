@@ -1,9 +1,8 @@
 //! Distillation from the frozen base model, without a second copy of its weights.
 
-use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_peft_core::PeftModel;
-use burn_peft_models::Llama;
+use burn_peft_models::{Llama, linear_kl_divergence};
 use burn_peft_train::{CausalLm, Regularizer, Result, Sample, SplitMix64, TrainError, collate};
 
 /// A model that can show its frozen base: the same weights with every adapter switched off.
@@ -49,7 +48,8 @@ impl DistillConfig {
 }
 
 /// `λ · T² · KL(teacher ‖ student)` per token on general text, where the teacher is the base
-/// model ([`BaseView`]) or, for full fine-tuning, the model as training started.
+/// model ([`BaseView`]) or, for full fine-tuning, the model as training started. The KL goes
+/// through [`linear_kl_divergence`]: no autodiff graph over the vocabulary's softmax.
 pub struct Distill<M> {
     config: DistillConfig,
     general: Vec<Sample>,
@@ -111,18 +111,40 @@ impl<M: CausalLm + BaseView> Regularizer<M> for Distill<M> {
             Some(base) => base,
             None => self.snapshot.clone()?,
         };
+        // Every real (unpadded) token's position in the flattened batch.
+        let [b, s] = batch.input_ids.dims();
+        let positions: Vec<i64> = picks
+            .iter()
+            .enumerate()
+            .flat_map(|(r, x)| (0..x.ids.len()).map(move |t| (r * s + t) as i64))
+            .collect();
+        let n = positions.len();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
+        let real = |hidden: Tensor<3>| {
+            let h = hidden.dims()[2];
+            hidden.reshape([b * s, h]).select(0, index.clone())
+        };
+        let hidden = |m: &M| {
+            real(m.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone())))
+        };
+        let teacher_hidden = hidden(&teacher).detach();
+        let logits = |m: &M, x: Tensor<2>| {
+            let rows = x.dims()[0];
+            let l = m.output_logits(x.unsqueeze());
+            let v = l.dims()[2];
+            l.reshape([rows, v])
+        };
         let t = self.config.temperature;
-        let teacher_logits = teacher
-            .token_logits(batch.input_ids.clone(), Some(batch.attention_mask.clone()))
-            .detach();
-        let student =
-            model.token_logits(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
-        let p = softmax(teacher_logits.clone() / t, 2);
-        let kl =
-            (p * (log_softmax(teacher_logits / t, 2) - log_softmax(student / t, 2))).sum_dim(2);
-        let [b, s, _] = kl.dims();
-        let mask = batch.attention_mask.float().reshape([b, s, 1]);
-        let tokens = mask.clone().sum();
-        Some((kl * mask).sum() / tokens * (self.config.lambda * t * t) as f32)
+        let kl = linear_kl_divergence(
+            hidden(model),
+            |rows| {
+                let f = teacher_hidden.dims()[1];
+                logits(&teacher, teacher_hidden.clone().slice([rows, 0..f]))
+            },
+            None,
+            t,
+            |x| logits(model, x),
+        );
+        Some(kl * (self.config.lambda * t * t) as f32)
     }
 }

@@ -299,6 +299,86 @@ fn distillation_compares_with_the_base_view() {
     );
 }
 
+/// The penalty against KL written out with `softmax` over the whole vocabulary and a padding
+/// mask: value and the adapter's gradients, at temperature 2, over samples of different lengths.
+#[test]
+fn distillation_penalty_equals_the_full_softmax_kl() {
+    use burn::tensor::activation::{log_softmax, softmax};
+    let device = Device::flex().autodiff();
+    let mut m = model(&device, LoraInit::Gaussian);
+    shift_b(&mut m, 0.3);
+    let mut general = samples();
+    general[1].ids.truncate(3);
+    general[1].targets.truncate(3);
+    let config = DistillConfig {
+        lambda: 0.7,
+        temperature: 2.0,
+        batch_size: 3,
+    };
+    let mut d = Distill::new(config, general.clone(), 0).unwrap();
+    d.prepare(&m, &device).unwrap();
+    let rng = SplitMix64::new(9);
+    // The samples the penalty draws, drawn again from a copy of its generator.
+    let mut draws = rng;
+    let picks: Vec<&Sample> = (0..3)
+        .map(|_| &general[(draws.next_u64() % general.len() as u64) as usize])
+        .collect();
+    assert!(
+        picks.iter().any(|p| p.ids.len() == 3),
+        "no padded sample drawn"
+    );
+    let lora_b = |m: &Llama| {
+        m.layers[0]
+            .self_attn
+            .q_proj
+            .adapter("t")
+            .unwrap()
+            .as_lora()
+            .unwrap()
+            .lora_b
+            .clone()
+    };
+    let grad_of = |loss: burn::tensor::Tensor<1>| {
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        let g: Vec<f32> = grads
+            .get::<2>(lora_b(&m).id)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        g
+    };
+
+    let mut r = rng;
+    let ours = d.penalty(&m, &mut r).unwrap();
+    let batch = collate(&picks, 0, &device);
+    let t = 2.0;
+    let teacher = m
+        .base_view()
+        .unwrap()
+        .token_logits(batch.input_ids.clone(), Some(batch.attention_mask.clone()))
+        .detach()
+        / t;
+    let student = m.token_logits(batch.input_ids.clone(), Some(batch.attention_mask.clone())) / t;
+    let kl = (softmax(teacher.clone(), 2) * (log_softmax(teacher, 2) - log_softmax(student, 2)))
+        .sum_dim(2);
+    let [b, s, _] = kl.dims();
+    let mask = batch.attention_mask.float().reshape([b, s, 1]);
+    let reference = (kl * mask.clone()).sum() / mask.sum() * (0.7 * t * t) as f32;
+
+    let (a, e) = (
+        ours.clone().into_scalar::<f32>(),
+        reference.clone().into_scalar::<f32>(),
+    );
+    assert!(e > 1e-6, "a KL worth testing: {e}");
+    assert!((a - e).abs() <= 1e-5 * e.max(1e-3), "{a} vs {e}");
+    let (ga, ge) = (grad_of(ours), grad_of(reference));
+    assert!(ge.iter().any(|v| v.abs() > 0.0));
+    for (x, y) in ga.iter().zip(&ge) {
+        assert!((x - y).abs() <= 1e-6 + 1e-4 * y.abs(), "{x} vs {y}");
+    }
+}
+
 #[test]
 fn backward_transfer_reads_the_table_so_far() {
     assert_eq!(backward_transfer(&[vec![1.0]]), None);

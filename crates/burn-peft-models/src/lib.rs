@@ -9,7 +9,8 @@
 //! - [`Gguf`]: a validated GGUF reader; [`Pretrained`] loads an HF directory or a GGUF file.
 //! - [`assets`]: `pypi:<package>==<version>#<path>` specs and the asset cache.
 //! - [`linear_cross_entropy`]: the training loss through an output layer, chunked, with the
-//!   softmax's gradient formed in the forward pass.
+//!   softmax's gradient formed in the forward pass; [`linear_kl_divergence`], distillation's
+//!   loss, the same way.
 //! - [`TextTokenizer`]: `tokenizer.json` through the `tokenizers` crate.
 #![warn(missing_docs)]
 
@@ -29,6 +30,6 @@ pub use error::{ModelError, Result};
 pub use generate::GenerationConfig;
 pub use gguf::{Gguf, GgufError, GgufValue};
 pub use llama::*;
-pub use loss::linear_cross_entropy;
+pub use loss::{linear_cross_entropy, linear_kl_divergence};
 pub use pretrained::Pretrained;
 pub use tokenizer::TextTokenizer;

@@ -1,5 +1,7 @@
-//! Cross-entropy through an output layer, in chunks of rows and without an autodiff graph over
-//! the softmax.
+//! Cross-entropy and distillation's KL divergence through an output layer, in chunks of rows
+//! and without an autodiff graph over the softmax.
+
+use std::ops::Range;
 
 use burn::tensor::{FloatDType, IndexingUpdateOp, Int, Tensor};
 
@@ -73,13 +75,142 @@ fn chunked(
     project: impl Fn(Tensor<2>) -> Tensor<2>,
     chunk_elements: usize,
 ) -> Tensor<1> {
+    let rows = hidden.dims()[0];
+    let targets = targets.reshape([rows, 1]);
+    by_chunks(
+        hidden,
+        weights,
+        project,
+        chunk_elements,
+        |logits, rows, share, tracked| {
+            // loss_i = max + log Σ exp(logits − max) − logits[target], and the gradient
+            // share_i · (softmax − one_hot).
+            let target = targets.clone().slice([rows, 0..1]);
+            let max = logits.clone().max_dim(1);
+            let picked = logits.clone().gather(1, target.clone());
+            let exp = (logits - max.clone()).exp();
+            let sum = exp.clone().sum_dim(1);
+            let value = ((max + sum.clone().log() - picked) * share.clone()).sum();
+            let gradient = tracked.then(|| {
+                (exp * (share.clone() / sum)).scatter(1, target, share.neg(), IndexingUpdateOp::Add)
+            });
+            (value, gradient)
+        },
+    )
+}
+
+/// Mean `KL(softmax(teacher / T) ‖ softmax(student / T))` over rows, where the student's
+/// logits are `project(hidden)` and `teacher(rows)` returns the teacher's logits for a range of
+/// rows: distillation's loss, computed as [`linear_cross_entropy`] computes its own (a chunk of
+/// rows at a time, the gradient `(softmax(student / T) − softmax(teacher / T))·wᵢ / (T·Σ w)`
+/// formed from untracked values, no autodiff graph over the softmax). The teacher's logits are
+/// used untracked.
+///
+/// `weights` (`[rows]`) weight each row as in [`linear_cross_entropy`]. Multiply by T² for
+/// the usual scale of distillation's gradients (Hinton et al. 2015).
+///
+/// # Panics
+///
+/// As burn's tensor operations do, when `weights` does not have `rows` entries or `project` and
+/// `teacher` return logits of other shapes than `[chunk rows, vocab]`; also when `temperature`
+/// is not positive.
+///
+/// ```
+/// use burn::tensor::activation::{log_softmax, softmax};
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use burn_peft_models::linear_kl_divergence;
+///
+/// let device = Device::flex();
+/// let hidden = Tensor::<2>::random([3, 4], Distribution::Default, &device);
+/// let weight = Tensor::<2>::random([4, 10], Distribution::Default, &device);
+/// let teacher = Tensor::<2>::random([3, 10], Distribution::Default, &device);
+///
+/// let kl = linear_kl_divergence(
+///     hidden.clone(),
+///     |rows| teacher.clone().slice([rows, 0..10]),
+///     None,
+///     2.0,
+///     |h| h.matmul(weight.clone()),
+/// );
+/// let (s, t) = (hidden.matmul(weight) / 2.0, teacher / 2.0);
+/// let reference = (softmax(t.clone(), 1) * (log_softmax(t, 1) - log_softmax(s, 1)))
+///     .sum_dim(1)
+///     .mean();
+/// let (a, b) = (kl.into_scalar::<f32>(), reference.into_scalar::<f32>());
+/// assert!((a - b).abs() < 1e-5);
+/// ```
+pub fn linear_kl_divergence(
+    hidden: Tensor<2>,
+    teacher: impl Fn(Range<usize>) -> Tensor<2>,
+    weights: Option<Tensor<1>>,
+    temperature: f64,
+    project: impl Fn(Tensor<2>) -> Tensor<2>,
+) -> Tensor<1> {
+    kl_chunked(
+        hidden,
+        teacher,
+        weights,
+        temperature,
+        project,
+        CHUNK_ELEMENTS,
+    )
+}
+
+fn kl_chunked(
+    hidden: Tensor<2>,
+    teacher: impl Fn(Range<usize>) -> Tensor<2>,
+    weights: Option<Tensor<1>>,
+    temperature: f64,
+    project: impl Fn(Tensor<2>) -> Tensor<2>,
+    chunk_elements: usize,
+) -> Tensor<1> {
+    assert!(temperature > 0.0, "temperature {temperature} must be > 0");
+    let t = temperature as f32;
+    by_chunks(
+        hidden,
+        weights,
+        project,
+        chunk_elements,
+        |student, rows, share, tracked| {
+            // With p = softmax(student / T) and q = softmax(teacher / T):
+            // KL_i = Σ q (log q − log p), and its gradient by the student's logits
+            // share_i · (p − q) / T. The logarithms are subtracted element by element: a KL
+            // near zero is then not the difference of two sums near log(vocab).
+            let (log_q, q) = softmax_untracked(teacher(rows).detach().cast(student.dtype()) / t);
+            let (log_p, p) = softmax_untracked(student / t);
+            let value = ((q.clone() * (log_q - log_p)).sum_dim(1) * share.clone()).sum();
+            let gradient = tracked.then(|| (p - q) * (share / t));
+            (value, gradient)
+        },
+    )
+}
+
+/// `log_softmax` and `softmax` along the last dimension of untracked values, with one `exp`.
+fn softmax_untracked(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let shifted = x.clone() - x.max_dim(1);
+    let exp = shifted.clone().exp();
+    let sum = exp.clone().sum_dim(1);
+    (shifted - sum.clone().log(), exp / sum)
+}
+
+/// The loop both losses share. `part(logits, rows, share, tracked)` gets a chunk's logits
+/// (untracked), its rows, their shares of the mean (`[chunk, 1]`, untracked) and whether the
+/// logits are tracked. It returns the chunk's weighted loss and, when tracked, the gradient of
+/// the whole loss by those logits. The result has that value and, through the surrogate
+/// `Σ logits · gradient`, those gradients.
+fn by_chunks(
+    hidden: Tensor<2>,
+    weights: Option<Tensor<1>>,
+    project: impl Fn(Tensor<2>) -> Tensor<2>,
+    chunk_elements: usize,
+    mut part: impl FnMut(Tensor<2>, Range<usize>, Tensor<2>, bool) -> (Tensor<1>, Option<Tensor<2>>),
+) -> Tensor<1> {
     let [rows, features] = hidden.dims();
     if rows == 0 {
         // Zero, still connected to the graph so that `backward` works and gives zeros.
         return hidden.cast(FloatDType::F32).sum() * 0.0;
     }
     let device = hidden.device();
-    let targets = targets.reshape([rows, 1]);
     // Each row's share of the mean: wᵢ / Σ w, or 1 / rows; untracked.
     let share = match weights {
         Some(w) => {
@@ -99,24 +230,11 @@ fn chunked(
         let logits = project(hidden.clone().slice([start..end, 0..features]));
         let [_, vocab] = logits.dims();
         chunk = (chunk_elements / vocab.max(1)).max(features).max(1);
-        let target = targets.clone().slice([start..end, 0..1]);
         let share = share.clone().slice([start..end, 0..1]);
-
-        // Untracked: loss_i = max + log Σ exp(logits − max) − logits[target], and the gradient
-        // share_i · (softmax − one_hot).
-        let detached = logits.clone().detach();
-        let max = detached.clone().max_dim(1);
-        let picked = detached.clone().gather(1, target.clone());
-        let exp = (detached - max.clone()).exp();
-        let sum = exp.clone().sum_dim(1);
-        values.push(((max + sum.clone().log() - picked) * share.clone()).sum());
-        if logits.is_tracked() {
-            let gradient = (exp * (share.clone() / sum)).scatter(
-                1,
-                target,
-                share.neg(),
-                IndexingUpdateOp::Add,
-            );
+        let tracked = logits.is_tracked();
+        let (value, gradient) = part(logits.clone().detach(), start..end, share, tracked);
+        values.push(value);
+        if let Some(gradient) = gradient {
             surrogates.push((logits * gradient).sum());
         }
         start = end;
@@ -203,6 +321,67 @@ mod tests {
                 assert!(
                     (ours.0 - reference.0).abs() < 1e-5,
                     "{what}: loss {} against {}",
+                    ours.0,
+                    reference.0
+                );
+                assert_close(&format!("{what}: d/dhidden"), &ours.1, &reference.1);
+                assert_close(&format!("{what}: d/dweight"), &ours.2, &reference.2);
+            }
+        }
+    }
+
+    /// The KL divergence's value and both gradients against `softmax` / `log_softmax`, at
+    /// temperature 2, with and without row weights, in one chunk and in many.
+    #[test]
+    fn kl_matches_softmax_in_value_and_gradients() {
+        use burn::tensor::activation::softmax;
+        let device = Device::flex().autodiff();
+        device.seed(4);
+        let hidden = Tensor::<2>::random([ROWS, FEATURES], Distribution::Normal(0.0, 2.0), &device);
+        let weight =
+            Tensor::<2>::random([FEATURES, VOCAB], Distribution::Normal(0.0, 1.0), &device);
+        let teacher = Tensor::<2>::random([ROWS, VOCAB], Distribution::Normal(0.0, 3.0), &device);
+        let mask: Vec<f32> = (0..ROWS)
+            .map(|i| if i % 3 == 1 { 0.0 } else { 1.0 })
+            .collect();
+        let mask = Tensor::<1>::from_data(TensorData::new(mask, [ROWS]), &device);
+        let t = 2.0;
+
+        for weights in [None, Some(mask)] {
+            let run = |loss: &dyn Fn(Tensor<2>, Tensor<2>) -> Tensor<1>| {
+                let (h, w) = (hidden.clone().require_grad(), weight.clone().require_grad());
+                let loss = loss(h.clone(), w.clone());
+                let grads = loss.backward();
+                let gh = values(h.grad(&grads).expect("hidden gradient"));
+                let gw = values(w.grad(&grads).expect("weight gradient"));
+                (loss.into_scalar::<f32>(), gh, gw)
+            };
+            let reference = run(&|h, w| {
+                let (s, q) = (h.matmul(w) / t, teacher.clone() / t);
+                let kl = (softmax(q.clone(), 1) * (log_softmax(q, 1) - log_softmax(s, 1)))
+                    .sum_dim(1)
+                    .reshape([ROWS]);
+                match &weights {
+                    Some(m) => (kl * m.clone()).sum() / m.clone().sum(),
+                    None => kl.mean(),
+                }
+            });
+            assert!(reference.0 > 0.1, "a KL worth testing: {}", reference.0);
+            for chunk_elements in [CHUNK_ELEMENTS, 1] {
+                let ours = run(&|h, w| {
+                    kl_chunked(
+                        h,
+                        |rows| teacher.clone().slice([rows, 0..VOCAB]),
+                        weights.clone(),
+                        t,
+                        |x| x.matmul(w.clone()),
+                        chunk_elements,
+                    )
+                });
+                let what = format!("KL, weights {}, chunk {chunk_elements}", weights.is_some());
+                assert!(
+                    (ours.0 - reference.0).abs() < 1e-5,
+                    "{what}: {} against {}",
                     ours.0,
                     reference.0
                 );
