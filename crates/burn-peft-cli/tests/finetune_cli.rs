@@ -101,6 +101,16 @@ const DEFAULTS: [(&str, &str); 7] = [
     ("--seed", "42"),
 ];
 
+/// Distillation on the fixture text.
+const DISTILL: [&str; 6] = [
+    "--forgetting",
+    "distill",
+    "--general-data",
+    "text.txt",
+    "--general-samples",
+    "4",
+];
+
 fn finetune_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec!["finetune".into(), "--no-progress".into()];
     for (k, v) in DEFAULTS {
@@ -222,16 +232,7 @@ fn a_killed_run_with_ewc_resumes_onto_the_same_trajectory() {
 /// model as loaded from `--model` again, not the checkpoint's weights.
 #[test]
 fn a_killed_full_run_with_distillation_resumes_onto_the_same_trajectory() {
-    kill_and_resume(&[
-        "--method",
-        "full",
-        "--forgetting",
-        "distill",
-        "--general-data",
-        "text.txt",
-        "--general-samples",
-        "4",
-    ]);
+    kill_and_resume(&[&["--method", "full"][..], &DISTILL].concat());
 }
 
 /// Prefix tuning with projection: PEFT's file holds only the projected table, so the
@@ -317,17 +318,7 @@ fn kill_and_resume(extra: &[&str]) {
 #[test]
 fn batch_threads_train_the_same_run_as_one_thread() {
     let tmp = tempfile::tempdir().unwrap();
-    for extra in [
-        &["--method", "full"][..],
-        &[
-            "--forgetting",
-            "distill",
-            "--general-data",
-            "text.txt",
-            "--general-samples",
-            "4",
-        ][..],
-    ] {
+    for extra in [&["--method", "full"][..], &DISTILL[..]] {
         let run = |threads: &str| {
             let dir = tmp.path().join(format!("{}-{threads}", extra[1]));
             let args = [

@@ -273,6 +273,35 @@ mod tests {
         }
     }
 
+    /// A loss of `(hidden, weight)`: its value and its gradients by both.
+    fn value_and_gradients(
+        hidden: &Tensor<2>,
+        weight: &Tensor<2>,
+        loss: &dyn Fn(Tensor<2>, Tensor<2>) -> Tensor<1>,
+    ) -> (f32, Vec<f32>, Vec<f32>) {
+        let (h, w) = (hidden.clone().require_grad(), weight.clone().require_grad());
+        let loss = loss(h.clone(), w.clone());
+        let grads = loss.backward();
+        let gh = values(h.grad(&grads).expect("hidden gradient"));
+        let gw = values(w.grad(&grads).expect("weight gradient"));
+        (loss.into_scalar::<f32>(), gh, gw)
+    }
+
+    fn assert_same(
+        what: &str,
+        ours: &(f32, Vec<f32>, Vec<f32>),
+        reference: &(f32, Vec<f32>, Vec<f32>),
+    ) {
+        assert!(
+            (ours.0 - reference.0).abs() < 1e-5,
+            "{what}: loss {} against {}",
+            ours.0,
+            reference.0
+        );
+        assert_close(&format!("{what}: d/dhidden"), &ours.1, &reference.1);
+        assert_close(&format!("{what}: d/dweight"), &ours.2, &reference.2);
+    }
+
     /// Value and both gradients (hidden states and output weight) against `log_softmax` +
     /// `gather`, with and without row weights, in one chunk after the first and in chunks of as many rows as features.
     #[test]
@@ -291,12 +320,7 @@ mod tests {
 
         for weights in [None, Some(mask)] {
             let run = |loss: &dyn Fn(Tensor<2>, Tensor<2>) -> Tensor<1>| {
-                let (h, w) = (hidden.clone().require_grad(), weight.clone().require_grad());
-                let loss = loss(h.clone(), w.clone());
-                let grads = loss.backward();
-                let gh = values(h.grad(&grads).expect("hidden gradient"));
-                let gw = values(w.grad(&grads).expect("weight gradient"));
-                (loss.into_scalar::<f32>(), gh, gw)
+                value_and_gradients(&hidden, &weight, loss)
             };
             let reference = run(&|h, w| {
                 let picked = log_softmax(h.matmul(w), 1)
@@ -318,14 +342,7 @@ mod tests {
                     )
                 });
                 let what = format!("weights {}, chunk {chunk_elements}", weights.is_some());
-                assert!(
-                    (ours.0 - reference.0).abs() < 1e-5,
-                    "{what}: loss {} against {}",
-                    ours.0,
-                    reference.0
-                );
-                assert_close(&format!("{what}: d/dhidden"), &ours.1, &reference.1);
-                assert_close(&format!("{what}: d/dweight"), &ours.2, &reference.2);
+                assert_same(&what, &ours, &reference);
             }
         }
     }
@@ -349,12 +366,7 @@ mod tests {
 
         for weights in [None, Some(mask)] {
             let run = |loss: &dyn Fn(Tensor<2>, Tensor<2>) -> Tensor<1>| {
-                let (h, w) = (hidden.clone().require_grad(), weight.clone().require_grad());
-                let loss = loss(h.clone(), w.clone());
-                let grads = loss.backward();
-                let gh = values(h.grad(&grads).expect("hidden gradient"));
-                let gw = values(w.grad(&grads).expect("weight gradient"));
-                (loss.into_scalar::<f32>(), gh, gw)
+                value_and_gradients(&hidden, &weight, loss)
             };
             let reference = run(&|h, w| {
                 let (s, q) = (h.matmul(w) / t, teacher.clone() / t);
@@ -379,14 +391,7 @@ mod tests {
                     )
                 });
                 let what = format!("KL, weights {}, chunk {chunk_elements}", weights.is_some());
-                assert!(
-                    (ours.0 - reference.0).abs() < 1e-5,
-                    "{what}: {} against {}",
-                    ours.0,
-                    reference.0
-                );
-                assert_close(&format!("{what}: d/dhidden"), &ours.1, &reference.1);
-                assert_close(&format!("{what}: d/dweight"), &ours.2, &reference.2);
+                assert_same(&what, &ours, &reference);
             }
         }
     }
