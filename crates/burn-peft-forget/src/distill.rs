@@ -128,22 +128,16 @@ impl<M: CausalLm + BaseView> Regularizer<M> for Distill<M> {
             real(m.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone())))
         };
         let teacher_hidden = hidden(&teacher).detach();
-        let logits = |m: &M, x: Tensor<2>| {
-            let rows = x.dims()[0];
-            let l = m.output_logits(x.unsqueeze());
-            let v = l.dims()[2];
-            l.reshape([rows, v])
-        };
         let t = self.config.temperature;
         let kl = linear_kl_divergence(
             hidden(model),
             |rows| {
                 let f = teacher_hidden.dims()[1];
-                logits(&teacher, teacher_hidden.clone().slice([rows, 0..f]))
+                teacher.row_logits(teacher_hidden.clone().slice([rows, 0..f]))
             },
             None,
             t,
-            |x| logits(model, x),
+            |x| model.row_logits(x),
         );
         Some(kl * (self.config.lambda * t * t) as f32)
     }

@@ -28,6 +28,15 @@ pub trait CausalLm: Module + Clone {
     ) -> Tensor<3> {
         self.output_logits(self.hidden_states(input_ids, attention_mask))
     }
+
+    /// Logits `[rows, vocab]` of hidden states `[rows, hidden]` (rows picked from any
+    /// positions): what the chunked losses project a chunk of rows with.
+    fn row_logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        let [rows, _] = hidden.dims();
+        let logits = self.output_logits(hidden.unsqueeze());
+        let [_, _, vocab] = logits.dims();
+        logits.reshape([rows, vocab])
+    }
 }
 
 impl CausalLm for Llama {
@@ -73,10 +82,5 @@ pub fn batch_loss<M: CausalLm>(model: &M, batch: &Batch) -> Tensor<1> {
     let index = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
     let picked = hidden.reshape([b * s, h]).select(0, index);
     let target = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
-    linear_cross_entropy(picked, target, None, |x| {
-        let [rows, _] = x.dims();
-        let logits = model.output_logits(x.unsqueeze());
-        let [_, _, v] = logits.dims();
-        logits.reshape([rows, v])
-    })
+    linear_cross_entropy(picked, target, None, |x| model.row_logits(x))
 }
