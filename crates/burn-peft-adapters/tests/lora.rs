@@ -391,3 +391,92 @@ fn a_seeded_init_ignores_the_device_generator_and_follows_kaiming() {
     let var = a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32;
     assert!((var / 0.0625 - 1.0).abs() < 0.25, "variance {var}");
 }
+
+/// PEFT's `add_weighted_adapter(..., combination_type="cat")`: the joined adapter computes the
+/// weighted sum of its sources (rsLoRA and a rank pattern included, so the rank is padded),
+/// is frozen and inactive, survives a save and load in PEFT's format, and bad sources are
+/// refused without changing the model.
+#[test]
+fn concatenated_lora_computes_the_weighted_sum_of_its_sources() {
+    let device = Device::flex();
+    device.seed(5);
+    let mut model = TwoLayer::new(6, 5, 4, &device);
+    let first = lora(2, LoraInit::Random).with_init_seed(1);
+    let mut second = lora(3, LoraInit::Random)
+        .with_init_seed(2)
+        .with_use_rslora(true);
+    second.rank_pattern.insert("second".into(), 1);
+    model.add_lora("a", &first).unwrap();
+    model.add_lora("b", &second).unwrap();
+    let x = Tensor::<2>::random([3, 6], Distribution::Default, &device);
+    // The first layer's change of output is linear in its adapters' updates.
+    let layer_delta = |m: &mut TwoLayer, names: &[&str]| {
+        m.set_adapter(names).unwrap();
+        let with = m.first.forward(x.clone());
+        m.disable_adapters().unwrap();
+        let without = m.first.forward(x.clone());
+        m.enable_adapters();
+        with - without
+    };
+    let da = layer_delta(&mut model, &["a"]);
+    let db = layer_delta(&mut model, &["b"]);
+    let paths = model
+        .add_concatenated_lora("ab", &[("a", 0.5), ("b", -1.0)])
+        .unwrap();
+    assert_eq!(paths, ["net.first", "net.second"]);
+    assert_eq!(model.active_adapters(), ["b"], "added inactive, as in PEFT");
+    assert_eq!(TrainableParameters::of(&model).trainable, 0, "added frozen");
+    let joined = model.first.adapter("ab").unwrap().as_lora().unwrap();
+    // PEFT's rank: 2 + max(3, 1); the second layer's 2 + 1 is padded with zeros.
+    assert_eq!(joined.config.r, 5);
+    assert_eq!(joined.config.lora_alpha, 5.0);
+    assert!(!joined.config.use_rslora);
+    assert_eq!(
+        model
+            .second
+            .adapter("ab")
+            .unwrap()
+            .as_lora()
+            .unwrap()
+            .rank(),
+        5
+    );
+    let dab = layer_delta(&mut model, &["ab"]);
+    assert!(max_abs_diff(dab, da * 0.5 - db) < 1e-5);
+    model.set_adapter(&["ab"]).unwrap();
+    let out = model.forward(x.clone());
+
+    // Saved and loaded in PEFT's format, it computes the same.
+    let dir = tempfile::tempdir().unwrap();
+    burn_peft_adapters::save_adapter(&model, "ab", dir.path()).unwrap();
+    let mut fresh = model.clone();
+    fresh.delete_adapter("ab").unwrap();
+    burn_peft_adapters::load_adapter(&mut fresh, dir.path(), "ab").unwrap();
+    fresh.set_adapter(&["ab"]).unwrap();
+    assert!(max_abs_diff(fresh.forward(x.clone()), out) < 1e-6);
+
+    // Refused, and the model is unchanged: DoRA, an unknown name, other modules, nothing.
+    let names = model.adapter_names();
+    let mut dora = lora(2, LoraInit::Default);
+    dora.use_dora = true;
+    model.add_lora("d", &dora).unwrap();
+    let err = model
+        .add_concatenated_lora("x", &[("a", 1.0), ("d", 1.0)])
+        .unwrap_err();
+    assert!(err.to_string().contains("DoRA"), "{err}");
+    model.delete_adapter("d").unwrap();
+    let only_first = lora(2, LoraInit::Random).with_target_modules(TargetModules::names(["first"]));
+    model.add_lora("f", &only_first).unwrap();
+    let err = model
+        .add_concatenated_lora("x", &[("a", 1.0), ("f", 1.0)])
+        .unwrap_err();
+    assert!(err.to_string().contains("same modules"), "{err}");
+    model.delete_adapter("f").unwrap();
+    assert!(model.add_concatenated_lora("x", &[("zz", 1.0)]).is_err());
+    assert!(model.add_concatenated_lora("x", &[]).is_err());
+    assert!(
+        model.add_concatenated_lora("a", &[("b", 1.0)]).is_err(),
+        "name taken"
+    );
+    assert_eq!(model.adapter_names(), names);
+}

@@ -8,7 +8,7 @@ use burn_peft_adapters::{
 };
 use burn_peft_core::{DeviceSpec, PeftModel, Precision, TargetModules, TrainableParameters};
 use burn_peft_forget::{
-    Distill, DistillConfig, Ewc, EwcConfig, FisherKind, L2Sp, Replay, ReplayBuffer,
+    Distill, DistillConfig, Ewc, EwcConfig, FisherKind, L2Sp, OLora, Replay, ReplayBuffer,
 };
 use burn_peft_models::Llama;
 use burn_peft_models::assets::AssetCache;
@@ -53,6 +53,9 @@ pub enum Forgetting {
     Replay,
     /// KL from the frozen base model's predictions on general text.
     Distill,
+    /// O-LoRA: over a sequence of tasks (--data twice or more, --method lora), a new LoRA per
+    /// task kept orthogonal to the earlier tasks' ones; the output joins them into one.
+    Olora,
 }
 
 /// How prompts and answers are laid out.
@@ -152,8 +155,8 @@ pub struct FinetuneArgs {
     /// Forgetting mitigation.
     #[arg(long, value_enum, default_value_t = Forgetting::None)]
     pub forgetting: Forgetting,
-    /// Strength of the mitigation (EWC λ, L2-SP α, distillation weight) [default: EWC 1e4,
-    /// L2-SP 1e-2, distillation 1].
+    /// Strength of the mitigation (EWC λ, L2-SP α, distillation weight, O-LoRA λ₁)
+    /// [default: EWC 1e4, L2-SP 1e-2, distillation 1, O-LoRA 0.5].
     #[arg(long)]
     pub forgetting_lambda: Option<f64>,
     /// General (old-skill) text: its loss before and after measures forgetting; EWC, replay
@@ -275,6 +278,7 @@ const FORGETTING_FLAGS: [(&str, &[Forgetting]); 5] = [
             Forgetting::OnlineEwc,
             Forgetting::L2sp,
             Forgetting::Distill,
+            Forgetting::Olora,
         ],
     ),
     ("replay_ratio", &[Forgetting::Replay]),
@@ -344,7 +348,18 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     };
     let train_device = train_device(&device, args.gradient_checkpointing);
     let lr_scheduler: ScheduleKind = args.lr_scheduler.parse()?;
-    if args.forgetting != Forgetting::None && args.general_data.is_none() {
+    if args.forgetting == Forgetting::Olora {
+        if args.method != Method::Lora {
+            return Err(
+                "--forgetting olora needs --method lora: it keeps one LoRA per task".into(),
+            );
+        }
+        if args.data.len() < 2 {
+            return Err(
+                "--forgetting olora needs a sequence of tasks: give --data twice or more".into(),
+            );
+        }
+    } else if args.forgetting != Forgetting::None && args.general_data.is_none() {
         return Err(format!(
             "--forgetting {} needs --general-data",
             format!("{:?}", args.forgetting).to_lowercase()
@@ -478,6 +493,11 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
                 if m.load_prefix_encoder(dir)? {
                     return Ok(m);
                 }
+                let others: Vec<String> = m
+                    .active_adapters()
+                    .into_iter()
+                    .filter(|a| *a != name)
+                    .collect();
                 if m.adapter_names().contains(&name) {
                     m.delete_adapter(&name)?;
                 }
@@ -486,7 +506,12 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
                 }
                 m.load_adapter(dir, &name)?;
                 if m.prompt_name.as_deref() != Some(name.as_str()) {
-                    m.set_adapter(&[name.as_str()])?;
+                    // Other active adapters (O-LoRA's earlier tasks) stay active and frozen:
+                    // a run trains one adapter.
+                    let mut active: Vec<&str> = others.iter().map(String::as_str).collect();
+                    active.push(&name);
+                    m.set_adapter(&active)?;
+                    m.set_requires_grad(&active[..others.len()], false)?;
                 }
                 Ok(m)
             }),
@@ -525,14 +550,20 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     };
     let pad = eos.unwrap_or(0);
     let mut trainer = Trainer::new(config, &args.out, pad, weights).map_err(err)?;
+    let lambda = args.forgetting_lambda;
+    if args.forgetting == Forgetting::Olora {
+        let olora = OLora::new(lambda.unwrap_or(0.5), &args.adapter_name)
+            .map_err(err)?
+            .with_init_seed(args.seed);
+        trainer = trainer.with_regularizer(Box::new(olora));
+    }
     if let Some((pool, held)) = &general {
         trainer = trainer.with_general_eval(held);
-        let lambda = args.forgetting_lambda;
         let pool = pool.samples.clone();
         let regularizer: Option<Box<dyn burn_peft_train::Regularizer<Llama>>> = match args
             .forgetting
         {
-            Forgetting::None => None,
+            Forgetting::None | Forgetting::Olora => None,
             Forgetting::Ewc | Forgetting::OnlineEwc => {
                 let mut c = EwcConfig::new(lambda.unwrap_or(1e4))
                     .with_fisher_samples(args.fisher_samples)

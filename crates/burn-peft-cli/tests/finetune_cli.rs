@@ -727,6 +727,141 @@ fn a_sequence_of_tasks_scores_every_task_and_resumes_between_tasks() {
     );
 }
 
+/// The f32 tensor `key` of a safetensors file, with its shape.
+fn safetensors_f32(path: &Path, key: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let entry = &header[key];
+    assert_eq!(entry["dtype"], "F32", "{key}");
+    let shape = serde_json::from_value(entry["shape"].clone()).unwrap();
+    let [start, end]: [usize; 2] = serde_json::from_value(entry["data_offsets"].clone()).unwrap();
+    let data = bytes[8 + n + start..8 + n + end]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (shape, data)
+}
+
+/// `Σ |A₀ A₁ᵀ|` over the layers of two adapter directories (PEFT's `lora_A` is `[r, in]`).
+fn subspace_overlap(first: &Path, second: &Path) -> f64 {
+    let file = |d: &Path| d.join("adapter_model.safetensors");
+    safetensors_keys(&file(first))
+        .iter()
+        .filter(|k| k.ends_with("lora_A.weight"))
+        .map(|k| {
+            let (shape, a0) = safetensors_f32(&file(first), k);
+            let (_, a1) = safetensors_f32(&file(second), k);
+            let (r, d) = (shape[0], shape[1]);
+            let mut sum = 0.0;
+            for i in 0..r {
+                for j in 0..r {
+                    let dot: f64 = (0..d)
+                        .map(|t| a0[i * d + t] as f64 * a1[j * d + t] as f64)
+                        .sum();
+                    sum += dot.abs();
+                }
+            }
+            sum
+        })
+        .sum()
+}
+
+/// O-LoRA: each task trains its own LoRA next to the frozen earlier ones, kept apart from
+/// their input subspace, and the output is one PEFT LoRA that equals them all together, in
+/// `eval` and in PEFT.
+#[test]
+fn olora_learns_a_lora_per_task_and_joins_them_into_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let olora = |lambda: &'static str| {
+        [
+            &SEQUENCE[..],
+            &["--forgetting", "olora", "--forgetting-lambda", lambda],
+        ]
+        .concat()
+    };
+    let a = tmp.path().join("a");
+    ok(finetune(&a, &olora("0.5")));
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["r"], 16, "two tasks of rank 8");
+    assert_eq!(config["lora_alpha"], 16);
+    let (t0, t1) = (a.join("task-0"), a.join("task-1"));
+    let (a_s, t0_s, t1_s) = (
+        a.to_str().unwrap(),
+        t0.to_str().unwrap(),
+        t1.to_str().unwrap(),
+    );
+    let joined = eval_loss(&["--model", "tiny-llama", "--adapter", a_s]);
+    let both = eval_loss(&[
+        "--model",
+        "tiny-llama",
+        "--adapter",
+        t0_s,
+        "--adapter",
+        t1_s,
+    ]);
+    let first = eval_loss(&["--model", "tiny-llama", "--adapter", t0_s]);
+    assert!(
+        (joined - both).abs() < 1e-5,
+        "joined {joined} vs the tasks' adapters {both}"
+    );
+    assert!(
+        (joined - first).abs() > 1e-3,
+        "the second task changed nothing"
+    );
+    let model = fixtures().join("tiny-llama");
+    if let Some(peft) = python_loss(&model, Some(&a)) {
+        assert!((peft - joined).abs() < 1e-4, "PEFT {peft} vs eval {joined}");
+    }
+
+    // The penalty keeps the second task's A away from the first's: compared with the same
+    // run without it (λ 0: the second A stays near its random start).
+    let free = tmp.path().join("free");
+    ok(finetune(&free, &olora("0")));
+    let (kept, drifted) = (
+        subspace_overlap(&t0, &t1),
+        subspace_overlap(&free.join("task-0"), &free.join("task-1")),
+    );
+    assert!(
+        kept < 0.5 * drifted,
+        "overlap {kept} with the penalty, {drifted} without"
+    );
+
+    // Killed between the tasks: the resumed run ends where the straight one did.
+    let b = tmp.path().join("b");
+    std::fs::create_dir_all(b.join("task-0")).unwrap();
+    for f in std::fs::read_dir(&t0).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() {
+            std::fs::copy(&f, b.join("task-0").join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut partial: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("sequence.json")).unwrap()).unwrap();
+    for key in ["scores", "runs"] {
+        partial[key].as_array_mut().unwrap().truncate(1);
+    }
+    partial["general_loss"].as_array_mut().unwrap().truncate(2);
+    std::fs::write(b.join("sequence.json"), partial.to_string()).unwrap();
+    ok(finetune(&b, &[&olora("0.5")[..], &["--resume"]].concat()));
+    let w = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
+    assert!(w(&a) == w(&b), "the resumed sequence trained differently");
+
+    one_line_error(
+        &finetune(&tmp.path().join("c"), &["--forgetting", "olora"]),
+        "--data twice",
+    );
+    one_line_error(
+        &finetune(
+            &tmp.path().join("d"),
+            &[&olora("0.5")[..], &["--method", "dora"]].concat(),
+        ),
+        "--method lora",
+    );
+}
+
 fn one_line_error(out: &Output, needle: &str) {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -162,6 +162,27 @@ pub trait PeftModel: AdapterHost {
         Ok(())
     }
 
+    /// Turns gradients on or off for the adapters `names` without changing which are active,
+    /// as PEFT's `set_requires_grad`: an adapter can run frozen next to one that trains
+    /// (O-LoRA keeps earlier tasks' adapters so). [`set_adapter`](Self::set_adapter) resets it.
+    fn set_requires_grad(&mut self, names: &[&str], requires_grad: bool) -> Result<()> {
+        let known = self.adapter_names();
+        if let Some(unknown) = names.iter().find(|n| !known.iter().any(|k| k == *n)) {
+            return Err(PeftError::UnknownAdapter(unknown.to_string()));
+        }
+        self.visit_adapted_linears(&mut |_, layer| {
+            for name in names {
+                if let Some(i) = layer.position(name) {
+                    let adapter = layer.adapters.remove(i);
+                    layer
+                        .adapters
+                        .insert(i, adapter.set_trainable(requires_grad));
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// Runs the base model alone until [`enable_adapters`](Self::enable_adapters); merged
     /// adapters are unmerged first.
     fn disable_adapters(&mut self) -> Result<()> {

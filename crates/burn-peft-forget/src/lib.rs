@@ -15,6 +15,8 @@
 //!   teacher is the same model with its adapters switched off ([`BaseView`]), so no second copy
 //!   of the weights is held (PEFT users keep a teacher copy; for full fine-tuning a snapshot of
 //!   the start is unavoidable and is what is kept).
+//! - [`OLora`]: over a sequence of tasks, a LoRA per task, each kept orthogonal to the earlier
+//!   ones' input subspaces, joined into one PEFT LoRA at the end.
 //!
 //! ## Where the penalty lives for adapters
 //!
@@ -30,17 +32,20 @@
 //!
 //! Over a sequence of tasks ([`Trainer::fit_sequence`](burn_peft_train::Trainer::fit_sequence)),
 //! each method is told the finished task's samples: EWC consolidates on them (separately, or
-//! online with decay γ), replay keeps a balanced share of every task, and distillation keeps
-//! the base as teacher. [`backward_transfer`] scores the sequence.
+//! online with decay γ), replay keeps a balanced share of every task, distillation keeps
+//! the base as teacher, and O-LoRA freezes the finished task's adapter and starts a new one.
+//! [`backward_transfer`] scores the sequence.
 #![warn(missing_docs)]
 
 mod distill;
 mod ewc;
 mod flat;
+mod olora;
 mod replay;
 
 pub use distill::{BaseView, Distill, DistillConfig};
 pub use ewc::{Ewc, EwcConfig, FisherKind, L2Sp};
+pub use olora::OLora;
 pub use replay::{Replay, ReplayBuffer};
 
 /// Backward transfer over a sequence of tasks (defined with the sequence trainer).

@@ -2,12 +2,12 @@
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use burn_peft_adapters::{AddAdapter, LoraConfig, LoraInit};
-use burn_peft_core::{PeftModel, TargetModules};
+use burn_peft_core::{PeftModel, TargetModules, TrainableParameters};
 use burn_peft_forget::{
-    BaseView, Distill, DistillConfig, Ewc, EwcConfig, FisherKind, L2Sp, Replay, ReplayBuffer,
-    backward_transfer,
+    BaseView, Distill, DistillConfig, Ewc, EwcConfig, FisherKind, L2Sp, OLora, Replay,
+    ReplayBuffer, backward_transfer,
 };
 use burn_peft_models::{Llama, LlamaConfig};
 use burn_peft_train::{CausalLm, Regularizer, Sample, SplitMix64, batch_loss, collate};
@@ -391,4 +391,101 @@ fn backward_transfer_reads_the_table_so_far() {
     assert!((backward_transfer(&t).unwrap() - (-0.25)).abs() < 1e-12);
     // Two tasks learned of three: only the first has been revisited.
     assert!((backward_transfer(&t[..2]).unwrap() - (-0.2)).abs() < 1e-12);
+}
+
+/// `A` of adapter `name` on every layer that holds it, in layer order.
+fn lora_a(m: &Llama, name: &str) -> Vec<Tensor<2>> {
+    let mut out = Vec::new();
+    m.clone().visit_adapter(name, &mut |_, a| {
+        out.push(a.as_lora().unwrap().lora_a.val());
+    });
+    out
+}
+
+/// O-LoRA keeps the learned adapter frozen and computing what it did, trains a fresh one,
+/// penalizes `λ Σ |A_oldᵀ A_new|` with the old A unscaled (value and gradient by hand), and
+/// joins every task's adapter into one that computes what they did together.
+#[test]
+fn olora_keeps_each_task_and_penalizes_the_overlap_of_the_subspaces() {
+    let device = Device::flex().autodiff();
+    let mut m = model(&device, LoraInit::Default);
+    shift_b(&mut m, 0.3);
+    let ids = collate(&[&samples()[0]], 0, &device).input_ids;
+    let logits = |m: &Llama| m.token_logits(ids.clone(), None);
+    let learned = logits(&m);
+    let old_a = lora_a(&m, "t");
+    let mut o = OLora::new(0.5, "t").unwrap().with_init_seed(3);
+    Regularizer::<Llama>::prepare(&mut o, &m, &device).unwrap();
+    let mut rng = SplitMix64::new(0);
+    assert!(o.penalty(&m, &mut rng).is_none(), "no earlier task yet");
+
+    let m = o.begin_task(m, 1).unwrap();
+    assert_eq!(m.adapter_names(), ["t-olora-0", "t"]);
+    assert_eq!(m.active_adapters(), ["t-olora-0", "t"]);
+    assert_eq!(o.earlier_adapters(), ["t-olora-0"]);
+    // The fresh adapter starts at B = 0: the kept one alone computes what the learned one did.
+    let kept = logits(&m);
+    assert!((kept - learned.clone()).abs().max().into_scalar::<f32>() < 1e-5);
+    // Only the fresh adapter trains: A and B of q_proj and v_proj on every layer.
+    let mut fresh = 0;
+    m.clone().visit_adapter("t", &mut |_, a| {
+        let l = a.as_lora().unwrap();
+        fresh += l.lora_a.shape().num_elements() + l.lora_b.shape().num_elements();
+    });
+    assert_eq!(TrainableParameters::of(&m).trainable, fresh);
+
+    let new_a = lora_a(&m, "t");
+    assert!(
+        (new_a[0].clone() - old_a[0].clone())
+            .abs()
+            .max()
+            .into_scalar::<f32>()
+            > 1e-3
+    );
+    let expected: f32 = old_a
+        .iter()
+        .zip(&new_a)
+        .map(|(o, n)| {
+            let overlap = o.clone().detach().transpose().matmul(n.clone().detach());
+            overlap.abs().sum().into_scalar::<f32>()
+        })
+        .sum::<f32>()
+        * 0.5;
+    let p = o.penalty(&m, &mut rng).unwrap();
+    let value = p.clone().into_scalar::<f32>();
+    assert!(
+        (value - expected).abs() < 1e-5 * expected,
+        "{value} vs {expected}"
+    );
+    // d/dA_new = λ · A_old · sign(A_oldᵀ A_new).
+    let grads = p.backward();
+    let got = new_a[0].grad(&grads).unwrap();
+    let (o0, n0) = (old_a[0].clone().detach(), new_a[0].clone().detach());
+    let want = o0.clone().matmul(o0.transpose().matmul(n0).sign()) * 0.5;
+    assert!((got - want).abs().max().into_scalar::<f32>() < 1e-5);
+
+    // A second task, then the join: one adapter of rank 3 · 2 that computes the same.
+    let mut m = m;
+    shift_b(&mut m, -0.2);
+    let m = o.begin_task(m, 2).unwrap();
+    let mut m = m;
+    shift_b(&mut m, 0.1);
+    assert_eq!(m.active_adapters(), ["t-olora-0", "t-olora-1", "t"]);
+    let together = logits(&m);
+    let m = o.end_sequence(m).unwrap();
+    assert_eq!(m.adapter_names(), ["t"]);
+    assert_eq!(m.active_adapters(), ["t"]);
+    assert_eq!(lora_a(&m, "t")[0].dims(), [32, 6]);
+    let joined = logits(&m);
+    assert!((joined - together).abs().max().into_scalar::<f32>() < 1e-5);
+    assert!(o.earlier_adapters().is_empty());
+
+    // DoRA and a missing adapter are refused.
+    let mut dora = Llama::init(&LlamaConfig::tiny(64), &device);
+    dora.add_lora("t", &LoraConfig::new(2).with_use_dora(true))
+        .unwrap();
+    let err = Regularizer::<Llama>::prepare(&mut o, &dora, &device).unwrap_err();
+    assert!(err.to_string().contains("DoRA"), "{err}");
+    let mut other = OLora::new(0.5, "missing").unwrap();
+    assert!(Regularizer::<Llama>::prepare(&mut other, &dora, &device).is_err());
 }

@@ -22,6 +22,19 @@ pub trait Regularizer<M> {
         Ok(())
     }
 
+    /// Called before task `task` (counted from 0) of a sequence other than the first starts,
+    /// or is restored when a sequence resumes; it may change the model. O-LoRA freezes the
+    /// finished task's adapter and gives the new task a fresh one here.
+    fn begin_task(&mut self, model: M, _task: usize) -> Result<M> {
+        Ok(model)
+    }
+
+    /// Called once when a sequence's last task is done, before its final weights are saved;
+    /// it may change the model (O-LoRA joins its adapters into one).
+    fn end_sequence(&mut self, model: M) -> Result<M> {
+        Ok(model)
+    }
+
     /// Called when task `task` of a sequence has been learned, before the next one starts:
     /// its samples become old-task data (EWC's next Fisher is estimated on them, replay keeps
     /// some of them).

@@ -87,10 +87,13 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
     /// `backward_transfer` and `general_loss`) and `out/tasks.svg` are rewritten, and the final
     /// weights go to `out`.
     ///
-    /// The regularizer is prepared at the start of every task and told each finished task's
-    /// training samples ([`Regularizer::end_task`](crate::Regularizer::end_task)), so EWC
-    /// consolidates on the task just learned and replay keeps some of it; its state is saved
-    /// into each task's directory. With `resume`, finished tasks are loaded and the first
+    /// The regularizer may change the model before every task but the first
+    /// ([`Regularizer::begin_task`](crate::Regularizer::begin_task)) and after the last
+    /// ([`Regularizer::end_sequence`](crate::Regularizer::end_sequence)), is prepared at the
+    /// start of every task and is told each finished task's training samples
+    /// ([`Regularizer::end_task`](crate::Regularizer::end_task)), so EWC consolidates on the
+    /// task just learned and replay keeps some of it; its state is saved into each task's
+    /// directory. With `resume`, finished tasks are loaded and the first
     /// unfinished one continues from its latest checkpoint (or starts over).
     ///
     /// `model` must be ready for a new run (adapter added) and `WeightsIo::load` must accept
@@ -176,6 +179,11 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         let result: Result<M> = (|mut model: M| {
             for (k, task) in tasks.iter().enumerate() {
                 let dir = root.join(format!("task-{k}"));
+                if k > 0
+                    && let Some(r) = self.regularizer.as_mut()
+                {
+                    model = r.begin_task(model, k)?;
+                }
                 if k < seq.scores.len() {
                     // Finished: its weights and the regularizer's state after it.
                     if let Some(r) = self.regularizer.as_mut() {
@@ -215,7 +223,10 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 seq.backward_transfer = backward_transfer(&seq.scores);
                 write_sequence(&root, &seq)?;
             }
-            Ok(model)
+            match self.regularizer.as_mut() {
+                Some(r) => r.end_sequence(model),
+                None => Ok(model),
+            }
         })(model);
         self.out = root.clone();
         let model = result?;

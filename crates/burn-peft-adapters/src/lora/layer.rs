@@ -99,6 +99,25 @@ impl Lora {
         })
     }
 
+    /// An adapter with the given factors A `[in, r]` and B `[r, out]` and scaling, frozen.
+    pub(crate) fn from_factors(
+        config: LoraConfig,
+        a: Tensor<2>,
+        b: Tensor<2>,
+        scaling: f64,
+    ) -> Self {
+        Self {
+            lora_a: Param::from_tensor(a.detach()).set_require_grad(false),
+            lora_b: Param::from_tensor(b.detach()).set_require_grad(false),
+            magnitude: None,
+            dropout: DropoutConfig::new(config.lora_dropout).init(),
+            scaling,
+            config,
+            merge_norm: None,
+            base_update: None,
+        }
+    }
+
     /// Rank of this adapter.
     pub fn rank(&self) -> usize {
         self.lora_a.shape().dims::<2>()[1]
