@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Measure forgetting over a sequence of tasks on the real model: SmolLM2-135M-Instruct learns
-Rotten Tomatoes sentiment, then Hamlet as plain text, with plain LoRA, LoRA + online EWC and
-LoRA + replay. Reports each task's score after each task, backward transfer (how much of the
-first task survives the second) and general-text perplexity. Writes docs/continual.md.
+Rotten Tomatoes sentiment, then Hamlet as plain text, with plain LoRA, LoRA + online EWC,
+LoRA + replay and O-LoRA. Reports each task's score after each task, backward transfer (how
+much of the first task survives the second) and general-text perplexity. Writes
+docs/continual.md.
 
 Usage (after `cargo build --release -p burn-peft-cli`):
 
@@ -28,6 +29,7 @@ CONFIGS = [
     ("lora-online-ewc", "LoRA + online EWC (λ 1e5, γ 0.9)",
      ["--forgetting", "online-ewc", "--forgetting-lambda", "1e5", "--ewc-gamma", "0.9"]),
     ("lora-replay", "LoRA + replay (25%)", ["--forgetting", "replay", "--replay-ratio", "0.25"]),
+    ("olora", "O-LoRA (λ 0.5)", ["--forgetting", "olora", "--forgetting-lambda", "0.5"]),
 ]
 
 
@@ -98,7 +100,9 @@ held-out chunks of news (gensim 4.4.0 `lee_background.cor`).
 
 Online EWC consolidates twice: on the news before the first task, and on the reviews before
 the second (folded with γ 0.9). Replay keeps a buffer balanced between the news and, after the
-first task, the reviews, and replaces a quarter of every batch from it.
+first task, the reviews, and replaces a quarter of every batch from it. O-LoRA freezes the
+reviews' adapter before Hamlet and trains a fresh one whose A is pushed out of the first's
+subspace (λ 0.5 on `Σ |A_reviewsᵀ A_hamlet|`); the output joins both into one rank-16 adapter.
 Machine: the development box (2 cores, 24 GiB, no GPU), flex backend, release build.
 
 Reproduce:

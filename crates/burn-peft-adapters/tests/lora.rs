@@ -398,7 +398,7 @@ fn a_seeded_init_ignores_the_device_generator_and_follows_kaiming() {
 /// refused without changing the model.
 #[test]
 fn concatenated_lora_computes_the_weighted_sum_of_its_sources() {
-    let device = Device::flex();
+    let device = Device::flex().autodiff();
     device.seed(5);
     let mut model = TwoLayer::new(6, 5, 4, &device);
     let first = lora(2, LoraInit::Random).with_init_seed(1);
@@ -425,7 +425,12 @@ fn concatenated_lora_computes_the_weighted_sum_of_its_sources() {
         .unwrap();
     assert_eq!(paths, ["net.first", "net.second"]);
     assert_eq!(model.active_adapters(), ["b"], "added inactive, as in PEFT");
-    assert_eq!(TrainableParameters::of(&model).trainable, 0, "added frozen");
+    let b_params = 6 * 3 + 3 * 5 + 5 + 4; // "b": rank 3 on the first layer, 1 on the second
+    assert_eq!(
+        TrainableParameters::of(&model).trainable,
+        b_params,
+        "added frozen; the active adapter still trains"
+    );
     let joined = model.first.adapter("ab").unwrap().as_lora().unwrap();
     // PEFT's rank: 2 + max(3, 1); the second layer's 2 + 1 is padded with zeros.
     assert_eq!(joined.config.r, 5);
@@ -479,4 +484,15 @@ fn concatenated_lora_computes_the_weighted_sum_of_its_sources() {
         "name taken"
     );
     assert_eq!(model.adapter_names(), names);
+
+    // Active but frozen: both run, only "b" trains, until set_adapter resets it.
+    model.set_adapter(&["a", "b"]).unwrap();
+    let all = TrainableParameters::of(&model).trainable;
+    model.set_requires_grad(&["a", "ab"], false).unwrap();
+    assert_eq!(TrainableParameters::of(&model).trainable, b_params);
+    assert_eq!(all, b_params + 2 * (6 + 5) + 2 * (5 + 4));
+    assert_eq!(model.active_adapters(), ["a", "b"]);
+    assert!(model.set_requires_grad(&["zz"], false).is_err());
+    model.set_adapter(&["a", "b"]).unwrap();
+    assert_eq!(TrainableParameters::of(&model).trainable, all);
 }

@@ -690,13 +690,7 @@ fn a_sequence_of_tasks_scores_every_task_and_resumes_between_tasks() {
 
     // Killed between the tasks: the resumed run ends where the straight one did.
     let b = tmp.path().join("b");
-    std::fs::create_dir_all(b.join("task-0")).unwrap();
-    for f in std::fs::read_dir(a.join("task-0")).unwrap() {
-        let f = f.unwrap().path();
-        if f.is_file() {
-            std::fs::copy(&f, b.join("task-0").join(f.file_name().unwrap())).unwrap();
-        }
-    }
+    copy_dir(&a.join("task-0"), &b.join("task-0"));
     let mut partial = seq.clone();
     for key in ["scores", "runs"] {
         partial[key].as_array_mut().unwrap().truncate(1);
@@ -725,6 +719,19 @@ fn a_sequence_of_tasks_scores_every_task_and_resumes_between_tasks() {
         ),
         "--eval-data",
     );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }
 
 /// The f32 tensor `key` of a safetensors file, with its shape.
@@ -777,6 +784,7 @@ fn olora_learns_a_lora_per_task_and_joins_them_into_one() {
         [
             &SEQUENCE[..],
             &["--forgetting", "olora", "--forgetting-lambda", lambda],
+            &["--save-every", "4"],
         ]
         .concat()
     };
@@ -829,15 +837,18 @@ fn olora_learns_a_lora_per_task_and_joins_them_into_one() {
         "overlap {kept} with the penalty, {drifted} without"
     );
 
-    // Killed between the tasks: the resumed run ends where the straight one did.
+    // Killed in the second task after its step-8 checkpoint: the resumed run rebuilds the
+    // first task's frozen adapter and ends where the straight one did.
     let b = tmp.path().join("b");
-    std::fs::create_dir_all(b.join("task-0")).unwrap();
-    for f in std::fs::read_dir(&t0).unwrap() {
-        let f = f.unwrap().path();
-        if f.is_file() {
-            std::fs::copy(&f, b.join("task-0").join(f.file_name().unwrap())).unwrap();
-        }
-    }
+    copy_dir(&t0, &b.join("task-0"));
+    let checkpoint = "task-1/checkpoints/step-000008";
+    copy_dir(&a.join(checkpoint), &b.join(checkpoint));
+    std::fs::write(b.join("task-1/checkpoints/latest"), "step-000008").unwrap();
+    std::fs::copy(
+        a.join("task-1/metrics.jsonl"),
+        b.join("task-1/metrics.jsonl"),
+    )
+    .unwrap();
     let mut partial: Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("sequence.json")).unwrap()).unwrap();
     for key in ["scores", "runs"] {
