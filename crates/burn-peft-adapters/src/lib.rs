@@ -35,11 +35,12 @@ mod persist;
 pub mod prefix;
 pub mod prompt;
 
+use std::collections::BTreeMap;
+
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn_peft_core::format::{NamedTensor, PeftTensors};
-use std::collections::BTreeMap;
 
 use burn_peft_core::{LinearAdapter, PeftError, PeftModel, Result};
 
@@ -221,7 +222,8 @@ pub trait AddAdapter: PeftModel<Adapter = Adapter> {
     /// its `lora_alpha` equals the rank; each source's scaling and weight are folded into its
     /// rows of A, so `ΔW = Σ wᵢ·sᵢ·Aᵢ·Bᵢ` exactly, also with rsLoRA (the result does not use
     /// it). Like PEFT it is added frozen and inactive. The sources must be plain LoRA (no DoRA)
-    /// on the same modules; they are left as they were. Returns the adapted module paths.
+    /// on the same modules (PEFT also joins adapters on different modules; this refuses them);
+    /// they are left as they were. Returns the adapted module paths.
     ///
     /// ```
     /// use burn::nn::LinearConfig;
@@ -317,6 +319,7 @@ pub trait AddAdapter: PeftModel<Adapter = Adapter> {
             use_rslora: false,
             rank_pattern: BTreeMap::new(),
             alpha_pattern: BTreeMap::new(),
+            init_lora_weights: LoraInit::Default,
             init_seed: None,
             ..configs[0].clone()
         };

@@ -856,6 +856,21 @@ fn olora_learns_a_lora_per_task_and_joins_them_into_one() {
     }
     partial["general_loss"].as_array_mut().unwrap().truncate(2);
     std::fs::write(b.join("sequence.json"), partial.to_string()).unwrap();
+    // Resuming with another forgetting method is refused before anything is touched.
+    let other = finetune(
+        &b,
+        &[&SEQUENCE[..], &["--save-every", "4", "--resume"]].concat(),
+    );
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        !other.status.success() && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(
+        err.trim_end()
+            .ends_with("the run's forgetting method was olora, now none"),
+        "{err}"
+    );
     ok(finetune(&b, &[&olora("0.5")[..], &["--resume"]].concat()));
     let w = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
     assert!(w(&a) == w(&b), "the resumed sequence trained differently");

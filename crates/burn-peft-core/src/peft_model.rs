@@ -153,10 +153,7 @@ pub trait PeftModel: AdapterHost {
 
     /// Makes `names` the active adapters: their outputs add up, and only they train.
     fn set_adapter(&mut self, names: &[&str]) -> Result<()> {
-        let known = self.adapter_names();
-        if let Some(unknown) = names.iter().find(|n| !known.iter().any(|k| k == *n)) {
-            return Err(PeftError::UnknownAdapter(unknown.to_string()));
-        }
+        all_known(&self.adapter_names(), names)?;
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         self.visit_adapted_linears(&mut |_, layer| layer.set_active(&names));
         Ok(())
@@ -164,12 +161,10 @@ pub trait PeftModel: AdapterHost {
 
     /// Turns gradients on or off for the adapters `names` without changing which are active,
     /// as PEFT's `set_requires_grad`: an adapter can run frozen next to one that trains
-    /// (O-LoRA keeps earlier tasks' adapters so). [`set_adapter`](Self::set_adapter) resets it.
+    /// (O-LoRA keeps earlier tasks' adapters so). Whatever re-applies the active set resets
+    /// it: [`set_adapter`](Self::set_adapter), and adding or loading an adapter.
     fn set_requires_grad(&mut self, names: &[&str], requires_grad: bool) -> Result<()> {
-        let known = self.adapter_names();
-        if let Some(unknown) = names.iter().find(|n| !known.iter().any(|k| k == *n)) {
-            return Err(PeftError::UnknownAdapter(unknown.to_string()));
-        }
+        all_known(&self.adapter_names(), names)?;
         self.visit_adapted_linears(&mut |_, layer| {
             for name in names {
                 if let Some(i) = layer.position(name) {
@@ -219,10 +214,7 @@ pub trait PeftModel: AdapterHost {
     fn merge_adapter(&mut self, names: Option<&[&str]>) -> Result<()> {
         let names: Vec<String> = match names {
             Some(n) => {
-                let known = self.adapter_names();
-                if let Some(unknown) = n.iter().find(|x| !known.iter().any(|k| k == *x)) {
-                    return Err(PeftError::UnknownAdapter(unknown.to_string()));
-                }
+                all_known(&self.adapter_names(), n)?;
                 n.iter().map(|s| s.to_string()).collect()
             }
             None => self.active_adapters(),
@@ -284,3 +276,11 @@ pub trait PeftModel: AdapterHost {
 }
 
 impl<M: AdapterHost> PeftModel for M {}
+
+/// `UnknownAdapter` for the first of `names` that is not in `known`.
+fn all_known(known: &[String], names: &[&str]) -> Result<()> {
+    match names.iter().find(|n| !known.iter().any(|k| k == *n)) {
+        Some(unknown) => Err(PeftError::UnknownAdapter(unknown.to_string())),
+        None => Ok(()),
+    }
+}

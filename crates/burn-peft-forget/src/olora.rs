@@ -1,8 +1,10 @@
 //! O-LoRA: each task of a sequence learns its own LoRA, kept orthogonal to the earlier ones.
 
 use burn::tensor::{Device, Tensor};
-use burn_peft_adapters::{Adapter, AddAdapter};
-use burn_peft_core::PeftModel;
+use std::collections::BTreeMap;
+
+use burn_peft_adapters::{Adapter, AddAdapter, LoraInit};
+use burn_peft_core::{PeftError, PeftModel};
 use burn_peft_train::{Regularizer, Result, SplitMix64, TrainError};
 
 /// O-LoRA (Wang et al. 2023, "Orthogonal Subspace Learning for Language Model Continual
@@ -20,10 +22,10 @@ use burn_peft_train::{Regularizer, Result, SplitMix64, TrainError};
 ///   ordinary PEFT LoRA directory of rank `r · tasks`.
 ///
 /// The earlier adapters are the only state, and they live in the model, so a resumed sequence
-/// rebuilds them from the finished tasks' directories. The penalty reads each A without its
-/// scaling, as O-LoRA does. O-LoRA's optional L2 term on the new adapter is left out (its
-/// published runs set it to 0). On a single task (no sequence) nothing changes: there is no
-/// earlier adapter.
+/// rebuilds them from the finished tasks' directories. Each task adds a rank-r path to the
+/// forward pass until the sequence ends. O-LoRA's optional L2 term on the new adapter is left
+/// out (its published runs set it to 0). On a single task (no sequence) nothing changes: there
+/// is no earlier adapter. DoRA and PiSSA are refused.
 ///
 /// ```
 /// use burn_peft_forget::OLora;
@@ -86,6 +88,11 @@ impl OLora {
                 "O-LoRA needs plain LoRA: adapter '{}' uses DoRA",
                 self.adapter
             ))),
+            // PiSSA would move part of the base into every task's fresh adapter again.
+            Some(c) if c.init_lora_weights == LoraInit::Pissa => Err(TrainError::Config(format!(
+                "O-LoRA cannot start each task with PiSSA (adapter '{}'): use another init",
+                self.adapter
+            ))),
             Some(c) => Ok(c),
             None => Err(TrainError::Config(format!(
                 "O-LoRA needs a LoRA adapter named '{}' on the model",
@@ -106,8 +113,22 @@ impl<M: PeftModel<Adapter = Adapter>> Regularizer<M> for OLora {
 
     fn begin_task(&mut self, mut model: M, task: usize) -> Result<M> {
         let mut config = self.lora_config(&model)?;
-        let kept = format!("{}-olora-{}", self.adapter, task - 1);
-        model.add_concatenated_lora(&kept, &[(&self.adapter, 1.0)])?;
+        let Some(finished) = task.checked_sub(1) else {
+            return Err(TrainError::Config(
+                "O-LoRA's first task has no earlier adapter to keep".into(),
+            ));
+        };
+        // The finished task's adapter, kept as it is (frozen) under a name of its own.
+        let kept = format!("{}-olora-{finished}", self.adapter);
+        let mut copies = BTreeMap::new();
+        model.clone().visit_adapter(&self.adapter, &mut |path, a| {
+            copies.insert(path.to_string(), a.clone());
+        });
+        model.add_adapter_with(&kept, &config.selector(), |path, _| {
+            copies.remove(path).ok_or_else(|| {
+                PeftError::InvalidConfig(format!("adapter '{}' is not on {path}", self.adapter))
+            })
+        })?;
         model.delete_adapter(&self.adapter)?;
         // A fresh start that differs from every earlier task's.
         config.init_seed = self
@@ -160,10 +181,8 @@ impl<M: PeftModel<Adapter = Adapter>> Regularizer<M> for OLora {
                 let Some(old) = layer.adapter(name).and_then(Adapter::as_lora) else {
                     continue;
                 };
-                // Each earlier A holds its task's scaling (folded in when it was kept), and
-                // every task's adapter has the new one's config: divide it back out.
                 let overlap = old.lora_a.val().detach().transpose().matmul(a_new.clone());
-                let term = overlap.abs().sum() / new.scaling as f32;
+                let term = overlap.abs().sum();
                 total = Some(match total.take() {
                     Some(t) => t + term,
                     None => term,

@@ -480,12 +480,17 @@ fn olora_keeps_each_task_and_penalizes_the_overlap_of_the_subspaces() {
     assert!((joined - together).abs().max().into_scalar::<f32>() < 1e-5);
     assert!(o.earlier_adapters().is_empty());
 
-    // DoRA and a missing adapter are refused.
+    // DoRA, PiSSA, a missing adapter and a "first task" with nothing before it are refused.
     let mut dora = Llama::init(&LlamaConfig::tiny(64), &device);
     dora.add_lora("t", &LoraConfig::new(2).with_use_dora(true))
         .unwrap();
     let err = Regularizer::<Llama>::prepare(&mut o, &dora, &device).unwrap_err();
     assert!(err.to_string().contains("DoRA"), "{err}");
+    let pissa = model(&Device::flex(), LoraInit::Pissa);
+    let err = Regularizer::<Llama>::prepare(&mut o, &pissa, &device).unwrap_err();
+    assert!(err.to_string().contains("PiSSA"), "{err}");
     let mut other = OLora::new(0.5, "missing").unwrap();
     assert!(Regularizer::<Llama>::prepare(&mut other, &dora, &device).is_err());
+    let fresh = model(&device, LoraInit::Default);
+    assert!(o.begin_task(fresh, 0).is_err());
 }

@@ -33,6 +33,11 @@ pub struct SequenceTask<'d> {
 pub struct SequenceSummary {
     /// The tasks' names, in training order.
     pub tasks: Vec<String>,
+    /// The forgetting method ([`Regularizer::name`](crate::Regularizer::name), `none`
+    /// without one); a resumed sequence must use the same. Empty in files written before it
+    /// was recorded (not checked then).
+    #[serde(default)]
+    pub regularizer: String,
     /// What scores each task: `accuracy`, `exact_match` or `neg_loss` (minus the eval loss),
     /// whichever its evaluation has first.
     pub metrics: Vec<String>,
@@ -118,6 +123,10 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             )));
         }
         let root = self.out.clone();
+        let regularizer = self
+            .regularizer
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |r| r.name());
         let summary_path = root.join(SEQUENCE);
         let eval_device = device.clone().without_autodiff();
         let (batch, pad) = (self.config.eval_batch_size, self.pad_id);
@@ -157,6 +166,15 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                     message: format!("the run's tasks were {:?}, now {names:?}", s.tasks),
                 });
             }
+            if !s.regularizer.is_empty() && s.regularizer != regularizer {
+                return Err(TrainError::Resume {
+                    path: summary_path,
+                    message: format!(
+                        "the run's forgetting method was {}, now {regularizer}",
+                        s.regularizer
+                    ),
+                });
+            }
             s
         } else {
             if summary_path.exists() || root.join("task-0").exists() {
@@ -169,6 +187,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             let (initial, metrics, g) = score_all(&model, None)?;
             SequenceSummary {
                 tasks: tasks.iter().map(|t| t.name.clone()).collect(),
+                regularizer,
                 metrics,
                 initial,
                 general_loss: g.into_iter().collect(),
