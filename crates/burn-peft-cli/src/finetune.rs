@@ -169,9 +169,13 @@ pub struct FinetuneArgs {
     /// Replay: share of every batch taken from the general data.
     #[arg(long, default_value_t = 0.25)]
     pub replay_ratio: f64,
-    /// EWC: per-sample gradients that estimate the Fisher.
+    /// EWC: gradients that estimate the Fisher.
     #[arg(long, default_value_t = 32)]
     pub fisher_samples: usize,
+    /// EWC: samples behind each of those gradients (1: per-sample gradients; more: per-batch
+    /// gradients, cheaper, about 1/N of the per-sample Fisher).
+    #[arg(long, default_value_t = 1)]
+    pub fisher_batch_size: usize,
     /// EWC: sample next tokens from the model (true Fisher) instead of the data's tokens.
     #[arg(long)]
     pub sampled_fisher: bool,
@@ -270,7 +274,7 @@ const METHOD_FLAGS: [(&str, &[Method]); 11] = [
 ];
 
 /// Flags that only some `--forgetting` options read, with those options.
-const FORGETTING_FLAGS: [(&str, &[Forgetting]); 5] = [
+const FORGETTING_FLAGS: [(&str, &[Forgetting]); 6] = [
     (
         "forgetting_lambda",
         &[
@@ -283,6 +287,10 @@ const FORGETTING_FLAGS: [(&str, &[Forgetting]); 5] = [
     ),
     ("replay_ratio", &[Forgetting::Replay]),
     ("fisher_samples", &[Forgetting::Ewc, Forgetting::OnlineEwc]),
+    (
+        "fisher_batch_size",
+        &[Forgetting::Ewc, Forgetting::OnlineEwc],
+    ),
     ("sampled_fisher", &[Forgetting::Ewc, Forgetting::OnlineEwc]),
     ("ewc_gamma", &[Forgetting::OnlineEwc]),
 ];
@@ -567,6 +575,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             Forgetting::Ewc | Forgetting::OnlineEwc => {
                 let mut c = EwcConfig::new(lambda.unwrap_or(1e4))
                     .with_fisher_samples(args.fisher_samples)
+                    .with_fisher_batch_size(args.fisher_batch_size)
                     .with_fisher(if args.sampled_fisher {
                         FisherKind::Sampled
                     } else {

@@ -34,8 +34,13 @@ pub enum FisherKind {
 pub struct EwcConfig {
     /// λ in `λ/2 · Σ F (θ − θ*)²`.
     pub lambda: f64,
-    /// General samples whose gradients estimate the Fisher (one sample per gradient).
+    /// Gradients that estimate the Fisher (their squares are averaged).
     pub fisher_samples: usize,
+    /// Samples behind each gradient: 1 (the default) for per-sample gradients, the empirical
+    /// Fisher proper; more for per-batch gradients, the squared gradient of a batch's mean
+    /// loss: fewer backward passes for the same data, but for uncorrelated samples about
+    /// `1/fisher_batch_size` of the per-sample estimate (raise λ to match).
+    pub fisher_batch_size: usize,
     /// Empirical or sampled Fisher.
     pub fisher: FisherKind,
     /// Online EWC: each consolidation folds into one term, `γ·F_old + F_new`, anchored at the
@@ -49,14 +54,27 @@ impl EwcConfig {
         Self {
             lambda,
             fisher_samples: 32,
+            fisher_batch_size: 1,
             fisher: FisherKind::Empirical,
             gamma: None,
         }
     }
 
-    /// Sets how many samples estimate the Fisher.
+    /// Sets how many gradients estimate the Fisher.
     pub fn with_fisher_samples(mut self, n: usize) -> Self {
         self.fisher_samples = n;
+        self
+    }
+
+    /// Sets how many samples each gradient is taken over (1: per-sample gradients).
+    ///
+    /// ```
+    /// use burn_peft_forget::EwcConfig;
+    /// let per_batch = EwcConfig::new(1e5).with_fisher_samples(8).with_fisher_batch_size(4);
+    /// assert_eq!(per_batch.fisher_batch_size, 4); // 8 gradients over 32 samples
+    /// ```
+    pub fn with_fisher_batch_size(mut self, n: usize) -> Self {
+        self.fisher_batch_size = n;
         self
     }
 
@@ -102,9 +120,11 @@ impl Ewc {
                 config.lambda
             )));
         }
-        if config.fisher_samples == 0 || general.is_empty() {
+        if config.fisher_samples == 0 || config.fisher_batch_size == 0 || general.is_empty() {
             return Err(TrainError::Config(
-                "EWC needs general samples to estimate the Fisher (--general-data, --fisher-samples >= 1)".into(),
+                "EWC needs general samples to estimate the Fisher (--general-data, \
+                 --fisher-samples >= 1, --fisher-batch-size >= 1)"
+                    .into(),
             ));
         }
         if let Some(g) = config.gamma
@@ -151,11 +171,13 @@ impl Ewc {
     /// Estimates the Fisher at `model`'s current values and makes them the anchors; with
     /// `gamma`, folds the earlier Fisher in (online EWC across a sequence of tasks).
     pub fn consolidate<M: CausalLm>(&mut self, model: &M, device: &Device) -> Result<()> {
-        let n = self.config.fisher_samples;
+        let (n, k) = (self.config.fisher_samples, self.config.fisher_batch_size);
         let mut sum: Flat = Flat::new();
         for i in 0..n {
-            let sample = &self.general[i % self.general.len()];
-            let batch = collate(&[sample], self.pad_id, device);
+            let samples: Vec<&Sample> = (i * k..(i + 1) * k)
+                .map(|j| &self.general[j % self.general.len()])
+                .collect();
+            let batch = collate(&samples, self.pad_id, device);
             device.seed(0x5EED_F15E ^ i as u64);
             let loss = match self.config.fisher {
                 FisherKind::Empirical => batch_loss(model, &batch),

@@ -5,9 +5,9 @@
 //! so it works for every adapter method and for full fine-tuning alike:
 //!
 //! - [`Ewc`]: elastic weight consolidation, `λ/2 · Σ F (θ − θ*)²`, with the diagonal Fisher
-//!   estimated on general (old-task) text, empirical (from the data's tokens) or sampled
-//!   ("true", from the model's own predictions); online EWC folds each consolidation in with
-//!   decay γ.
+//!   estimated on general (old-task) text from per-sample or per-batch gradients, empirical
+//!   (from the data's tokens) or sampled ("true", from the model's own predictions); online EWC
+//!   folds each consolidation in with decay γ.
 //! - [`L2Sp`]: `α/2 · Σ (θ − θ₀)²`, a pull toward the starting values.
 //! - [`Replay`]: a [`ReplayBuffer`] (reservoir sampling, balanced per source) whose samples
 //!   replace a share of every batch.

@@ -131,6 +131,59 @@ fn ewc_fisher_and_penalty_match_hand_computation() {
     assert!(again.load(&other, dir.path(), &device).is_err());
 }
 
+/// Per-batch gradients: each is the gradient of one batch's mean loss (here 2 of 3 samples,
+/// wrapping around), squared and averaged over the batches.
+#[test]
+fn ewc_per_batch_fisher_squares_each_batch_gradient() {
+    let device = Device::flex().autodiff();
+    let m = model(&device, LoraInit::Gaussian);
+    let data = samples();
+    let config = EwcConfig::new(1.0)
+        .with_fisher_samples(2)
+        .with_fisher_batch_size(2);
+    let mut ewc = Ewc::new(config, data.clone(), 0).unwrap();
+    ewc.consolidate(&m, &device).unwrap();
+    let id = m.layers[0]
+        .self_attn
+        .q_proj
+        .adapter("t")
+        .unwrap()
+        .as_lora()
+        .unwrap()
+        .lora_b
+        .id;
+    let mut want: Vec<f32> = Vec::new();
+    for pair in [[&data[0], &data[1]], [&data[2], &data[0]]] {
+        let batch = collate(&pair, 0, &device);
+        let grads = GradientsParams::from_grads(batch_loss(&m, &batch).backward(), &m);
+        let g: Vec<f32> = grads
+            .get::<2>(id)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        want.resize(g.len(), 0.0);
+        for (w, x) in want.iter_mut().zip(g) {
+            *w += x * x / 2.0;
+        }
+    }
+    let got = fisher_of(&ewc, "lora_b");
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-6 + 1e-4 * b.abs(), "{a} vs {b}");
+    }
+    // It differs from the per-sample estimate on the same samples.
+    let mut per_sample = Ewc::new(EwcConfig::new(1.0).with_fisher_samples(4), data, 0).unwrap();
+    per_sample.consolidate(&m, &device).unwrap();
+    let other = fisher_of(&per_sample, "lora_b");
+    assert!(
+        got.iter()
+            .zip(&other)
+            .any(|(a, b)| (a - b).abs() > 1e-4 * b.abs())
+    );
+    assert!(Ewc::new(EwcConfig::new(1.0).with_fisher_batch_size(0), samples(), 0).is_err());
+}
+
 #[test]
 fn online_ewc_decays_the_earlier_fisher() {
     let device = Device::flex().autodiff();
