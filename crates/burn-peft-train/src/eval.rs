@@ -38,13 +38,18 @@ struct Scored {
     first_token: Vec<f32>,
 }
 
-/// Evaluates `model` (put it in inference mode first, e.g. `model.valid()`) on `data`.
+/// Evaluates `model` (put it in inference mode first, e.g. `model.valid()`) on `data`, in
+/// batches of `batch_size`, `threads` batches at a time on threads of their own (as
+/// [`TrainConfig::batch_threads`](crate::TrainConfig::batch_threads) does for training: on a
+/// CPU backend that keeps the cores busy while one thread runs element-wise work; elsewhere use
+/// 1). The metrics do not depend on `threads`.
 pub fn evaluate<M: CausalLm>(
     model: &M,
     data: &Dataset,
     batch_size: usize,
     pad_id: u32,
     device: &Device,
+    threads: usize,
 ) -> Result<EvalMetrics> {
     if data.samples.is_empty() {
         return Err(TrainError::Config("nothing to evaluate".into()));
@@ -60,15 +65,35 @@ pub fn evaluate<M: CausalLm>(
         .collect();
     let distinct_first =
         firsts.len() == labels && (0..firsts.len()).all(|i| !firsts[..i].contains(&firsts[i]));
-    let mut all = Vec::with_capacity(data.samples.len());
-    for chunk in data.samples.chunks(batch_size.max(1)) {
+    let probe = if distinct_first {
+        firsts.as_slice()
+    } else {
+        &[]
+    };
+    let score_chunk = |m: &M, chunk: &[Sample]| {
         let refs: Vec<&Sample> = chunk.iter().collect();
-        let probe = if distinct_first {
-            firsts.as_slice()
-        } else {
-            &[]
-        };
-        all.extend(score(model, &refs, pad_id, probe, device));
+        score(m, &refs, pad_id, probe, device)
+    };
+    let chunks: Vec<&[Sample]> = data.samples.chunks(batch_size.max(1)).collect();
+    let mut all = Vec::with_capacity(data.samples.len());
+    for group in chunks.chunks(threads.max(1)) {
+        std::thread::scope(|scope| {
+            let others: Vec<_> = group[1..]
+                .iter()
+                .map(|chunk| {
+                    let m = model.clone();
+                    scope.spawn(move || score_chunk(&m, chunk))
+                })
+                .collect();
+            all.extend(score_chunk(model, group[0]));
+            for handle in others {
+                all.extend(
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+            }
+        });
     }
     let (sum, count) = all
         .iter()

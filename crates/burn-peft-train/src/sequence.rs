@@ -129,7 +129,11 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             .map_or_else(|| "none".to_string(), |r| r.name());
         let summary_path = root.join(SEQUENCE);
         let eval_device = device.clone().without_autodiff();
-        let (batch, pad) = (self.config.eval_batch_size, self.pad_id);
+        let (batch, pad, threads) = (
+            self.config.eval_batch_size,
+            self.pad_id,
+            self.config.batch_threads,
+        );
         let general = self.general;
         // Scores every task; `done` is a run that just evaluated its own task and the general
         // text on this model, whose results are taken rather than computed again.
@@ -141,7 +145,14 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 let known = done.and_then(|(k, run)| (k == j).then_some(run.eval_after.as_ref()));
                 let (s, n) = match known.flatten() {
                     Some(e) => score(e),
-                    None => score(&evaluate(&valid, t.eval, batch, pad, &eval_device)?),
+                    None => score(&evaluate(
+                        &valid,
+                        t.eval,
+                        batch,
+                        pad,
+                        &eval_device,
+                        threads,
+                    )?),
                 };
                 scores.push(s);
                 names.push(n.to_string());
@@ -149,7 +160,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             let g = match done.and_then(|(_, run)| run.general_loss_after) {
                 Some(g) => Some(g),
                 None => general
-                    .map(|g| evaluate(&valid, g, batch, pad, &eval_device).map(|e| e.loss))
+                    .map(|g| evaluate(&valid, g, batch, pad, &eval_device, threads).map(|e| e.loss))
                     .transpose()?,
             };
             Ok::<_, TrainError>((scores, names, g))

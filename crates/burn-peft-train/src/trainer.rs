@@ -61,7 +61,7 @@ pub struct TrainConfig {
     /// burn-flex this overlaps one slice's single-threaded element-wise work with another's
     /// multi-threaded matrix products; on a GPU keep 1. Dropout would draw its masks from one
     /// generator in whatever order the threads reach it, so runs with dropout are reproducible
-    /// with 1 only.
+    /// with 1 only. Evaluation scores this many batches at a time too (same metrics).
     #[config(default = 1)]
     pub batch_threads: usize,
 }
@@ -224,7 +224,17 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         let (pad_id, general) = (self.pad_id, self.general);
         let evaluate_now = |m: &M| -> R<Evals> {
             let valid = m.valid();
-            let run = |d: &Dataset| evaluate(&valid, d, cfg.eval_batch_size, pad_id, &eval_device);
+            let run = |d: &Dataset| {
+                let threads = cfg.batch_threads;
+                evaluate(
+                    &valid,
+                    d,
+                    cfg.eval_batch_size,
+                    pad_id,
+                    &eval_device,
+                    threads,
+                )
+            };
             Ok(Evals {
                 task: eval.map(run).transpose()?,
                 general: general.map(run).transpose()?,

@@ -222,7 +222,8 @@ fn batcher_visits_every_sample_once_per_epoch_and_reshuffles() {
 }
 
 /// Classification accuracy: the fast path (labels' first tokens at the answer position) and
-/// scoring each label's full answer agree, and accuracy follows the labels.
+/// scoring each label's full answer agree, accuracy follows the labels, and batches scored on
+/// threads of their own give the same metrics.
 #[test]
 fn accuracy_paths_agree() {
     let device = Device::flex();
@@ -233,14 +234,21 @@ fn accuracy_paths_agree() {
         .unwrap()
         .take(12);
     let m = model(&device);
-    let fast = evaluate(&m, &d, 5, 0, &device).unwrap();
+    let fast = evaluate(&m, &d, 5, 0, &device, 1).unwrap();
+    // Batches of 5, 5 and 2 at once.
+    let threaded = evaluate(&m, &d, 5, 0, &device, 3).unwrap();
+    assert!((threaded.loss - fast.loss).abs() < 1e-9 * fast.loss);
+    assert_eq!(
+        (threaded.accuracy, threaded.exact_match, threaded.samples),
+        (fast.accuracy, fast.exact_match, fast.samples)
+    );
     // Same data, labels that share a first token: forces full scoring of each label.
     let mut slow_data = d.clone();
     let shared = slow_data.label_ids[0][0];
     for l in slow_data.label_ids.iter_mut() {
         l.insert(0, shared);
     }
-    let slow = evaluate(&m, &slow_data, 5, 0, &device).unwrap();
+    let slow = evaluate(&m, &slow_data, 5, 0, &device, 2).unwrap();
     assert!(fast.accuracy.is_some() && slow.accuracy.is_some());
     assert_eq!(fast.samples, 12);
     assert!(
@@ -274,7 +282,7 @@ fn accuracy_paths_agree() {
     let mut tuned = m.clone();
     let c = LoraConfig::new(2).with_target_modules(TargetModules::all_linear());
     tuned.add_lora("x", &c).unwrap();
-    assert!(evaluate(&tuned, &d, 4, 0, &device).is_ok());
+    assert!(evaluate(&tuned, &d, 4, 0, &device, 1).is_ok());
 }
 
 #[test]
