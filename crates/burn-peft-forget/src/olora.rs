@@ -1,8 +1,8 @@
 //! O-LoRA: each task of a sequence learns its own LoRA, kept orthogonal to the earlier ones.
 
-use burn::tensor::{Device, Tensor};
 use std::collections::BTreeMap;
 
+use burn::tensor::{Device, Tensor};
 use burn_peft_adapters::{Adapter, AddAdapter, LoraInit};
 use burn_peft_core::{PeftError, PeftModel};
 use burn_peft_train::{Regularizer, Result, SplitMix64, TrainError};

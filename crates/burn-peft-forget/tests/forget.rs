@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
-use burn_peft_adapters::{AddAdapter, LoraConfig, LoraInit};
+use burn_peft_adapters::{AddAdapter, Lora, LoraConfig, LoraInit};
 use burn_peft_core::{PeftModel, TargetModules, TrainableParameters};
 use burn_peft_forget::{
     BaseView, Distill, DistillConfig, Ewc, EwcConfig, FisherKind, L2Sp, OLora, Replay,
@@ -35,6 +35,18 @@ fn samples() -> Vec<Sample> {
         label: None,
     })
     .collect()
+}
+
+/// Adapter "t" on the first layer's `q_proj`.
+fn q_lora(m: &Llama) -> Lora {
+    m.layers[0]
+        .self_attn
+        .q_proj
+        .adapter("t")
+        .unwrap()
+        .as_lora()
+        .unwrap()
+        .clone()
 }
 
 fn shift_b(m: &mut Llama, delta: f32) {
@@ -79,13 +91,7 @@ fn ewc_fisher_and_penalty_match_hand_computation() {
     .unwrap();
     ewc.consolidate(&m, &device).unwrap();
 
-    let l = m.layers[0]
-        .self_attn
-        .q_proj
-        .adapter("t")
-        .unwrap()
-        .as_lora()
-        .unwrap();
+    let l = q_lora(&m);
     let mut want = vec![0.0f32; l.lora_b.val().shape().num_elements()];
     for s in &data {
         let batch = collate(&[s], 0, &device);
@@ -143,15 +149,7 @@ fn ewc_per_batch_fisher_squares_each_batch_gradient() {
         .with_fisher_batch_size(2);
     let mut ewc = Ewc::new(config, data.clone(), 0).unwrap();
     ewc.consolidate(&m, &device).unwrap();
-    let id = m.layers[0]
-        .self_attn
-        .q_proj
-        .adapter("t")
-        .unwrap()
-        .as_lora()
-        .unwrap()
-        .lora_b
-        .id;
+    let id = q_lora(&m).lora_b.id;
     let mut want: Vec<f32> = Vec::new();
     for pair in [[&data[0], &data[1]], [&data[2], &data[0]]] {
         let batch = collate(&pair, 0, &device);
@@ -380,17 +378,7 @@ fn distillation_penalty_equals_the_full_softmax_kl() {
         picks.iter().any(|p| p.ids.len() == 3),
         "no padded sample drawn"
     );
-    let lora_b = |m: &Llama| {
-        m.layers[0]
-            .self_attn
-            .q_proj
-            .adapter("t")
-            .unwrap()
-            .as_lora()
-            .unwrap()
-            .lora_b
-            .clone()
-    };
+    let lora_b = |m: &Llama| q_lora(m).lora_b;
     let grad_of = |loss: burn::tensor::Tensor<1>| {
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         let g: Vec<f32> = grads
