@@ -71,6 +71,29 @@ impl OLora {
         &self.earlier
     }
 
+    /// Moves the trained adapter, as it is (frozen), to `<adapter>-olora-<task>`, one of the
+    /// earlier adapters.
+    fn keep<M: PeftModel<Adapter = Adapter>>(
+        &mut self,
+        model: &mut M,
+        config: &burn_peft_adapters::LoraConfig,
+        task: usize,
+    ) -> Result<()> {
+        let kept = format!("{}-olora-{task}", self.adapter);
+        let mut copies = BTreeMap::new();
+        model.clone().visit_adapter(&self.adapter, &mut |path, a| {
+            copies.insert(path.to_string(), a.clone());
+        });
+        model.add_adapter_with(&kept, &config.selector(), |path, _| {
+            copies.remove(path).ok_or_else(|| {
+                PeftError::InvalidConfig(format!("adapter '{}' is not on {path}", self.adapter))
+            })
+        })?;
+        model.delete_adapter(&self.adapter)?;
+        self.earlier.push(kept);
+        Ok(())
+    }
+
     fn lora_config<M: PeftModel<Adapter = Adapter>>(
         &self,
         model: &M,
@@ -118,24 +141,12 @@ impl<M: PeftModel<Adapter = Adapter>> Regularizer<M> for OLora {
                 "O-LoRA's first task has no earlier adapter to keep".into(),
             ));
         };
-        // The finished task's adapter, kept as it is (frozen) under a name of its own.
-        let kept = format!("{}-olora-{finished}", self.adapter);
-        let mut copies = BTreeMap::new();
-        model.clone().visit_adapter(&self.adapter, &mut |path, a| {
-            copies.insert(path.to_string(), a.clone());
-        });
-        model.add_adapter_with(&kept, &config.selector(), |path, _| {
-            copies.remove(path).ok_or_else(|| {
-                PeftError::InvalidConfig(format!("adapter '{}' is not on {path}", self.adapter))
-            })
-        })?;
-        model.delete_adapter(&self.adapter)?;
+        self.keep(&mut model, &config, finished)?;
         // A fresh start that differs from every earlier task's.
         config.init_seed = self
             .init_seed
             .map(|seed| SplitMix64::for_stream(seed, &format!("olora-task-{task}")).next_u64());
         model.add_lora(&self.adapter, &config)?;
-        self.earlier.push(kept);
         let mut active: Vec<&str> = self.earlier.iter().map(String::as_str).collect();
         active.push(&self.adapter);
         model.set_adapter(&active)?;
@@ -147,21 +158,15 @@ impl<M: PeftModel<Adapter = Adapter>> Regularizer<M> for OLora {
         if self.earlier.is_empty() {
             return Ok(model);
         }
-        let joined = format!("{}-olora-all", self.adapter);
-        let parts: Vec<(&str, f64)> = self
-            .earlier
-            .iter()
-            .map(String::as_str)
-            .chain([self.adapter.as_str()])
-            .map(|n| (n, 1.0))
-            .collect();
-        model.add_concatenated_lora(&joined, &parts)?;
+        // The last task's adapter is kept like the others, which frees the run's own name for
+        // the joined one, so that the final save writes it.
+        let config = self.lora_config(&model)?;
+        self.keep(&mut model, &config, self.earlier.len())?;
+        let parts: Vec<(&str, f64)> = self.earlier.iter().map(|n| (n.as_str(), 1.0)).collect();
+        model.add_concatenated_lora(&self.adapter, &parts)?;
         for (name, _) in &parts {
             model.delete_adapter(name)?;
         }
-        // Under the run's own name, so that the final save writes it.
-        model.add_concatenated_lora(&self.adapter, &[(&joined, 1.0)])?;
-        model.delete_adapter(&joined)?;
         model.set_adapter(&[&self.adapter])?;
         self.earlier.clear();
         Ok(model)
