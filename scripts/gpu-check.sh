@@ -18,11 +18,17 @@
 #                step of each is the first-step latency with and without the cache); then
 #                ../shared/anchors/peft_bench.py on the same card, shape and type (bf16 or f32
 #                with TF32 off; SKIP_PEFT=1 skips it);
+#   ours:SHAPE:DTYPE  the same without PEFT (SHAPE may be an HF config.json, e.g.
+#                scripts/shapes/smollm2-135m-10-layers.json);
+#   env:VAR=VAL  exports VAR=VAL for the items after it (e.g. env:CUBECL_AUTOTUNE_LEVEL=minimal
+#                with env:BURN_PEFT_KERNEL_CACHE=/tmp/fresh for a cold start in a fresh cache);
 #   checks:DEV   the numeric checks of scripts/backend_check.py on DEV (fixture eval against
 #                PEFT's losses, training trajectories against flex), with CHECK_ARGS.
 #   Default PLAN: "smollm2-135m:f32 smollm2-135m:bf16 checks:cuda llama-1b:bf16 llama-1b:f32".
 # Every result goes to RESULTS as JSON lines (ours.jsonl, peft.jsonl, checks.jsonl) and log.txt.
-# Environment: PLAN, BENCH_DEVICE (default cuda), METHODS, RUNS, CHECK_ARGS (e.g. "--quick"),
+# While it runs, nvidia-smi samples the GPU's utilization into gpu-util.csv (every 250 ms).
+# Environment: PLAN, BENCH_DEVICE (default cuda), METHODS, RUNS, BENCH_ARGS (more bench-step
+# flags, e.g. "--phases"), CHECK_ARGS (e.g. "--quick"),
 # SKIP_PEFT=1, STEP_TIMEOUT (seconds per bench process, default 240), BUDGET (seconds after
 # which no new item starts and running ones are cut, for leases with a hard limit).
 set -euo pipefail
@@ -79,6 +85,12 @@ run)
     # CUDA: NVRTC and the driver are found through CUDA_PATH.
     if [ -z "${CUDA_PATH:-}" ] && [ -d /usr/local/cuda ]; then export CUDA_PATH=/usr/local/cuda; fi
     bin="$bundle/burn-peft"
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader \
+            -lms 250 >"$results/gpu-util.csv" 2>/dev/null &
+        sampler=$!
+        trap 'kill $sampler 2>/dev/null || true' EXIT
+    fi
     # Everything below stops starting new work BUDGET seconds after this line, so that a lease
     # with a hard limit still brings back what finished.
     deadline=$(($(date +%s) + ${BUDGET:-86400}))
@@ -88,14 +100,14 @@ run)
         if [ "$left" -lt 30 ]; then echo "skipped, budget spent: ${*:1:3}" >&2; return 1; fi
         timeout "$((left < max ? left : max))" "$@"
     }
-    bench_device=${BENCH_DEVICE:-cuda}
     ours() { # shape dtype: bench-step for each method, RUNS processes each
         for method in ${METHODS:-lora full}; do
             for run in ${RUNS:-1 2}; do
-                echo "== bench-step $bench_device $1 $method $2 (process $run)"
-                line=$(limited "$step_timeout" "$bin" bench-step --device "$bench_device" \
+                echo "== bench-step ${BENCH_DEVICE:-cuda} $1 $method $2 (process $run) at $(date +%T.%N)"
+                # shellcheck disable=SC2086
+                line=$(limited "$step_timeout" "$bin" bench-step --device "${BENCH_DEVICE:-cuda}" \
                     --shape "$1" --method "$method" --r 16 --batch-size 8 --seq-len 512 \
-                    --steps 5 --warmup 2 --dtype "$2" --json) || { echo "bench-step: exit $?"; continue; }
+                    --steps 5 --warmup 2 --dtype "$2" ${BENCH_ARGS:-} --json) || { echo "bench-step: exit $?"; continue; }
                 echo "$line"
                 echo "${line%\}},\"run\":\"$run\"}" >>"$results/ours.jsonl"
             done
@@ -120,12 +132,20 @@ run)
             limited 600 python3 scripts/backend_check.py --bin "$bin" --device "${item#checks:}" \
                 ${CHECK_ARGS:-} --out "$results/checks.jsonl" || echo "checks: exit $?"
             ;;
+        env:*=*)
+            echo "== export ${item#env:}"
+            export "${item#env:}"
+            ;;
+        ours:*:*)
+            spec=${item#ours:}
+            ours "${spec%:*}" "${spec##*:}"
+            ;;
         *:*)
             ours "${item%%:*}" "${item#*:}"
             peft "${item%%:*}" "${item#*:}"
             ;;
         *)
-            echo "unknown PLAN item '$item' (SHAPE:DTYPE or checks:DEVICE)" >&2
+            echo "unknown PLAN item '$item' (SHAPE:DTYPE, ours:SHAPE:DTYPE, env:VAR=VAL or checks:DEVICE)" >&2
             exit 2
             ;;
         esac

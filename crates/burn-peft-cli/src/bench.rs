@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::{Lora as NativeLora, Module, ParamGroup};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
 use burn_peft_core::{DeviceSpec, Precision, TargetModules, TrainableParameters};
 use burn_peft_models::{Llama, LlamaConfig};
@@ -59,9 +60,73 @@ pub struct BenchArgs {
     /// burn-peft's adapters, for comparison (burn rebuilds W + s·A·B on every forward).
     #[arg(long)]
     pub burn_native_lora: bool,
+    /// After the timed steps, as many again on one thread in three phases (forward, backward,
+    /// optimizer), each ended by flushing and then synchronizing the device, and report per
+    /// phase the host's time to record the operations, to hand them to the device (flush) and
+    /// to wait for them (sync): where a GPU step spends its time.
+    #[arg(long)]
+    pub phases: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where one phase of a step spent its time, in seconds.
+#[derive(Clone, Copy, Default)]
+struct PhaseTime {
+    /// Recording the operations (autodiff, fusion's queue) on the host.
+    record: f64,
+    /// `Device::flush`: handing the queue to the device (fusion's kernels built and launched).
+    flush: f64,
+    /// `Device::sync`: waiting for the device to finish.
+    wait: f64,
+}
+
+impl PhaseTime {
+    /// Runs `work`, then flushes and synchronizes `device`, timing each part.
+    fn measure<T>(device: &Device, work: impl FnOnce() -> T) -> Result<(T, Self), String> {
+        let t0 = Instant::now();
+        let out = work();
+        let t1 = Instant::now();
+        device.flush().map_err(|e| format!("{e:?}"))?;
+        let t2 = Instant::now();
+        device.sync().map_err(|e| format!("{e:?}"))?;
+        let t3 = Instant::now();
+        let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
+        Ok((
+            out,
+            Self {
+                record: secs(t0, t1),
+                flush: secs(t1, t2),
+                wait: secs(t2, t3),
+            },
+        ))
+    }
+}
+
+/// The median of each part over the steps of each phase, as JSON in milliseconds.
+fn phases_json(steps: &[[PhaseTime; 3]]) -> serde_json::Value {
+    let median = |f: &dyn Fn(&[PhaseTime; 3]) -> f64| {
+        let mut v: Vec<f64> = steps.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e3
+    };
+    let mut out = serde_json::Map::new();
+    for (i, name) in ["forward", "backward", "optimizer"].into_iter().enumerate() {
+        out.insert(
+            name.into(),
+            serde_json::json!({
+                "record_ms": median(&|s| s[i].record),
+                "flush_ms": median(&|s| s[i].flush),
+                "wait_ms": median(&|s| s[i].wait),
+            }),
+        );
+    }
+    out.insert(
+        "step_ms".into(),
+        median(&|s| s.iter().map(|p| p.record + p.flush + p.wait).sum()).into(),
+    );
+    serde_json::Value::Object(out)
 }
 
 /// The shapes of `../shared/anchors/peft_bench.py` (tied embeddings, as there).
@@ -205,12 +270,25 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             times.push(dt);
         }
     }
+    let mut phases = Vec::new();
+    for i in 0..if args.phases { args.steps } else { 0 } {
+        let x = batches[i % batches.len()].clone();
+        let (loss, forward) = PhaseTime::measure(&device, || model.lm_loss(x, None))?;
+        let scale = optim.loss_scale().unwrap_or(1.0);
+        let (grads, backward) = PhaseTime::measure(&device, || {
+            GradientsParams::from_grads((loss * scale).backward(), &model)
+        })?;
+        let (m, optimizer) = PhaseTime::measure(&device, || optim.apply(model, grads).0)?;
+        model = m;
+        phases.push([forward, backward, optimizer]);
+    }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let tokens_per_s = (b * s) as f64 / median;
     let peak = peak_rss();
+    let phases = (!phases.is_empty()).then(|| phases_json(&phases));
     if args.json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "shape": args.shape,
             "method": format!("{:?}", args.method).to_lowercase(),
             "device": args.device,
@@ -229,6 +307,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "device_peak_bytes": device_peak,
             "loss": loss,
         });
+        if let Some(phases) = phases {
+            out["phases"] = phases;
+        }
         println!("{out}");
     } else {
         println!(
@@ -248,6 +329,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 p as f64 / (1u64 << 30) as f64
             )),
         );
+        if let Some(phases) = phases {
+            println!("phases (median ms: recorded on the host, flushed, waited for): {phases}");
+        }
     }
     Ok(())
 }

@@ -1086,6 +1086,25 @@ fn bench_step_reports_json_and_refuses_bad_shapes() {
         (loss(&plain) - loss(&checkpointed)).abs() < 1e-5,
         "{plain} {checkpointed}"
     );
+    // --phases: the same timed steps first (the same loss), then a breakdown of each phase.
+    assert!(plain.get("phases").is_none(), "{plain}");
+    let phased = bench(&["--phases"]);
+    assert!(
+        (loss(&phased) - loss(&plain)).abs() < 1e-6,
+        "{phased} {plain}"
+    );
+    for phase in ["forward", "backward", "optimizer"] {
+        for part in ["record_ms", "flush_ms", "wait_ms"] {
+            let ms = phased["phases"][phase][part].as_f64();
+            assert!(ms.is_some_and(|ms| ms >= 0.0), "{phase} {part}: {phased}");
+        }
+        let recorded = phased["phases"][phase]["record_ms"].as_f64().unwrap();
+        assert!(recorded > 0.0, "{phase}: {phased}");
+    }
+    assert!(
+        phased["phases"]["step_ms"].as_f64().unwrap() > 0.0,
+        "{phased}"
+    );
     // burn's own apply_lora on the same layers: as many trainable parameters, and (B = 0 in
     // both) the same loss before the first update.
     let ours = bench(&["--steps", "1"]);
