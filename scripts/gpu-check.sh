@@ -18,8 +18,8 @@
 #                step of each is the first-step latency with and without the cache); then
 #                ../shared/anchors/peft_bench.py on the same card, shape and type (bf16 or f32
 #                with TF32 off; SKIP_PEFT=1 skips it);
-#   ours:SHAPE:DTYPE  the same without PEFT (SHAPE may be an HF config.json, e.g.
-#                scripts/shapes/smollm2-135m-10-layers.json);
+#   ours:SHAPE:DTYPE, peft:SHAPE:DTYPE  one side only (ours: SHAPE may be an HF config.json,
+#                e.g. scripts/shapes/smollm2-135m-10-layers.json);
 #   env:VAR=VAL  exports VAR=VAL for the items after it (e.g. env:CUBECL_AUTOTUNE_LEVEL=minimal
 #                with env:BURN_PEFT_KERNEL_CACHE=/tmp/fresh for a cold start in a fresh cache);
 #   checks:DEV   the numeric checks of scripts/backend_check.py on DEV (fixture eval against
@@ -136,16 +136,16 @@ run)
             echo "== export ${item#env:}"
             export "${item#env:}"
             ;;
-        ours:*:*)
-            spec=${item#ours:}
-            ours "${spec%:*}" "${spec##*:}"
+        ours:*:* | peft:*:*)
+            spec=${item#*:}
+            "${item%%:*}" "${spec%:*}" "${spec##*:}"
             ;;
         *:*)
             ours "${item%%:*}" "${item#*:}"
             peft "${item%%:*}" "${item#*:}"
             ;;
         *)
-            echo "unknown PLAN item '$item' (SHAPE:DTYPE, ours:SHAPE:DTYPE, env:VAR=VAL or checks:DEVICE)" >&2
+            echo "unknown PLAN item '$item' (SHAPE:DTYPE, ours:SHAPE:DTYPE, peft:SHAPE:DTYPE, env:VAR=VAL or checks:DEVICE)" >&2
             exit 2
             ;;
         esac

@@ -190,8 +190,11 @@ pub struct StepReport {
     pub step: usize,
     /// The base learning rate of this step.
     pub lr: f64,
-    /// The global gradient norm before clipping (infinite or NaN on a skipped step).
-    pub grad_norm: f32,
+    /// The global gradient norm before clipping (infinite or NaN on a skipped step). `None`
+    /// when nothing needed it: no clipping (`max_grad_norm` `None`) and no loss scaling. As in
+    /// HF's Trainer with `max_grad_norm=0`, it is then not computed, which spares a reduction
+    /// per parameter and a wait for the device on every step.
+    pub grad_norm: Option<f32>,
     /// Whether the update was skipped because the loss-scaled gradients overflowed.
     pub skipped: bool,
 }
@@ -412,9 +415,10 @@ impl<M: Module> PeftOptimizer<M> {
     /// skipped (it still counts as a step of the schedule, as in HF's Trainer).
     pub fn apply(&mut self, model: M, mut grads: GradientsParams) -> (M, StepReport) {
         let unscale = self.scaler.map_or(1.0, |s| 1.0 / s.scale);
-        let grad_norm = global_grad_norm(&model, &grads).map_or(0.0, |n| n * unscale);
+        let grad_norm = (self.config.max_grad_norm.is_some() || self.scaler.is_some())
+            .then(|| global_grad_norm(&model, &grads).map_or(0.0, |n| n * unscale));
         let base_lr = self.config.schedule().lr_at(self.step);
-        let skipped = !grad_norm.is_finite() && self.scaler.is_some();
+        let skipped = grad_norm.is_some_and(|n| !n.is_finite()) && self.scaler.is_some();
         if let (Some(scaler), Some(config)) = (&mut self.scaler, &self.config.loss_scale) {
             if skipped {
                 scaler.scale *= config.backoff_factor;
@@ -440,9 +444,9 @@ impl<M: Module> PeftOptimizer<M> {
             return (model, report);
         }
         // PyTorch's clip_grad_norm_: scale down when the norm exceeds the maximum (1e-6 guard).
-        let clip = match self.config.max_grad_norm {
-            Some(max) => (max / (grad_norm + 1e-6)).min(1.0),
-            None => 1.0,
+        let clip = match (self.config.max_grad_norm, grad_norm) {
+            (Some(max), Some(norm)) => (max / (norm + 1e-6)).min(1.0),
+            _ => 1.0,
         };
         if unscale * clip != 1.0 {
             scale_grads(&model, &mut grads, unscale * clip);

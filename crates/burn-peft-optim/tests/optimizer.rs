@@ -411,6 +411,35 @@ fn bad_state_is_refused_with_errors() {
     }
 }
 
+/// Without clipping and loss scaling the norm is not computed (`None`), and the steps are those
+/// of a limit too large to clip.
+#[test]
+fn without_clipping_the_norm_is_left_out() {
+    let device = Device::flex().autodiff();
+    let run = |max: Option<f32>| {
+        let mut net = make_trainable(base(&device).no_grad());
+        let mut optim = PeftOptimizerConfig::new(3)
+            .with_learning_rate(1e-2)
+            .with_max_grad_norm(max)
+            .init::<Net>()
+            .unwrap();
+        let mut norms = Vec::new();
+        for step in 0..3 {
+            let (x, y) = data(&device, 8, step);
+            let loss = mse(&net, x, y);
+            let (n, report) = optim.backward_step(net, loss);
+            net = n;
+            norms.push(report.unwrap().grad_norm);
+        }
+        (values(&net), norms)
+    };
+    let (unclipped, none) = run(None);
+    let (loose, some) = run(Some(1e9));
+    assert_eq!(none, vec![None; 3]);
+    assert!(some.iter().all(|n| n.is_some_and(|n| n > 0.0)), "{some:?}");
+    assert_eq!(unclipped, loose);
+}
+
 /// Full fine-tuning: every weight (biases included) moves, through the same optimizer.
 #[test]
 fn full_fine_tuning_updates_every_parameter() {
@@ -423,7 +452,7 @@ fn full_fine_tuning_updates_every_parameter() {
         .unwrap();
     let (x, y) = data(&device, 8, 6);
     let (net, report) = optim.backward_step(net.clone(), mse(&net, x, y));
-    assert!(report.unwrap().grad_norm > 0.0);
+    assert!(report.unwrap().grad_norm.is_some_and(|n| n > 0.0));
     let after = values(&net);
     assert_eq!(before.len(), 4);
     for (b, a) in before.iter().zip(&after) {
@@ -483,7 +512,7 @@ fn loss_scaling_gives_the_unscaled_update_and_backs_off_on_overflow() {
         assert!(!b.skipped);
         // A power-of-two scale is exact in f32: the same norm, the same update.
         assert!(
-            (a.grad_norm - b.grad_norm).abs() <= 1e-6 * a.grad_norm,
+            (a.grad_norm.unwrap() - b.grad_norm.unwrap()).abs() <= 1e-6 * a.grad_norm.unwrap(),
             "{a:?} {b:?}"
         );
         let diff = max_abs_diff(&values(&plain_net), &values(&scaled_net));
@@ -515,7 +544,7 @@ fn loss_scaling_gives_the_unscaled_update_and_backs_off_on_overflow() {
     let (net, report) = huge.backward_step(scaled_net, loss);
     let report = report.unwrap();
     assert!(
-        report.skipped && !report.grad_norm.is_finite(),
+        report.skipped && report.grad_norm.is_some_and(|n| !n.is_finite()),
         "{report:?}"
     );
     assert_eq!(report.step, 1);

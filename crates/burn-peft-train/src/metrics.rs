@@ -169,7 +169,7 @@ pub(crate) fn step_record(
     step: usize,
     loss: f64,
     lr: f64,
-    grad_norm: f32,
+    grad_norm: Option<f32>,
     tokens: usize,
     elapsed: f64,
     tokens_per_s: f64,
