@@ -40,25 +40,14 @@ if [ -e "$prefix/.tracel-llvm-installed" ]; then
     exit 0
 fi
 
-echo "deb http://deb.debian.org/debian sid main" >"$work/sources.list"
-mkdir -p "$work/lists/partial" "$work/debs"
-apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64
-    "-oDir::Etc::SourceList=$work/sources.list" -oDir::Etc::SourceParts=/dev/null
-    "-oDir::State::Lists=$work/lists" "-oDir::Cache::Archives=$work/debs")
-apt-get "${apt_opts[@]}" update >"$work/update.log" 2>&1 || { cat "$work/update.log" >&2; exit 1; }
-# LLVM as pinned when sid still has it, else sid's current 23.x (sid moves on; say so).
-if ! apt-cache "${apt_opts[@]}" madison llvm-23-dev | grep -q " $LLVM_VERSION "; then
-    current=$(apt-cache "${apt_opts[@]}" madison llvm-23-dev | awk 'NR==1{print $3}')
-    [ -n "$current" ] || { echo "setup-cuda-llvm: sid has no llvm-23-dev" >&2; exit 1; }
-    echo "setup-cuda-llvm: llvm-23-dev $LLVM_VERSION is gone from sid; using $current" >&2
-    LLVM_VERSION=$current
-fi
+# shellcheck source=scripts/sid-apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/sid-apt.sh"
+sid_apt_init "$work" setup-cuda-llvm
+LLVM_VERSION=$(sid_version llvm-23-dev "$LLVM_VERSION")
 # llvm-config itself needs the newer C/C++ runtime and libz3 to start; they are unpacked into
 # the work directory only.
-if ! (cd "$work/debs" && apt-get "${apt_opts[@]}" download "llvm-23-dev=$LLVM_VERSION" \
-    "llvm-23=$LLVM_VERSION" "libpolly-23-dev=$LLVM_VERSION" libc6 libstdc++6 libgcc-s1 libz3-4 zlib1g libzstd1 \
-    >"$work/download.log" 2>&1); then
-    grep -v "unsandboxed" "$work/download.log" >&2 || true
+if ! sid_download "llvm-23-dev=$LLVM_VERSION" "llvm-23=$LLVM_VERSION" \
+    "libpolly-23-dev=$LLVM_VERSION" libc6 libstdc++6 libgcc-s1 libz3-4 zlib1g libzstd1; then
     echo "setup-cuda-llvm: could not download llvm-23-dev=$LLVM_VERSION from Debian sid" >&2
     echo "(set LLVM_DEB_VERSION to the version 'apt-cache policy llvm-23-dev' shows there)" >&2
     exit 1

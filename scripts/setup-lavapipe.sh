@@ -27,27 +27,17 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "deb http://deb.debian.org/debian sid main" >"$work/sources.list"
-mkdir -p "$work/lists/partial" "$work/debs"
-apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64
-    "-oDir::Etc::SourceList=$work/sources.list" -oDir::Etc::SourceParts=/dev/null
-    "-oDir::State::Lists=$work/lists")
-apt-get "${apt_opts[@]}" update >"$work/update.log" 2>&1 || { cat "$work/update.log" >&2; exit 1; }
-# Mesa as pinned when sid still has it, else sid's current one (sid moves on; say so).
-if ! apt-cache "${apt_opts[@]}" madison mesa-vulkan-drivers | grep -q " $MESA_VERSION "; then
-    current=$(apt-cache "${apt_opts[@]}" madison mesa-vulkan-drivers | awk 'NR==1{print $3}')
-    echo "setup-lavapipe: Mesa $MESA_VERSION is gone from sid; using $current" >&2
-    MESA_VERSION=$current
-fi
+# shellcheck source=scripts/sid-apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/sid-apt.sh"
+sid_apt_init "$work" setup-lavapipe
+MESA_VERSION=$(sid_version mesa-vulkan-drivers "$MESA_VERSION")
 # The driver with everything it needs at run time, the C and C++ runtime and the Vulkan loader
 # included: apt's dependency closure.
 mapfile -t packages < <(apt-cache "${apt_opts[@]}" depends --recurse --no-recommends \
     --no-suggests --no-enhances --no-breaks --no-replaces --no-conflicts --no-pre-depends \
     mesa-vulkan-drivers | grep -v -e '^ ' -e '^<' -e '^mesa-vulkan-drivers$' | sort -u)
 packages+=("mesa-vulkan-drivers=$MESA_VERSION" libvulkan1)
-if ! (cd "$work/debs" && apt-get "${apt_opts[@]}" download "${packages[@]}" \
-    >"$work/download.log" 2>&1); then
-    grep -v "unsandboxed" "$work/download.log" >&2 || true
+if ! sid_download "${packages[@]}"; then
     echo "setup-lavapipe: could not download Mesa $MESA_VERSION's packages from Debian sid" >&2
     exit 1
 fi
