@@ -19,7 +19,7 @@ use burn_peft_train::{
 };
 use clap::{Args, ValueEnum};
 
-use crate::common::{batch_threads, err, load_model, train_device};
+use crate::common::{batch_threads as batch_threads_for, err, load_model, train_device};
 
 /// Fine-tuning methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -347,7 +347,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             );
         }
         None if dropout => 1,
-        requested => batch_threads(
+        requested => batch_threads_for(
             requested,
             spec,
             args.batch_size,
@@ -469,6 +469,10 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         .with_seed(args.seed)
         .with_progress(!args.no_progress)
         .with_batch_threads(batch_threads);
+    // Evaluation has neither of the reasons above for one thread (dropout, full fine-tuning's
+    // gradients).
+    let eval_threads = batch_threads_for(args.batch_threads, spec, config.eval_batch_size, false)?;
+    let config = config.with_eval_threads(Some(eval_threads));
 
     let name = args.adapter_name.clone();
     let template = pretrained.chat_template.clone();

@@ -343,6 +343,27 @@ fn batch_threads_train_the_same_run_as_one_thread() {
             "{extra:?}: the loss did not fall: {one:?}"
         );
     }
+    // Full fine-tuning by default trains on one thread but evaluates batches on several: the
+    // same run and the same held-out metrics as one thread throughout.
+    let summary = |threads: &[&str]| -> (Vec<(u64, f64)>, Value) {
+        let dir = tmp.path().join(format!("eval-{}", threads.len()));
+        let args = [&["--steps", "3", "--method", "full"][..], threads].concat();
+        ok(finetune(&dir, &args));
+        let text = std::fs::read_to_string(dir.join("train_summary.json")).unwrap();
+        (step_losses(&dir), serde_json::from_str(&text).unwrap())
+    };
+    let (default, one) = (summary(&[]), summary(&["--batch-threads", "1"]));
+    assert_eq!(default.0, one.0);
+    for when in ["eval_before", "eval_after"] {
+        let loss = |s: &Value| s[when]["loss"].as_f64().unwrap();
+        assert!(loss(&one.1) > 0.0, "{}", one.1);
+        assert!(
+            (loss(&default.1) - loss(&one.1)).abs() <= 1e-9 * loss(&one.1),
+            "{when}: {} vs {}",
+            default.1,
+            one.1
+        );
+    }
     let out = tmp.path().join("bad");
     one_line_error(
         &finetune(&out, &["--steps", "2", "--batch-threads", "0"]),

@@ -132,7 +132,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         let (batch, pad, threads) = (
             self.config.eval_batch_size,
             self.pad_id,
-            self.config.batch_threads,
+            self.config.eval_threads(),
         );
         let general = self.general;
         // Scores every task; `done` is a run that just evaluated its own task and the general

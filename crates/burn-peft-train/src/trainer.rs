@@ -61,9 +61,23 @@ pub struct TrainConfig {
     /// burn-flex this overlaps one slice's single-threaded element-wise work with another's
     /// multi-threaded matrix products; on a GPU keep 1. Dropout would draw its masks from one
     /// generator in whatever order the threads reach it, so runs with dropout are reproducible
-    /// with 1 only. Evaluation scores this many batches at a time too (same metrics).
+    /// with 1 only. Evaluation scores this many batches at a time too (same metrics), unless
+    /// `eval_threads` says otherwise.
     #[config(default = 1)]
     pub batch_threads: usize,
+    /// Batches that evaluation scores at a time, on threads of their own; `None`: as many as
+    /// `batch_threads`. Evaluation keeps no gradients and draws no dropout, so it can use
+    /// threads where training keeps one (full fine-tuning, whose slices would each hold a
+    /// gradient of every weight; dropout). The metrics do not depend on it.
+    #[config(default = "None")]
+    pub eval_threads: Option<usize>,
+}
+
+impl TrainConfig {
+    /// The batches evaluation scores at a time: `eval_threads`, else `batch_threads`.
+    pub fn eval_threads(&self) -> usize {
+        self.eval_threads.unwrap_or(self.batch_threads)
+    }
 }
 
 /// Writes the trained weights of a model into a directory.
@@ -169,9 +183,12 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             || config.batch_size == 0
             || config.eval_batch_size == 0
             || config.batch_threads == 0
+            || config.eval_threads == Some(0)
         {
             return Err(TrainError::Config(
-                "steps, batch_size, eval_batch_size and batch_threads must be at least 1".into(),
+                "steps, batch_size, eval_batch_size, batch_threads and eval_threads must be at \
+                 least 1"
+                    .into(),
             ));
         }
         Ok(Self {
@@ -225,7 +242,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         let evaluate_now = |m: &M| -> R<Evals> {
             let valid = m.valid();
             let run = |d: &Dataset| {
-                let threads = cfg.batch_threads;
+                let threads = cfg.eval_threads();
                 evaluate(
                     &valid,
                     d,
