@@ -343,11 +343,13 @@ fn batch_threads_train_the_same_run_as_one_thread() {
             "{extra:?}: the loss did not fall: {one:?}"
         );
     }
-    // Full fine-tuning by default trains on one thread but evaluates batches on several: the
-    // same run and the same held-out metrics as one thread throughout.
+    // Full fine-tuning by default trains on one thread but evaluates batches on several (12
+    // held-out samples: two batches of 8 and 4): the same run and the same held-out metrics as
+    // one thread throughout.
     let summary = |threads: &[&str]| -> (Vec<(u64, f64)>, Value) {
         let dir = tmp.path().join(format!("eval-{}", threads.len()));
-        let args = [&["--steps", "3", "--method", "full"][..], threads].concat();
+        let held_out = ["--steps", "3", "--method", "full", "--eval-samples", "12"];
+        let args = [&held_out[..], threads].concat();
         ok(finetune(&dir, &args));
         let text = std::fs::read_to_string(dir.join("train_summary.json")).unwrap();
         (step_losses(&dir), serde_json::from_str(&text).unwrap())
