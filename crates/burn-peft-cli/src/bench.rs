@@ -72,7 +72,7 @@ pub struct BenchArgs {
 }
 
 /// Where one phase of a step spent its time, in seconds.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct PhaseTime {
     /// Recording the operations (autodiff, fusion's queue) on the host.
     record: f64,

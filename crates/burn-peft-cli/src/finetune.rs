@@ -19,7 +19,7 @@ use burn_peft_train::{
 };
 use clap::{Args, ValueEnum};
 
-use crate::common::{batch_threads as batch_threads_for, err, load_model, train_device};
+use crate::common::{batch_threads, err, load_model, train_device};
 
 /// Fine-tuning methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -338,7 +338,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let device = spec.device().map_err(err)?;
     args.dtype.check(&device).map_err(err)?;
     let dropout = args.lora_dropout > 0.0 && matches!(args.method, Method::Lora | Method::Dora);
-    let batch_threads = match args.batch_threads {
+    let train_threads = match args.batch_threads {
         Some(n) if n > 1 && dropout => {
             return Err(
                 "--batch-threads above 1 would draw dropout's masks in thread order: use 1 with \
@@ -347,7 +347,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             );
         }
         None if dropout => 1,
-        requested => batch_threads_for(
+        requested => batch_threads(
             requested,
             spec,
             args.batch_size,
@@ -468,10 +468,10 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         .with_save_every(args.save_every)
         .with_seed(args.seed)
         .with_progress(!args.no_progress)
-        .with_batch_threads(batch_threads);
+        .with_batch_threads(train_threads);
     // Evaluation has neither of the reasons above for one thread (dropout, full fine-tuning's
     // gradients).
-    let eval_threads = batch_threads_for(args.batch_threads, spec, config.eval_batch_size, false)?;
+    let eval_threads = batch_threads(args.batch_threads, spec, config.eval_batch_size, false)?;
     let config = config.with_eval_threads(Some(eval_threads));
 
     let name = args.adapter_name.clone();
