@@ -1,22 +1,23 @@
 //! [`PeftOptimizer`]: burn's AdamW with LoRA+ groups, a schedule, global-norm clipping,
 //! accumulation and exact save/resume.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::path::Path;
 
 use burn::config::Config;
-use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
-use burn::module::{Module, ParamGroup, ParamId};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Bytes, Tensor};
-use burn_peft_core::format::write_atomic;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::tensor::{Tensor, TensorData};
+use burn_peft_core::format::{
+    NamedTensor, check_shape, ensure_all_used, read_safetensors, take_tensor, write_atomic,
+    write_safetensors,
+};
 use burn_peft_core::{PeftError, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::params::{
-    NewLeaves, assign_param_ids, global_grad_norm, scale_grads, trainable_param_ids,
-};
+use crate::buckets::{BucketedAdamW, ParamState};
+use crate::params::{NewLeaves, trainable_params};
 use crate::schedule::{LrSchedule, ScheduleKind};
 
 /// Hyper-parameters of a fine-tuning optimizer, named and defaulted as HF `TrainingArguments`
@@ -142,7 +143,7 @@ impl PeftOptimizerConfig {
             ));
         }
         Ok(PeftOptimizer {
-            optim: self.adamw(),
+            optim: BucketedAdamW::new(self.adamw()),
             accumulator: GradientsAccumulator::new(),
             pending: 0,
             step: 0,
@@ -155,13 +156,13 @@ impl PeftOptimizerConfig {
         })
     }
 
-    fn adamw(&self) -> ModuleOptimizer {
+    fn adamw(&self) -> burn::optim::AdamW {
         AdamWConfig::new()
             .with_beta_1(self.adam_beta1)
             .with_beta_2(self.adam_beta2)
             .with_epsilon(self.adam_epsilon)
             .with_weight_decay(self.weight_decay)
-            .init()
+            .build()
     }
 
     /// The schedule of the base group.
@@ -228,7 +229,7 @@ pub struct StepReport {
 /// assert!(loss(&model).into_scalar::<f32>() < first);
 /// ```
 pub struct PeftOptimizer<M> {
-    optim: ModuleOptimizer,
+    optim: BucketedAdamW,
     accumulator: GradientsAccumulator<M>,
     pending: usize,
     step: usize,
@@ -245,19 +246,22 @@ struct Scaler {
     good_steps: usize,
 }
 
-/// What [`PeftOptimizer::save`] writes next to the burnpack optimizer record.
+/// What [`PeftOptimizer::save`] writes next to the moments.
 #[derive(Serialize, Deserialize)]
 struct SavedState {
     step: usize,
-    /// Parameter path -> the id the optimizer record uses for it.
-    param_ids: BTreeMap<String, u64>,
+    /// Every trainable parameter's path -> the Adam steps it has taken (0: none, so no
+    /// moments in the file).
+    adam_steps: BTreeMap<String, usize>,
     /// Loss scaling's state, when it is on.
     #[serde(default)]
     scaler: Option<Scaler>,
 }
 
-const RECORD_FILE: &str = "optimizer.bpk";
+const MOMENTS_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "optimizer_state.json";
+const FIRST_MOMENT: &str = "exp_avg";
+const SECOND_MOMENT: &str = "exp_avg_sq";
 
 impl<M: Module> PeftOptimizer<M> {
     /// Optimizer steps taken so far.
@@ -413,11 +417,22 @@ impl<M: Module> PeftOptimizer<M> {
     /// themselves, e.g. with extra penalty terms). With loss scaling on, `grads` are those of
     /// the scaled loss: they are unscaled here, and a step whose gradients overflowed is
     /// skipped (it still counts as a step of the schedule, as in HF's Trainer).
-    pub fn apply(&mut self, model: M, mut grads: GradientsParams) -> (M, StepReport) {
+    pub fn apply(&mut self, model: M, grads: GradientsParams) -> (M, StepReport) {
         let unscale = self.scaler.map_or(1.0, |s| 1.0 / s.scale);
+        let schedule = self.config.schedule();
+        let base_lr = schedule.lr_at(self.step);
+        // LoRA+: the B matrices follow the same schedule from a scaled peak.
+        let b_lr = self
+            .config
+            .loraplus_lr_ratio
+            .map(|ratio| schedule.scaled(ratio).lr_at(self.step));
+        let lr_of = |path: &str| match b_lr {
+            Some(lr) if path.contains("lora_b") => lr,
+            _ => base_lr,
+        };
+        let mut gathered = self.optim.gather(&model, grads, &lr_of);
         let grad_norm = (self.config.max_grad_norm.is_some() || self.scaler.is_some())
-            .then(|| global_grad_norm(&model, &grads).map_or(0.0, |n| n * unscale));
-        let base_lr = self.config.schedule().lr_at(self.step);
+            .then(|| gathered.grad_norm().map_or(0.0, |n| n * unscale));
         let skipped = grad_norm.is_some_and(|n| !n.is_finite()) && self.scaler.is_some();
         if let (Some(scaler), Some(config)) = (&mut self.scaler, &self.config.loss_scale) {
             if skipped {
@@ -431,8 +446,6 @@ impl<M: Module> PeftOptimizer<M> {
                 }
             }
         }
-        // The scheduler is positioned at this step's index before it is counted.
-        let lrs = self.lr_policy().step();
         self.step += 1;
         let report = StepReport {
             step: self.step,
@@ -441,6 +454,7 @@ impl<M: Module> PeftOptimizer<M> {
             skipped,
         };
         if skipped {
+            self.optim.keep(gathered);
             return (model, report);
         }
         // PyTorch's clip_grad_norm_: scale down when the norm exceeds the maximum (1e-6 guard).
@@ -449,26 +463,16 @@ impl<M: Module> PeftOptimizer<M> {
             _ => 1.0,
         };
         if unscale * clip != 1.0 {
-            scale_grads(&model, &mut grads, unscale * clip);
+            gathered.scale(unscale * clip);
         }
-        let model = self.optim.step(lrs, model, grads);
+        let model = self.optim.update(model, gathered);
         (model, report)
     }
 
-    /// burn's per-group scheduler positioned at the current step: the base schedule for all
-    /// parameters, and LoRA+'s scaled copy for `lora_b`.
-    fn lr_policy(&self) -> ModuleLrScheduler {
-        let mut base = self.config.schedule();
-        base.step = self.step;
-        let mut policy = ModuleLrScheduler::new(base.clone());
-        if let Some(ratio) = self.config.loraplus_lr_ratio {
-            policy = policy.with_group(ParamGroup::from_predicate("lora_b"), base.scaled(ratio));
-        }
-        policy
-    }
-
-    /// Writes the optimizer state into `dir` (`optimizer.bpk`, burn's record, and
-    /// `optimizer_state.json`: the step and the parameter paths), each file atomically.
+    /// Writes the optimizer state into `dir`, each file atomically: `optimizer.safetensors`
+    /// (Adam's moments, `<parameter path>.exp_avg` and `.exp_avg_sq` in the parameter's
+    /// shape, as PyTorch names them) and `optimizer_state.json` (the step, each parameter's
+    /// Adam step count, loss scaling).
     ///
     /// Refused in the middle of an accumulation window, where the partial gradients would be
     /// lost.
@@ -481,17 +485,28 @@ impl<M: Module> PeftOptimizer<M> {
             )));
         }
         std::fs::create_dir_all(dir).map_err(|e| PeftError::io(dir, e))?;
-        let bytes = self
-            .optim
-            .into_bytes()
-            .map_err(|e| PeftError::format(dir.join(RECORD_FILE), format!("{e:?}")))?;
-        write_atomic(&dir.join(RECORD_FILE), &bytes)?;
+        let mut states = self.optim.states();
+        let mut moments = BTreeMap::new();
+        let mut adam_steps = BTreeMap::new();
+        for (path, param) in trainable_params(model) {
+            let time = match states.remove(&param.id) {
+                Some(state) => {
+                    let host = |t: Tensor<1>| NamedTensor {
+                        shape: param.dims.clone(),
+                        ..NamedTensor::from_tensor(t)
+                    };
+                    moments.insert(format!("{path}.{FIRST_MOMENT}"), host(state.moment_1));
+                    moments.insert(format!("{path}.{SECOND_MOMENT}"), host(state.moment_2));
+                    state.time
+                }
+                None => 0,
+            };
+            adam_steps.insert(path, time);
+        }
+        write_safetensors(&dir.join(MOMENTS_FILE), &moments)?;
         let state = SavedState {
             step: self.step,
-            param_ids: trainable_param_ids(model)
-                .into_iter()
-                .map(|(path, id)| (path, id.val()))
-                .collect(),
+            adam_steps,
             scaler: self.scaler,
         };
         let json = serde_json::to_string_pretty(&state)
@@ -500,26 +515,26 @@ impl<M: Module> PeftOptimizer<M> {
     }
 
     /// Restores the state [`save`](Self::save) wrote, for `model` built and loaded the same way
-    /// (same adapters, same trainable parameters). Returns the model with its parameters
-    /// re-joined to their saved optimizer state.
+    /// (same adapters, same trainable parameters): parameters are matched by path, so a model
+    /// loaded afresh continues exactly. Returns the model unchanged.
     pub fn load(&mut self, model: M, dir: &Path) -> Result<M> {
         let state_path = dir.join(STATE_FILE);
         let text =
             std::fs::read_to_string(&state_path).map_err(|e| PeftError::io(&state_path, e))?;
         let state: SavedState =
             serde_json::from_str(&text).map_err(|e| PeftError::format(&state_path, e))?;
-        let current = trainable_param_ids(&model);
-        if current.len() != state.param_ids.len()
-            || current.keys().any(|k| !state.param_ids.contains_key(k))
+        let current = trainable_params(&model);
+        if current.len() != state.adam_steps.len()
+            || current.keys().any(|k| !state.adam_steps.contains_key(k))
         {
             // Both directions: a parameter the state lacks, or one the model lacks.
             let not_saved: Vec<&String> = current
                 .keys()
-                .filter(|k| !state.param_ids.contains_key(*k))
+                .filter(|k| !state.adam_steps.contains_key(*k))
                 .take(3)
                 .collect();
             let not_in_model: Vec<&String> = state
-                .param_ids
+                .adam_steps
                 .keys()
                 .filter(|k| !current.contains_key(*k))
                 .take(3)
@@ -529,24 +544,38 @@ impl<M: Module> PeftOptimizer<M> {
                 format!(
                     "the saved state covers {} trainable parameters, the model has {} \
                      (in the model only: {not_saved:?}; in the state only: {not_in_model:?})",
-                    state.param_ids.len(),
+                    state.adam_steps.len(),
                     current.len()
                 ),
             ));
         }
-        let ids: BTreeMap<String, ParamId> = state
-            .param_ids
-            .iter()
-            .map(|(k, &v)| (k.clone(), ParamId::from(v)))
-            .collect();
-        let (model, _) = assign_param_ids(model, &ids);
-        let record_path = dir.join(RECORD_FILE);
-        let bytes = std::fs::read(&record_path).map_err(|e| PeftError::io(&record_path, e))?;
-        self.optim = self
-            .config
-            .adamw()
-            .from_bytes(Bytes::from_bytes_vec(bytes))
-            .map_err(|e| PeftError::format(&record_path, format!("{e:?}")))?;
+        let moments_path = dir.join(MOMENTS_FILE);
+        let mut moments = read_safetensors(&moments_path)?;
+        let mut states = HashMap::new();
+        for (path, param) in &current {
+            let time = state.adam_steps[path];
+            if time == 0 {
+                continue;
+            }
+            let numel = param.dims.iter().product::<usize>();
+            let mut take = |which: &str| -> Result<Tensor<1>> {
+                let key = format!("{path}.{which}");
+                let t = take_tensor(&mut moments, &moments_path, &key)?;
+                check_shape(&key, &t, &param.dims)?;
+                let flat = Tensor::<1>::from_data(TensorData::new(t.data, [numel]), &param.device);
+                Ok(flat.cast(param.dtype))
+            };
+            states.insert(
+                param.id,
+                ParamState {
+                    time,
+                    moment_1: take(FIRST_MOMENT)?,
+                    moment_2: take(SECOND_MOMENT)?,
+                },
+            );
+        }
+        ensure_all_used(&moments, &moments_path)?;
+        self.optim.set_states(states);
         self.step = state.step;
         if self.scaler.is_some() {
             self.scaler = state.scaler.or(self.scaler);

@@ -5,33 +5,36 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Tensor};
 
 /// The ids of the parameters that get a gradient, by module path (`layers.0.self_attn...`).
 ///
-/// burn keeps optimizer state by [`ParamId`], and a model loaded afresh gets new ids. Saving
-/// this map with the optimizer state and handing it to [`assign_param_ids`] after reloading
-/// joins the two again.
+/// burn keys gradients and parameters by [`ParamId`], and a model loaded afresh gets new ids;
+/// the path is what stays the same (and what the optimizer's saved state is keyed by).
 pub fn trainable_param_ids<M: Module>(module: &M) -> BTreeMap<String, ParamId> {
-    let mut v = PathVisitor {
-        path: Vec::new(),
-        ids: BTreeMap::new(),
-    };
-    module.visit(&mut v);
-    v.ids
+    trainable_params(module)
+        .into_iter()
+        .map(|(path, p)| (path, p.id))
+        .collect()
 }
 
-/// Gives each parameter whose path is in `ids` that id (see [`trainable_param_ids`]). Returns
-/// the module and how many parameters were matched.
-pub fn assign_param_ids<M: Module>(module: M, ids: &BTreeMap<String, ParamId>) -> (M, usize) {
-    let mut m = IdMapper {
+/// What the optimizer needs to know of a trainable parameter.
+pub(crate) struct TrainableParam {
+    pub id: ParamId,
+    pub dims: Vec<usize>,
+    pub dtype: DType,
+    /// The device of its value without autodiff, where optimizer state lives.
+    pub device: Device,
+}
+
+/// The parameters that get a gradient, by module path.
+pub(crate) fn trainable_params<M: Module>(module: &M) -> BTreeMap<String, TrainableParam> {
+    let mut v = PathVisitor {
         path: Vec::new(),
-        ids,
-        matched: 0,
+        params: BTreeMap::new(),
     };
-    let module = module.map(&mut m);
-    let matched = m.matched;
-    (module, matched)
+    module.visit(&mut v);
+    v.params
 }
 
 /// Makes every floating-point parameter trainable: full fine-tuning through the same optimizer
@@ -100,7 +103,7 @@ pub(crate) fn scale_grads<M: Module>(module: &M, grads: &mut GradientsParams, co
 
 struct PathVisitor {
     path: Vec<String>,
-    ids: BTreeMap<String, ParamId>,
+    params: BTreeMap<String, TrainableParam>,
 }
 
 impl ModuleVisitor for PathVisitor {
@@ -114,34 +117,16 @@ impl ModuleVisitor for PathVisitor {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if param.is_require_grad() {
-            self.ids.insert(self.path.join("."), param.id);
-        }
-    }
-}
-
-struct IdMapper<'a> {
-    path: Vec<String>,
-    ids: &'a BTreeMap<String, ParamId>,
-    matched: usize,
-}
-
-impl ModuleMapper for IdMapper<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        match self.ids.get(&self.path.join(".")) {
-            Some(&id) => {
-                self.matched += 1;
-                let (_, value, mapper) = param.consume();
-                Param::from_mapped_value(id, value, mapper)
-            }
-            None => param,
+            let value = param.val().inner();
+            self.params.insert(
+                self.path.join("."),
+                TrainableParam {
+                    id: param.id,
+                    dims: value.dims().to_vec(),
+                    dtype: value.dtype(),
+                    device: value.device(),
+                },
+            );
         }
     }
 }

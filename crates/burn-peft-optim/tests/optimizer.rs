@@ -4,10 +4,11 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::LinearConfig;
-use burn::optim::GradientsParams;
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use burn_peft_adapters::{Adapter, AddAdapter, LoraConfig, LoraInit, load_adapter, save_adapter};
-use burn_peft_core::{AdaptedLinear, AdapterHost, TargetModules};
+use burn_peft_core::format::{read_safetensors, write_safetensors};
+use burn_peft_core::{AdaptedLinear, AdapterHost, PeftModel, TargetModules};
 use burn_peft_optim::{
     LossScaleConfig, PeftOptimizerConfig, clip_global_norm, global_grad_norm, make_trainable,
     trainable_param_ids,
@@ -301,6 +302,61 @@ fn parallel_parts_equal_one_loss() {
     assert!(max_abs_diff(&values(&split), &values(&after)) > 0.0);
 }
 
+/// The optimizer steps buckets of flattened parameters with burn-optim's AdamW; burn-optim's own
+/// per-tensor `ModuleOptimizer` is the reference. The weights are the same to the bit, also
+/// when an adapter is frozen (its bucket loses members, whose state is cut out of it) and
+/// trained again (its old state meets parameters with more steps).
+#[test]
+fn steps_equal_burn_optims_per_tensor_adamw() {
+    let device = Device::flex().autodiff();
+    let lr = 3e-2;
+    let config = PeftOptimizerConfig::new(9)
+        .with_learning_rate(lr)
+        .with_lr_scheduler_type(burn_peft_optim::ScheduleKind::Constant)
+        .with_weight_decay(0.05)
+        .with_max_grad_norm(None);
+    let mut reference = AdamWConfig::new()
+        .with_beta_1(config.adam_beta1)
+        .with_beta_2(config.adam_beta2)
+        .with_epsilon(config.adam_epsilon)
+        .with_weight_decay(config.weight_decay)
+        .init();
+    let mut optim = config.init::<Net>().unwrap();
+    let mut ours = base(&device);
+    ours.add_lora("a", &lora(LoraInit::Gaussian)).unwrap();
+    ours.add_lora("b", &lora(LoraInit::Gaussian)).unwrap();
+    ours.set_adapter(&["a", "b"]).unwrap();
+    let mut theirs = ours.clone();
+    let a_of = |net: &Net| {
+        let a = net.out.adapter("a").unwrap().as_lora().unwrap();
+        [a.lora_a.val(), a.lora_b.val()].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
+    };
+    let mut frozen_a = a_of(&ours);
+    for step in 0..9 {
+        let requires_grad = match step {
+            4 => Some(false),
+            6 => Some(true),
+            _ => None,
+        };
+        if let Some(on) = requires_grad {
+            ours.set_requires_grad(&["a"], on).unwrap();
+            theirs.set_requires_grad(&["a"], on).unwrap();
+            frozen_a = a_of(&ours);
+        }
+        let (x, y) = data(&device, 8, 40 + step);
+        let (o, _) = optim.backward_step(ours.clone(), mse(&ours, x.clone(), y.clone()));
+        ours = o;
+        let loss = mse(&theirs, x, y);
+        let grads = GradientsParams::from_grads(loss.backward(), &theirs);
+        theirs = reference.step(lr, theirs, grads);
+        let diff = max_abs_diff(&values(&ours), &values(&theirs));
+        assert_eq!(diff, 0.0, "step {step}: weights differ by {diff}");
+        // Frozen, "a" stays put; trained, it moves.
+        let moved = max_abs_diff(&frozen_a, &a_of(&ours)) > 0.0;
+        assert_eq!(moved, !(4..6).contains(&step), "step {step}");
+    }
+}
+
 /// Six steps in one go, or three, save (adapter in PEFT's format + optimizer), a fresh model
 /// with new parameter ids loaded from the files, and three more: the same weights.
 #[test]
@@ -379,7 +435,7 @@ fn bad_state_is_refused_with_errors() {
     let net = optim.backward_step(net.clone(), mse(&net, x, y)).0;
     let err = optim.save(&net, dir.path()).unwrap_err().to_string();
     assert!(err.contains("accumulated"), "{err}");
-    assert!(!dir.path().join("optimizer.bpk").exists());
+    assert!(!dir.path().join("optimizer.safetensors").exists());
 
     // Missing files and a model with other trainable parameters.
     assert!(optim.load(net.clone(), dir.path()).is_err());
@@ -392,7 +448,41 @@ fn bad_state_is_refused_with_errors() {
     assert!(err.contains("in the model only: [\""), "{err}");
     assert!(err.contains("in the state only: [\""), "{err}");
     std::fs::write(dir.path().join("optimizer_state.json"), "{not json").unwrap();
-    assert!(fine.load(net, dir.path()).is_err());
+    assert!(fine.load(net.clone(), dir.path()).is_err());
+
+    // Moments that do not fit the model: a wrong shape, a missing one, one too many.
+    let mut stepped = PeftOptimizerConfig::new(4).init::<Net>().unwrap();
+    let (x, y) = data(&device, 4, 6);
+    let net = stepped.backward_step(net.clone(), mse(&net, x, y)).0;
+    stepped.save(&net, dir.path()).unwrap();
+    let file = dir.path().join("optimizer.safetensors");
+    let saved = read_safetensors(&file).unwrap();
+    assert_eq!(saved.len(), 8, "two moments for each of four LoRA factors");
+    let key = saved
+        .keys()
+        .find(|k| k.ends_with(".exp_avg"))
+        .unwrap()
+        .clone();
+    let fresh = || PeftOptimizerConfig::new(4).init::<Net>().unwrap();
+    for what in ["shape", "missing", "extra"] {
+        let mut moments = saved.clone();
+        match what {
+            "shape" => moments.get_mut(&key).unwrap().shape.push(1),
+            "missing" => drop(moments.remove(&key)),
+            _ => drop(moments.insert("extra.exp_avg".into(), saved[&key].clone())),
+        }
+        write_safetensors(&file, &moments).unwrap();
+        let err = fresh()
+            .load(net.clone(), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("optimizer.safetensors") || err.contains(&key),
+            "{what}: {err}"
+        );
+    }
+    write_safetensors(&file, &saved).unwrap();
+    assert!(fresh().load(net, dir.path()).is_ok());
 
     for bad in [
         PeftOptimizerConfig::new(0),
