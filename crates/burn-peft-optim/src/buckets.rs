@@ -30,7 +30,7 @@ pub(crate) struct ParamState {
     pub moment_2: Tensor<1>,
 }
 
-/// The state of parameters stepped together last time, in bucket order.
+/// The state of parameters stepped together last time.
 struct Bucket {
     members: Vec<(ParamId, usize)>,
     state: AdamWState<1>,
@@ -41,7 +41,8 @@ pub(crate) struct BucketedAdamW {
     adamw: AdamW,
     /// The most elements a bucket holds ([`BUCKET_ELEMENTS`]).
     max_elements: usize,
-    buckets: Vec<Bucket>,
+    /// Last step's buckets, by their first member.
+    buckets: HashMap<ParamId, Bucket>,
     /// States not in a bucket: loaded from a file, or split off a bucket whose membership
     /// changed.
     loose: HashMap<ParamId, ParamState>,
@@ -77,7 +78,7 @@ impl Gathered {
     pub fn grad_norm(&self) -> Option<f32> {
         self.buckets
             .iter()
-            .map(|b| b.grad.clone().square().sum().cast(FloatDType::F32))
+            .map(|b| b.grad.clone().cast(FloatDType::F32).square().sum())
             .reduce(|a, b| a + b)
             .map(|s| s.into_scalar::<f32>().sqrt())
     }
@@ -95,7 +96,7 @@ impl BucketedAdamW {
         Self {
             adamw,
             max_elements: BUCKET_ELEMENTS,
-            buckets: Vec::new(),
+            buckets: HashMap::new(),
             loose: HashMap::new(),
         }
     }
@@ -116,48 +117,71 @@ impl BucketedAdamW {
             items: Vec::new(),
         };
         module.visit(&mut visitor);
-        let items = visitor.items;
-        let mut times: HashMap<ParamId, usize> =
-            self.loose.iter().map(|(id, s)| (*id, s.time)).collect();
-        for b in &self.buckets {
-            times.extend(b.members.iter().map(|(id, _)| (*id, b.state.momentum.time)));
+        // Each stepped parameter's Adam step count, and the bucket (by first member) it was in.
+        let mut last: HashMap<ParamId, (usize, Option<ParamId>)> = self
+            .loose
+            .iter()
+            .map(|(id, s)| (*id, (s.time, None)))
+            .collect();
+        for (first, b) in &self.buckets {
+            let time = b.state.momentum.time;
+            last.extend(b.members.iter().map(|(id, _)| (*id, (time, Some(*first)))));
         }
-        // Runs of parameters that can share one AdamW call.
-        let mut runs: Vec<Vec<Item>> = Vec::new();
-        let mut run_time = 0;
-        for item in items {
-            let time = times.get(&item.id).copied().unwrap_or(0);
-            let joins = runs.last().is_some_and(|run| {
-                let first = &run[0];
-                let size: usize = run.iter().map(|i| i.numel).sum();
-                first.lr == item.lr
-                    && first.dtype == item.dtype
-                    && first.device == item.device
-                    && run_time == time
-                    && size + item.numel <= self.max_elements
-            });
-            if joins {
-                if let Some(run) = runs.last_mut() {
-                    run.push(item);
-                }
-            } else {
-                runs.push(vec![item]);
-                run_time = time;
+        // Parameters that can share one AdamW call, in the order they were visited: LoRA+
+        // alternates A and B, whose learning rates differ.
+        type Key = (u64, DType, Device, usize);
+        let mut groups: Vec<(Key, Vec<Item>)> = Vec::new();
+        for item in visitor.items {
+            let time = last.get(&item.id).map_or(0, |(time, _)| *time);
+            let key = (item.lr.to_bits(), item.dtype, item.device.clone(), time);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, items)) => items.push(item),
+                None => groups.push((key, vec![item])),
             }
         }
-        let buckets = runs.into_iter().map(|run| self.bucket(run)).collect();
+        let mut buckets = Vec::new();
+        for (_, items) in groups {
+            let mut run: Vec<Item> = Vec::new();
+            let mut size = 0;
+            for item in items {
+                if !run.is_empty() && size + item.numel > self.max_elements {
+                    buckets.push(self.bucket(std::mem::take(&mut run), &last));
+                    size = 0;
+                }
+                size += item.numel;
+                run.push(item);
+            }
+            buckets.push(self.bucket(run, &last));
+        }
         Gathered { buckets }
     }
 
-    /// Concatenates a run of parameters and finds its state: the last step's bucket when it
-    /// had the same members, otherwise the members' own states put together.
-    fn bucket(&mut self, run: Vec<Item>) -> GatheredBucket {
+    /// Concatenates a run of parameters (same learning rate, type, device and step count) and
+    /// finds its state: the last step's bucket when it had the same members, otherwise the
+    /// members' own states put together.
+    fn bucket(
+        &mut self,
+        run: Vec<Item>,
+        last: &HashMap<ParamId, (usize, Option<ParamId>)>,
+    ) -> GatheredBucket {
         let members: Vec<(ParamId, usize)> = run.iter().map(|i| (i.id, i.numel)).collect();
-        let lr = run[0].lr;
-        let state = match self.buckets.iter().position(|b| b.members == members) {
-            Some(at) => Some(self.buckets.swap_remove(at).state),
-            None => self.assemble(&run),
+        let (lr, device) = (run[0].lr, run[0].device.clone());
+        let same = self
+            .buckets
+            .get(&members[0].0)
+            .is_some_and(|b| b.members == members);
+        let state = match same {
+            true => self.buckets.remove(&members[0].0).map(|b| b.state),
+            false => self.assemble(&run, last),
         };
+        // burn-optim moves state to the parameter's device on every step; so does this.
+        let state = state.map(|s| {
+            if s.momentum.moment_1.device() == device {
+                s
+            } else {
+                <AdamW as Optimizer>::to_device(s, &device)
+            }
+        });
         let (values, grads): (Vec<_>, Vec<_>) = run.into_iter().map(|i| (i.value, i.grad)).unzip();
         GatheredBucket {
             members,
@@ -168,38 +192,41 @@ impl BucketedAdamW {
         }
     }
 
-    /// The state of a new bucket from its members' states (zero moments for a member never
-    /// stepped, which AdamW's first step treats the same as no state). `None` when no member
-    /// has a state.
-    fn assemble(&mut self, run: &[Item]) -> Option<AdamWState<1>> {
-        for (id, _) in run.iter().map(|i| (i.id, i.numel)) {
-            if !self.loose.contains_key(&id)
-                && let Some(at) = self
-                    .buckets
-                    .iter()
-                    .position(|b| b.members.iter().any(|(m, _)| *m == id))
+    /// The state of a new bucket from its members' states, splitting the buckets they were in.
+    /// Members share a step count: all have a state, or none has (`None`).
+    fn assemble(
+        &mut self,
+        run: &[Item],
+        last: &HashMap<ParamId, (usize, Option<ParamId>)>,
+    ) -> Option<AdamWState<1>> {
+        let time = last.get(&run[0].id).map_or(0, |(time, _)| *time);
+        if time == 0 {
+            return None;
+        }
+        for item in run {
+            if let Some((_, Some(first))) = last.get(&item.id)
+                && let Some(bucket) = self.buckets.remove(first)
             {
-                let bucket = self.buckets.swap_remove(at);
                 self.loose.extend(split(bucket));
             }
         }
-        let mut time = None;
         let (mut first, mut second) = (Vec::new(), Vec::new());
         for item in run {
-            match self.loose.remove(&item.id) {
-                Some(s) => {
-                    time = Some(s.time);
-                    first.push(s.moment_1.cast(item.dtype));
-                    second.push(s.moment_2.cast(item.dtype));
-                }
-                None => {
-                    let zeros = item.grad.zeros_like();
-                    first.push(zeros.clone());
-                    second.push(zeros);
-                }
-            }
+            // Grouping by step count puts only parameters with a state here.
+            let state = self.loose.remove(&item.id);
+            debug_assert!(state.as_ref().is_some_and(|s| s.time == time));
+            let (m1, m2) = match state {
+                Some(s) => (s.moment_1.cast(item.dtype), s.moment_2.cast(item.dtype)),
+                None => (item.grad.zeros_like(), item.grad.zeros_like()),
+            };
+            first.push(m1);
+            second.push(m2);
         }
-        time.map(|time| AdamWState::new(AdaptiveMomentumState::new(time, cat(first), cat(second))))
+        Some(AdamWState::new(AdaptiveMomentumState::new(
+            time,
+            cat(first),
+            cat(second),
+        )))
     }
 
     /// Steps every bucket and puts the new values back into `module`.
@@ -218,10 +245,11 @@ impl BucketedAdamW {
                 offset += numel;
             }
             if let Some(state) = state {
-                self.buckets.push(Bucket {
+                let bucket = Bucket {
                     members: b.members,
                     state,
-                });
+                };
+                self.buckets.insert(bucket.members[0].0, bucket);
             }
         }
         module.map(&mut PutBack { values })
@@ -231,10 +259,11 @@ impl BucketedAdamW {
     pub fn keep(&mut self, gathered: Gathered) {
         for b in gathered.buckets {
             if let Some(state) = b.state {
-                self.buckets.push(Bucket {
+                let bucket = Bucket {
                     members: b.members,
                     state,
-                });
+                };
+                self.buckets.insert(bucket.members[0].0, bucket);
             }
         }
     }
@@ -242,7 +271,7 @@ impl BucketedAdamW {
     /// Every parameter's state, flattened, by id.
     pub fn states(&self) -> HashMap<ParamId, ParamState> {
         let mut all = self.loose.clone();
-        for b in &self.buckets {
+        for b in self.buckets.values() {
             all.extend(split(Bucket {
                 members: b.members.clone(),
                 state: b.state.clone(),
@@ -321,7 +350,7 @@ impl ModuleVisitor for Collect<'_> {
 }
 
 /// Gives each updated parameter its new value, with the autodiff settings it had (trainable,
-/// gradient-checkpointing strategy).
+/// gradient-checkpointing strategy, distributed), as burn-optim's `ParameterContext` does.
 struct PutBack {
     values: HashMap<ParamId, Tensor<1>>,
 }
@@ -338,6 +367,9 @@ impl ModuleMapper for PutBack {
         }
         if old.is_require_grad() {
             new = new.require_grad();
+        }
+        if old.is_distributed() {
+            new = new.set_distributed(id);
         }
         Param::from_mapped_value(id, new, mapper)
     }
@@ -376,5 +408,31 @@ mod tests {
             let bias = |m: &Linear| m.bias.as_ref().map(|p| p.val().into_data());
             assert_eq!(bias(&a), bias(&b), "limit {limit}");
         }
+    }
+
+    /// Learning rates that alternate along the visiting order (LoRA+'s A and B) still give one
+    /// bucket per learning rate, not one per tensor.
+    #[test]
+    fn parameters_far_apart_share_a_bucket() {
+        let device = Device::flex().autodiff();
+        let layers: Vec<Linear> = (0..3)
+            .map(|_| LinearConfig::new(4, 3).init(&device))
+            .collect();
+        let mut optim = BucketedAdamW::new(AdamWConfig::new().build());
+        let x = Tensor::<2>::ones([2, 4], &device);
+        let loss = layers
+            .iter()
+            .map(|l| l.forward(x.clone()).sum())
+            .reduce(|a, b| a + b)
+            .unwrap();
+        let grads = GradientsParams::from_grads(loss.backward(), &layers);
+        let lr_of = |path: &str| if path.ends_with("bias") { 0.02 } else { 0.01 };
+        let gathered = optim.gather(&layers, grads, &lr_of);
+        let sizes: Vec<(f64, usize)> = gathered
+            .buckets
+            .iter()
+            .map(|b| (b.lr, b.members.len()))
+            .collect();
+        assert_eq!(sizes, [(0.01, 3), (0.02, 3)]);
     }
 }

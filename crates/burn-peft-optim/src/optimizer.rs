@@ -194,7 +194,7 @@ pub struct StepReport {
     /// The global gradient norm before clipping (infinite or NaN on a skipped step). `None`
     /// when nothing needed it: no clipping (`max_grad_norm` `None`) and no loss scaling. As in
     /// HF's Trainer with `max_grad_norm=0`, it is then not computed, which spares a reduction
-    /// per parameter and a wait for the device on every step.
+    /// and a wait for the device on every step.
     pub grad_norm: Option<f32>,
     /// Whether the update was skipped because the loss-scaled gradients overflowed.
     pub skipped: bool,
@@ -259,6 +259,8 @@ struct SavedState {
 }
 
 const MOMENTS_FILE: &str = "optimizer.safetensors";
+/// What burn-peft wrote before the moments moved to safetensors.
+const OLD_RECORD_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "optimizer_state.json";
 const FIRST_MOMENT: &str = "exp_avg";
 const SECOND_MOMENT: &str = "exp_avg_sq";
@@ -519,10 +521,26 @@ impl<M: Module> PeftOptimizer<M> {
     /// loaded afresh continues exactly. Returns the model unchanged.
     pub fn load(&mut self, model: M, dir: &Path) -> Result<M> {
         let state_path = dir.join(STATE_FILE);
+        if dir.join(OLD_RECORD_FILE).exists() && !dir.join(MOMENTS_FILE).exists() {
+            return Err(PeftError::format(
+                dir.join(OLD_RECORD_FILE),
+                "optimizer state from a burn-peft before 2026-11-28 (burn's record), which this \
+                 version does not read: start the run again without resuming",
+            ));
+        }
         let text =
             std::fs::read_to_string(&state_path).map_err(|e| PeftError::io(&state_path, e))?;
         let state: SavedState =
             serde_json::from_str(&text).map_err(|e| PeftError::format(&state_path, e))?;
+        if let Some((path, steps)) = state.adam_steps.iter().find(|(_, n)| **n > state.step) {
+            return Err(PeftError::format(
+                &state_path,
+                format!(
+                    "'{path}' has {steps} Adam steps, more than the {} taken",
+                    state.step
+                ),
+            ));
+        }
         let current = trainable_params(&model);
         if current.len() != state.adam_steps.len()
             || current.keys().any(|k| !state.adam_steps.contains_key(k))

@@ -41,7 +41,7 @@ impl std::str::FromStr for ScheduleKind {
 /// then 1, `(total − s) / (total − warmup)`, or `½(1 + cos(π · (s − warmup) / (total − warmup)))`.
 /// So with a warm-up the very first step runs at learning rate 0, exactly as in `transformers`.
 ///
-/// It is a burn [`LrScheduler`]: it plugs into `ModuleLrScheduler` and parameter groups.
+/// It is a burn [`LrScheduler`], so it also plugs into burn's own optimizers.
 ///
 /// ```
 /// use burn::lr_scheduler::LrScheduler;

@@ -2,6 +2,8 @@
 //! accumulation equal to one large batch, exact resume into a freshly loaded model, and full
 //! fine-tuning through the same path.
 
+use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::module::ParamGroup;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::LinearConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -303,57 +305,69 @@ fn parallel_parts_equal_one_loss() {
 }
 
 /// The optimizer steps buckets of flattened parameters with burn-optim's AdamW; burn-optim's own
-/// per-tensor `ModuleOptimizer` is the reference. The weights are the same to the bit, also
-/// when an adapter is frozen (its bucket loses members, whose state is cut out of it) and
-/// trained again (its old state meets parameters with more steps).
+/// per-tensor `ModuleOptimizer`, with LoRA+ as a `ModuleLrScheduler` group, is the reference.
+/// The weights are the same to the bit, under a warm-up and cosine schedule, with and without
+/// LoRA+, also when an adapter is frozen (its bucket loses members, whose state is cut out of
+/// it) and trained again (its old state meets parameters with more steps).
 #[test]
 fn steps_equal_burn_optims_per_tensor_adamw() {
-    let device = Device::flex().autodiff();
-    let lr = 3e-2;
-    let config = PeftOptimizerConfig::new(9)
-        .with_learning_rate(lr)
-        .with_lr_scheduler_type(burn_peft_optim::ScheduleKind::Constant)
-        .with_weight_decay(0.05)
-        .with_max_grad_norm(None);
-    let mut reference = AdamWConfig::new()
-        .with_beta_1(config.adam_beta1)
-        .with_beta_2(config.adam_beta2)
-        .with_epsilon(config.adam_epsilon)
-        .with_weight_decay(config.weight_decay)
-        .init();
-    let mut optim = config.init::<Net>().unwrap();
-    let mut ours = base(&device);
-    ours.add_lora("a", &lora(LoraInit::Gaussian)).unwrap();
-    ours.add_lora("b", &lora(LoraInit::Gaussian)).unwrap();
-    ours.set_adapter(&["a", "b"]).unwrap();
-    let mut theirs = ours.clone();
-    let a_of = |net: &Net| {
-        let a = net.out.adapter("a").unwrap().as_lora().unwrap();
-        [a.lora_a.val(), a.lora_b.val()].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
-    };
-    let mut frozen_a = a_of(&ours);
-    for step in 0..9 {
-        let requires_grad = match step {
-            4 => Some(false),
-            6 => Some(true),
-            _ => None,
-        };
-        if let Some(on) = requires_grad {
-            ours.set_requires_grad(&["a"], on).unwrap();
-            theirs.set_requires_grad(&["a"], on).unwrap();
-            frozen_a = a_of(&ours);
+    for ratio in [None, Some(4.0)] {
+        let device = Device::flex().autodiff();
+        let config = PeftOptimizerConfig::new(9)
+            .with_learning_rate(3e-2)
+            .with_warmup_steps(2)
+            .with_lr_scheduler_type(burn_peft_optim::ScheduleKind::Cosine)
+            .with_weight_decay(0.05)
+            .with_loraplus_lr_ratio(ratio)
+            .with_max_grad_norm(None);
+        let mut reference = AdamWConfig::new()
+            .with_beta_1(config.adam_beta1)
+            .with_beta_2(config.adam_beta2)
+            .with_epsilon(config.adam_epsilon)
+            .with_weight_decay(config.weight_decay)
+            .init();
+        let mut lrs = ModuleLrScheduler::new(config.schedule());
+        if let Some(r) = ratio {
+            let group = ParamGroup::from_predicate("lora_b");
+            lrs = lrs.with_group(group, config.schedule().scaled(r));
         }
-        let (x, y) = data(&device, 8, 40 + step);
-        let (o, _) = optim.backward_step(ours.clone(), mse(&ours, x.clone(), y.clone()));
-        ours = o;
-        let loss = mse(&theirs, x, y);
-        let grads = GradientsParams::from_grads(loss.backward(), &theirs);
-        theirs = reference.step(lr, theirs, grads);
-        let diff = max_abs_diff(&values(&ours), &values(&theirs));
-        assert_eq!(diff, 0.0, "step {step}: weights differ by {diff}");
-        // Frozen, "a" stays put; trained, it moves.
-        let moved = max_abs_diff(&frozen_a, &a_of(&ours)) > 0.0;
-        assert_eq!(moved, !(4..6).contains(&step), "step {step}");
+        let mut optim = config.init::<Net>().unwrap();
+        let mut ours = base(&device);
+        ours.add_lora("a", &lora(LoraInit::Gaussian)).unwrap();
+        ours.add_lora("b", &lora(LoraInit::Gaussian)).unwrap();
+        ours.set_adapter(&["a", "b"]).unwrap();
+        let mut theirs = ours.clone();
+        let a_of = |net: &Net| {
+            let a = net.out.adapter("a").unwrap().as_lora().unwrap();
+            [a.lora_a.val(), a.lora_b.val()].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
+        };
+        let mut frozen_a = a_of(&ours);
+        for step in 0..9 {
+            let requires_grad = match step {
+                4 => Some(false),
+                6 => Some(true),
+                _ => None,
+            };
+            if let Some(on) = requires_grad {
+                ours.set_requires_grad(&["a"], on).unwrap();
+                theirs.set_requires_grad(&["a"], on).unwrap();
+                frozen_a = a_of(&ours);
+            }
+            let (x, y) = data(&device, 8, 40 + step);
+            let (o, _) = optim.backward_step(ours.clone(), mse(&ours, x.clone(), y.clone()));
+            ours = o;
+            let loss = mse(&theirs, x, y);
+            let grads = GradientsParams::from_grads(loss.backward(), &theirs);
+            theirs = reference.step(lrs.step(), theirs, grads);
+            let diff = max_abs_diff(&values(&ours), &values(&theirs));
+            assert_eq!(
+                diff, 0.0,
+                "{ratio:?}, step {step}: weights differ by {diff}"
+            );
+            // Frozen, "a" stays put; trained, it moves (from step 1: the warm-up starts at 0).
+            let moved = max_abs_diff(&frozen_a, &a_of(&ours)) > 0.0;
+            assert_eq!(moved, step > 0 && !(4..6).contains(&step), "step {step}");
+        }
     }
 }
 
@@ -482,7 +496,24 @@ fn bad_state_is_refused_with_errors() {
         );
     }
     write_safetensors(&file, &saved).unwrap();
-    assert!(fresh().load(net, dir.path()).is_ok());
+    assert!(fresh().load(net.clone(), dir.path()).is_ok());
+
+    // More Adam steps than optimizer steps: a hand-edited or foreign file.
+    let json_path = dir.path().join("optimizer_state.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    json["step"] = 0.into();
+    std::fs::write(&json_path, json.to_string()).unwrap();
+    let err = fresh()
+        .load(net.clone(), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 Adam steps, more than the 0 taken"), "{err}");
+    // A checkpoint from before the moments moved to safetensors says so.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(dir.path().join("optimizer.bpk"), b"old").unwrap();
+    let err = fresh().load(net, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("does not read"), "{err}");
 
     for bad in [
         PeftOptimizerConfig::new(0),
