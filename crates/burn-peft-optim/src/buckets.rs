@@ -207,7 +207,7 @@ impl BucketedAdamW {
             if let Some((_, Some(first))) = last.get(&item.id)
                 && let Some(bucket) = self.buckets.remove(first)
             {
-                self.loose.extend(split(bucket));
+                self.loose.extend(split(&bucket));
             }
         }
         let (mut first, mut second) = (Vec::new(), Vec::new());
@@ -245,11 +245,7 @@ impl BucketedAdamW {
                 offset += numel;
             }
             if let Some(state) = state {
-                let bucket = Bucket {
-                    members: b.members,
-                    state,
-                };
-                self.buckets.insert(bucket.members[0].0, bucket);
+                self.store(b.members, state);
             }
         }
         module.map(&mut PutBack { values })
@@ -259,23 +255,21 @@ impl BucketedAdamW {
     pub fn keep(&mut self, gathered: Gathered) {
         for b in gathered.buckets {
             if let Some(state) = b.state {
-                let bucket = Bucket {
-                    members: b.members,
-                    state,
-                };
-                self.buckets.insert(bucket.members[0].0, bucket);
+                self.store(b.members, state);
             }
         }
+    }
+
+    /// Keeps a bucket's state for the next step, under its first member.
+    fn store(&mut self, members: Vec<(ParamId, usize)>, state: AdamWState<1>) {
+        self.buckets.insert(members[0].0, Bucket { members, state });
     }
 
     /// Every parameter's state, flattened, by id.
     pub fn states(&self) -> HashMap<ParamId, ParamState> {
         let mut all = self.loose.clone();
         for b in self.buckets.values() {
-            all.extend(split(Bucket {
-                members: b.members.clone(),
-                state: b.state.clone(),
-            }));
+            all.extend(split(b));
         }
         all
     }
@@ -296,11 +290,11 @@ fn cat(mut parts: Vec<Tensor<1>>) -> Tensor<1> {
 }
 
 /// A bucket's state cut back into its members'.
-fn split(bucket: Bucket) -> Vec<(ParamId, ParamState)> {
-    let momentum = bucket.state.momentum;
+fn split(bucket: &Bucket) -> Vec<(ParamId, ParamState)> {
+    let momentum = &bucket.state.momentum;
     let mut offset = 0;
     let mut out = Vec::with_capacity(bucket.members.len());
-    for (id, numel) in bucket.members {
+    for &(id, numel) in &bucket.members {
         let range = offset..offset + numel;
         out.push((
             id,
