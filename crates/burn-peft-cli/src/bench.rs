@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::{Lora as NativeLora, Module, ParamGroup};
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
 use burn_peft_core::{DeviceSpec, Precision, TargetModules, TrainableParameters};
@@ -14,7 +14,7 @@ use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig, make_trainable};
 use burn_peft_train::{SplitMix64, split_evenly};
 use clap::Args;
 
-use crate::common::{batch_threads, err, train_device};
+use crate::common::{Checkpointing, batch_threads, err, layerwise_threads, train_device};
 use crate::finetune::Method;
 
 /// Arguments of `burn-peft bench-step`.
@@ -48,10 +48,12 @@ pub struct BenchArgs {
     /// weights and optimizer state stay f32).
     #[arg(long, default_value = "f32")]
     pub dtype: Precision,
-    /// Recompute cheap activations in the backward pass instead of keeping them (burn's
-    /// balanced gradient checkpointing): less memory for a little more time.
-    #[arg(long)]
-    pub gradient_checkpointing: bool,
+    /// Recompute activations in the backward pass instead of keeping them: `layers` (the
+    /// default value) keeps only each decoder layer's input and recomputes the layer, as HF's
+    /// gradient checkpointing; `ops` is burn's balanced strategy (element-wise operations
+    /// only). Less memory for more time.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "layers")]
+    pub gradient_checkpointing: Option<Checkpointing>,
     /// Slices of each batch run at once, on threads of their own [default: on flex, the
     /// batch size up to twice the cores, but 1 for full fine-tuning; elsewhere 1].
     #[arg(long)]
@@ -168,12 +170,24 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let config = shape(&args.shape)?;
     let spec: DeviceSpec = args.device.parse().map_err(err)?;
     let device = spec.device().map_err(err)?;
-    let threads = batch_threads(
-        args.batch_threads,
-        spec,
-        args.batch_size,
-        args.method == Method::Full,
-    )?;
+    let layerwise = args.gradient_checkpointing == Some(Checkpointing::Layers);
+    let threads = if layerwise {
+        layerwise_threads(args.batch_threads)?
+    } else {
+        batch_threads(
+            args.batch_threads,
+            spec,
+            args.batch_size,
+            args.method == Method::Full,
+        )?
+    };
+    if layerwise && args.phases {
+        return Err(
+            "--phases times the forward and backward passes apart, which \
+                    --gradient-checkpointing layers interleaves: use one or the other"
+                .into(),
+        );
+    }
     args.dtype.check(&device).map_err(err)?;
     if args.burn_native_lora && args.dtype != Precision::F32 {
         return Err(
@@ -252,10 +266,29 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 )
             })
             .collect();
-        let (m, losses, _) = optim.backward_step_parallel(model, slices, None, |m, (x, share)| {
-            let l = m.lm_loss(x, None);
-            if share == 1.0 { l } else { l * share }
-        });
+        let (m, losses) = if layerwise {
+            let mut losses = Vec::new();
+            let (m, _) = optim.backward_step_with(model, |m, scale| {
+                let mut sum = GradientsAccumulator::<Llama>::new();
+                for (x, share) in slices {
+                    let head =
+                        |hidden, p| m.lm_loss_from_hidden(hidden, p, x.clone(), None) * share;
+                    let (loss, grads) =
+                        m.layerwise_gradients(x.clone(), None, head, scale, i as u64);
+                    losses.push(loss);
+                    sum.accumulate(m, grads);
+                }
+                sum.grads()
+            });
+            (m, losses)
+        } else {
+            let (m, losses, _) =
+                optim.backward_step_parallel(model, slices, None, |m, (x, share)| {
+                    let l = m.lm_loss(x, None);
+                    if share == 1.0 { l } else { l * share }
+                });
+            (m, losses)
+        };
         model = m;
         // Reading the loss waits for the step's work on asynchronous backends.
         loss = losses.into_iter().map(|l| l.into_scalar::<f32>()).sum();
@@ -293,7 +326,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "method": format!("{:?}", args.method).to_lowercase(),
             "device": args.device,
             "dtype": args.dtype.to_string(),
-            "gradient_checkpointing": args.gradient_checkpointing,
+            "gradient_checkpointing": args.gradient_checkpointing.map(Checkpointing::name),
             "burn_native_lora": args.burn_native_lora,
             "batch": b,
             "batch_threads": threads,

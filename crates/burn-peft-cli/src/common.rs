@@ -50,14 +50,46 @@ pub fn for_inference(model: Llama, precision: Precision) -> Llama {
     model
 }
 
-/// The autodiff device training runs on, with burn's balanced gradient checkpointing when
-/// `checkpointing` is set.
-pub fn train_device(device: &Device, checkpointing: bool) -> Device {
+/// What `--gradient-checkpointing` recomputes in the backward pass instead of keeping it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Checkpointing {
+    /// Every decoder layer: the forward pass keeps the layers' inputs only (as HF's
+    /// `gradient_checkpointing_enable()`).
+    Layers,
+    /// burn's balanced strategy: memory-bound operations (element-wise, norms, activations);
+    /// matrix products are kept.
+    Ops,
+}
+
+impl Checkpointing {
+    /// The name `--gradient-checkpointing` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Checkpointing::Layers => "layers",
+            Checkpointing::Ops => "ops",
+        }
+    }
+}
+
+/// The autodiff device training runs on, with burn's balanced gradient checkpointing for
+/// [`Checkpointing::Ops`].
+pub fn train_device(device: &Device, checkpointing: Option<Checkpointing>) -> Device {
     let device = device.clone().autodiff();
-    if checkpointing {
+    if checkpointing == Some(Checkpointing::Ops) {
         device.gradient_checkpointing()
     } else {
         device
+    }
+}
+
+/// The slices a micro-batch trains in with layer checkpointing: one, which it recomputes
+/// layer by layer on the calling thread.
+pub fn layerwise_threads(requested: Option<usize>) -> Result<usize, String> {
+    match requested {
+        None | Some(1) => Ok(1),
+        Some(n) => Err(format!(
+            "--gradient-checkpointing layers trains one slice at a time: drop --batch-threads {n}"
+        )),
     }
 }
 

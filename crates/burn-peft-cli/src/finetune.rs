@@ -19,7 +19,9 @@ use burn_peft_train::{
 };
 use clap::{Args, ValueEnum};
 
-use crate::common::{batch_threads, err, load_model, train_device};
+use crate::common::{
+    Checkpointing, batch_threads, err, layerwise_threads, load_model, train_device,
+};
 
 /// Fine-tuning methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -233,10 +235,12 @@ pub struct FinetuneArgs {
     /// weights and optimizer state stay f32; f16 training uses dynamic loss scaling).
     #[arg(long, default_value = "f32")]
     pub dtype: Precision,
-    /// Recompute cheap activations in the backward pass instead of keeping them (burn's
-    /// balanced gradient checkpointing): less memory for a little more time.
-    #[arg(long)]
-    pub gradient_checkpointing: bool,
+    /// Recompute activations in the backward pass instead of keeping them: `layers` (the
+    /// default value) keeps only each decoder layer's input and recomputes the layer, as HF's
+    /// gradient checkpointing; `ops` is burn's balanced strategy (element-wise operations
+    /// only). Less memory for more time.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "layers")]
+    pub gradient_checkpointing: Option<Checkpointing>,
     /// Slices of each micro-batch trained at once, on threads of their own [default: on flex,
     /// the batch size up to twice the cores, but 1 with --lora-dropout or --method full;
     /// elsewhere 1].
@@ -338,7 +342,9 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let device = spec.device().map_err(err)?;
     args.dtype.check(&device).map_err(err)?;
     let dropout = args.lora_dropout > 0.0 && matches!(args.method, Method::Lora | Method::Dora);
+    let layerwise = args.gradient_checkpointing == Some(Checkpointing::Layers);
     let train_threads = match args.batch_threads {
+        requested if layerwise => layerwise_threads(requested)?,
         Some(n) if n > 1 && dropout => {
             return Err(
                 "--batch-threads above 1 would draw dropout's masks in thread order: use 1 with \
@@ -468,7 +474,8 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         .with_save_every(args.save_every)
         .with_seed(args.seed)
         .with_progress(!args.no_progress)
-        .with_batch_threads(train_threads);
+        .with_batch_threads(train_threads)
+        .with_checkpoint_layers(layerwise);
     // Evaluation has neither of the reasons above for one thread (dropout, full fine-tuning's
     // gradients).
     let eval_threads = batch_threads(args.batch_threads, spec, config.eval_batch_size, false)?;

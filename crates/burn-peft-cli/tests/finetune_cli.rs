@@ -387,6 +387,62 @@ fn batch_threads_train_the_same_run_as_one_thread() {
     );
 }
 
+/// `--gradient-checkpointing` (by layer) recomputes each decoder layer in the backward pass:
+/// the same run as without it, for adapters, full fine-tuning (tied embedding) and a penalty
+/// (distillation) beside it, over accumulated micro-batches.
+#[test]
+fn gradient_checkpointing_by_layer_trains_the_same_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = ["--method", "prefix", "--num-virtual-tokens", "4"];
+    for extra in [
+        &["--method", "lora"][..],
+        &["--method", "full"],
+        &prefix,
+        &DISTILL,
+    ] {
+        let run = |checkpointing: &[&str]| {
+            let dir = tmp
+                .path()
+                .join(format!("{}-{}", extra[1], checkpointing.len()));
+            let args = [
+                &["--steps", "6", "--batch-size", "3", "--grad-accum", "2"][..],
+                &["--batch-threads", "1"],
+                checkpointing,
+                extra,
+            ]
+            .concat();
+            ok(finetune(&dir, &args));
+            step_losses(&dir)
+        };
+        let (plain, layers) = (run(&[]), run(&["--gradient-checkpointing"]));
+        assert_eq!(plain.len(), 6);
+        for ((s, x), (_, y)) in plain.iter().zip(&layers) {
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs(),
+                "{extra:?} step {s}: {x} vs {y}"
+            );
+        }
+        // (Six steps of prefix tuning move its loss less than the batches do.)
+        if extra[1] != "prefix" {
+            assert!(plain[5].1 < plain[0].1, "{extra:?}: {plain:?}");
+        }
+    }
+    one_line_error(
+        &finetune(
+            &tmp.path().join("bad"),
+            &[
+                "--steps",
+                "2",
+                "--gradient-checkpointing",
+                "layers",
+                "--batch-threads",
+                "2",
+            ],
+        ),
+        "trains one slice at a time",
+    );
+}
+
 /// A flag the chosen method or forgetting option does not read is named in a warning, and the
 /// run goes on; flags that apply give none.
 #[test]
@@ -1102,13 +1158,19 @@ fn bench_step_reports_json_and_refuses_bad_shapes() {
         serde_json::from_slice(&ok(run(&[&args[..], steps, extra].concat())).stdout).unwrap()
     };
     let plain = bench(&[]);
-    let checkpointed = bench(&["--gradient-checkpointing"]);
-    assert_eq!(checkpointed["gradient_checkpointing"], true);
     let loss = |v: &Value| v["loss"].as_f64().unwrap();
-    assert!(
-        (loss(&plain) - loss(&checkpointed)).abs() < 1e-5,
-        "{plain} {checkpointed}"
-    );
+    for (flag, name) in [
+        (&["--gradient-checkpointing"][..], "layers"),
+        (&["--gradient-checkpointing", "ops"], "ops"),
+    ] {
+        let checkpointed = bench(flag);
+        assert_eq!(checkpointed["gradient_checkpointing"], name);
+        assert!(
+            (loss(&plain) - loss(&checkpointed)).abs() < 1e-5,
+            "{plain} {checkpointed}"
+        );
+    }
+    assert_eq!(plain["gradient_checkpointing"], Value::Null);
     // --phases: the same timed steps first (the same loss), then a breakdown of each phase.
     assert!(plain.get("phases").is_none(), "{plain}");
     let phased = bench(&["--phases"]);

@@ -1,11 +1,13 @@
-//! Gradient checkpointing (burn's balanced strategy, `--gradient-checkpointing`) recomputes
-//! activations in the backward pass: the gradients of every adapter method and of full
-//! fine-tuning must be those of the plain autodiff device.
+//! Gradient checkpointing recomputes activations in the backward pass, by operation (burn's
+//! balanced strategy) or by decoder layer (`Llama::layerwise_gradients`): the gradients of
+//! every adapter method and of full fine-tuning must be those of a plain backward pass.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, LoraInit};
+use burn_peft_adapters::{
+    AddAdapter, Ia3Config, LoraConfig, LoraInit, PrefixTuningConfig, PromptTuningConfig,
+};
 use burn_peft_core::TargetModules;
 use burn_peft_models::{Llama, LlamaConfig};
 use burn_peft_optim::make_trainable;
@@ -26,8 +28,25 @@ fn on_device(model: &Llama, device: &Device) -> Llama {
     model.clone().map(&mut Move(device))
 }
 
-/// Every gradient, flattened in visiting order.
-fn gradients(model: &Llama, device: &Device) -> Vec<f32> {
+/// How the gradients are computed.
+#[derive(Clone, Copy, PartialEq)]
+enum Backward {
+    /// One backward pass of the loss.
+    Plain,
+    /// Layer by layer, recomputing each layer.
+    Layerwise,
+}
+
+fn batch(device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let ids: Vec<i64> = (0..32).map(|i| (i * 5 + 1) % 40).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 16]), device);
+    let mask: Vec<i64> = (0..32).map(|i| i64::from(i % 16 < 13 || i < 16)).collect();
+    let mask = Tensor::<2, Int>::from_data(TensorData::new(mask, [2, 16]), device);
+    (ids, mask)
+}
+
+/// The loss and every gradient, flattened in visiting order.
+fn gradients_by(model: &Llama, device: &Device, how: Backward, seed: u64) -> (f32, Vec<f32>) {
     struct Flatten<'a>(&'a GradientsParams, Vec<f32>);
     impl ModuleVisitor for Flatten<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
@@ -36,14 +55,37 @@ fn gradients(model: &Llama, device: &Device) -> Vec<f32> {
             }
         }
     }
-    let ids: Vec<i64> = (0..32).map(|i| (i * 5 + 1) % 40).collect();
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 16]), device);
-    let mask: Vec<i64> = (0..32).map(|i| i64::from(i % 16 < 13 || i < 16)).collect();
-    let mask = Tensor::<2, Int>::from_data(TensorData::new(mask, [2, 16]), device);
-    let grads = GradientsParams::from_grads(model.lm_loss(ids, Some(mask)).backward(), model);
+    let (ids, mask) = batch(device);
+    let (loss, grads) = match how {
+        Backward::Plain => {
+            let loss = model.lm_loss(ids, Some(mask));
+            let grads = GradientsParams::from_grads(loss.backward(), model);
+            (loss, grads)
+        }
+        Backward::Layerwise => model.layerwise_gradients(
+            ids.clone(),
+            Some(mask.clone()),
+            |hidden, p| model.lm_loss_from_hidden(hidden, p, ids, Some(mask)),
+            &|loss| loss,
+            seed,
+        ),
+    };
     let mut f = Flatten(&grads, Vec::new());
     model.visit(&mut f);
-    f.1
+    (loss.into_scalar::<f32>(), f.1)
+}
+
+/// Every gradient, flattened in visiting order.
+fn gradients(model: &Llama, device: &Device) -> Vec<f32> {
+    gradients_by(model, device, Backward::Plain, 0).1
+}
+
+/// The largest difference between two gradients, relative to the reference's magnitude.
+fn worst_relative(got: &[f32], want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
+        .fold(0.0f32, f32::max)
 }
 
 #[test]
@@ -73,11 +115,140 @@ fn checkpointed_gradients_equal_the_plain_ones() {
         let got = gradients(&on_device(&model, &checkpointed), &checkpointed);
         assert_eq!(got.len(), want.len(), "{name}");
         assert!(want.iter().any(|g| g.abs() > 1e-6), "{name}: no gradient");
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
-            .fold(0.0f32, f32::max);
+        let worst = worst_relative(&got, &want);
         assert!(worst < 1e-4, "{name}: relative difference {worst}");
     }
+}
+
+#[test]
+fn layerwise_gradients_equal_one_backward_pass() {
+    let device = Device::flex().autodiff();
+    let lora = |dora: bool| {
+        LoraConfig::new(4)
+            .with_lora_alpha(8.0)
+            .with_init(LoraInit::Random)
+            .with_use_dora(dora)
+            .with_target_modules(TargetModules::all_linear())
+    };
+    let methods: Vec<(&str, bool, AddFn)> = vec![
+        (
+            "lora",
+            true,
+            Box::new(move |m| drop(m.add_lora("a", &lora(false)).unwrap())),
+        ),
+        (
+            "dora",
+            true,
+            Box::new(move |m| drop(m.add_lora("a", &lora(true)).unwrap())),
+        ),
+        (
+            // Only the last layer trains: the first layer's recomputation is skipped.
+            "lora on layer 1",
+            true,
+            Box::new(move |m| {
+                let c = lora(false).with_layers_to_transform(vec![1]);
+                drop(m.add_lora("a", &c).unwrap())
+            }),
+        ),
+        (
+            "ia3",
+            true,
+            Box::new(|m| drop(m.add_ia3("a", &Ia3Config::default()).unwrap())),
+        ),
+        (
+            "prefix",
+            true,
+            Box::new(|m| {
+                let mut c = PrefixTuningConfig::new(3);
+                c.prefix_projection = true;
+                m.add_prefix_tuning("a", &c).unwrap()
+            }),
+        ),
+        (
+            "prompt",
+            true,
+            Box::new(|m| {
+                m.add_prompt_tuning("a", &PromptTuningConfig::new(3), None)
+                    .unwrap()
+            }),
+        ),
+        (
+            "full, tied",
+            true,
+            Box::new(|m| *m = make_trainable(m.clone())),
+        ),
+        (
+            "full, untied",
+            false,
+            Box::new(|m| *m = make_trainable(m.clone())),
+        ),
+    ];
+    for (name, tied, add) in methods {
+        let mut config = LlamaConfig::tiny(40);
+        config.tie_word_embeddings = tied;
+        let mut model = Llama::init(&config, &device);
+        add(&mut model);
+        let (want_loss, want) = gradients_by(&model, &device, Backward::Plain, 0);
+        let (loss, got) = gradients_by(&model, &device, Backward::Layerwise, 0);
+        assert_eq!(got.len(), want.len(), "{name}: gradients missing");
+        assert!(want.iter().any(|g| g.abs() > 1e-6), "{name}: no gradient");
+        assert!(
+            (loss - want_loss).abs() < 1e-6,
+            "{name}: loss {loss} against {want_loss}"
+        );
+        let worst = worst_relative(&got, &want);
+        assert!(worst < 1e-4, "{name}: relative difference {worst}");
+    }
+}
+
+/// With dropout, each layer must draw the same masks when it is recomputed as in the forward
+/// pass: the gradient then matches the slope of the loss (same seed, same masks) along a
+/// random direction of the adapter weights.
+#[test]
+fn layerwise_gradients_with_dropout_follow_the_loss() {
+    struct Shift<'a>(&'a [f32], usize, f32);
+    impl ModuleMapper for Shift<'_> {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if !p.is_require_grad() {
+                return p;
+            }
+            let value = p.val();
+            let (shape, device) = (value.shape(), value.device());
+            let mut data = value.into_data().try_to_vec::<f32>().unwrap();
+            for v in &mut data {
+                *v += self.2 * self.0[self.1];
+                self.1 += 1;
+            }
+            let value = Tensor::from_data(TensorData::new(data, shape), &device);
+            p.map(|_| value).set_require_grad(true)
+        }
+    }
+    let device = Device::flex().autodiff();
+    let mut model = Llama::init(&LlamaConfig::tiny(40), &device);
+    let config = LoraConfig::new(4)
+        .with_lora_alpha(8.0)
+        .with_init(LoraInit::Random)
+        .with_lora_dropout(0.5)
+        .with_target_modules(TargetModules::all_linear());
+    model.add_lora("a", &config).unwrap();
+    let (loss, grad) = gradients_by(&model, &device, Backward::Layerwise, 11);
+    let (again, same) = gradients_by(&model, &device, Backward::Layerwise, 11);
+    assert_eq!((loss, &grad), (again, &same), "not reproducible");
+    let (other, _) = gradients_by(&model, &device, Backward::Layerwise, 12);
+    assert_ne!(loss, other, "the seed does not reach the dropout masks");
+
+    let mut rng = burn_peft_core::SplitMix64::new(5);
+    let direction: Vec<f32> = grad.iter().map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+    let slope: f32 = grad.iter().zip(&direction).map(|(g, d)| g * d).sum();
+    let eps = 1e-3;
+    let at = |step: f32| {
+        let shifted = model.clone().map(&mut Shift(&direction, 0, step));
+        gradients_by(&shifted, &device, Backward::Layerwise, 11).0
+    };
+    let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+    assert!(slope.abs() > 1e-3, "slope {slope}");
+    assert!(
+        (numeric - slope).abs() < 0.02 * slope.abs(),
+        "the loss's slope {numeric} against the gradient's {slope}"
+    );
 }

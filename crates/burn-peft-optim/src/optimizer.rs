@@ -298,6 +298,36 @@ impl<M: Module> PeftOptimizer<M> {
         self.accumulate_or_step(model, grads)
     }
 
+    /// [`backward_step`](Self::backward_step) for callers that run the backward passes
+    /// themselves: `grads_of(&model, scale)` returns the micro-batch's gradients, where every
+    /// loss is passed through `scale` (the division by the accumulation steps, the loss scale)
+    /// before its backward pass. For losses that take several backward passes, such as
+    /// `Llama::layerwise_gradients` (one per layer) or a penalty's own.
+    ///
+    /// ```
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn::optim::GradientsParams;
+    /// use burn::tensor::{Device, Tensor};
+    /// use burn_peft_optim::PeftOptimizerConfig;
+    ///
+    /// let device = Device::flex().autodiff();
+    /// let model = LinearConfig::new(4, 1).init(&device);
+    /// let mut optim = PeftOptimizerConfig::new(1).init::<Linear>().unwrap();
+    /// let x = Tensor::<2>::ones([8, 4], &device);
+    /// let (model, report) = optim.backward_step_with(model, |m: &Linear, scale| {
+    ///     let loss = (m.forward(x) - 1.0).square().mean();
+    ///     GradientsParams::from_grads(scale(loss).backward(), m)
+    /// });
+    /// assert_eq!(report.unwrap().step, 1);
+    /// ```
+    pub fn backward_step_with<F>(&mut self, model: M, grads_of: F) -> (M, Option<StepReport>)
+    where
+        F: FnOnce(&M, &dyn Fn(Tensor<1>) -> Tensor<1>) -> GradientsParams,
+    {
+        let grads = grads_of(&model, &|loss| self.scaled(loss));
+        self.accumulate_or_step(model, grads)
+    }
+
     /// [`backward_step`](Self::backward_step) for a micro-batch whose loss is a sum of parts,
     /// each part's forward and backward pass on a thread of its own.
     ///

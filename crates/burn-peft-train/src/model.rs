@@ -1,6 +1,7 @@
 //! What the trainer needs from a model.
 
 use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use burn_peft_models::{Llama, linear_cross_entropy};
 
@@ -19,6 +20,20 @@ pub trait CausalLm: Module + Clone {
 
     /// Logits `[batch, seq, vocab]` of hidden states.
     fn output_logits(&self, hidden: Tensor<3>) -> Tensor<3>;
+
+    /// The gradients of `scale(head(hidden))`, where `hidden` is what
+    /// [`hidden_states`](Self::hidden_states) returns, computed one decoder layer at a time:
+    /// the forward pass keeps each layer's input only, and the backward pass recomputes each
+    /// layer before its own backward pass. Returns `head`'s loss (detached) and the gradients.
+    /// Dropout masks are drawn from seeds derived from `seed`, the same in both passes.
+    fn layerwise_gradients(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+        head: &mut dyn FnMut(Tensor<3>) -> Tensor<1>,
+        scale: &dyn Fn(Tensor<1>) -> Tensor<1>,
+        seed: u64,
+    ) -> (Tensor<1>, GradientsParams);
 
     /// Logits `[batch, seq, vocab]` for token ids.
     fn token_logits(
@@ -51,6 +66,27 @@ impl CausalLm for Llama {
     fn output_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         self.logits(hidden)
     }
+
+    fn layerwise_gradients(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+        head: &mut dyn FnMut(Tensor<3>) -> Tensor<1>,
+        scale: &dyn Fn(Tensor<1>) -> Tensor<1>,
+        seed: u64,
+    ) -> (Tensor<1>, GradientsParams) {
+        Llama::layerwise_gradients(
+            self,
+            input_ids,
+            attention_mask,
+            |hidden, virtual_tokens| {
+                let [b, s, h] = hidden.dims();
+                head(hidden.slice([0..b, virtual_tokens..s, 0..h]))
+            },
+            scale,
+            seed,
+        )
+    }
 }
 
 /// Mean cross-entropy of the target tokens of a batch.
@@ -61,6 +97,33 @@ impl CausalLm for Llama {
 /// equals the full causal-LM loss with the target mask.
 pub fn batch_loss<M: CausalLm>(model: &M, batch: &Batch) -> Tensor<1> {
     let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+    loss_of_hidden(model, hidden, batch)
+}
+
+/// [`batch_loss`] times `share` (its part of a micro-batch) and the gradients of
+/// `scale(share · loss)`, computed one decoder layer at a time
+/// ([`CausalLm::layerwise_gradients`]); the loss is detached.
+pub fn batch_gradients<M: CausalLm>(
+    model: &M,
+    batch: &Batch,
+    share: f32,
+    scale: &dyn Fn(Tensor<1>) -> Tensor<1>,
+    seed: u64,
+) -> (Tensor<1>, GradientsParams) {
+    model.layerwise_gradients(
+        batch.input_ids.clone(),
+        Some(batch.attention_mask.clone()),
+        &mut |hidden| {
+            let loss = loss_of_hidden(model, hidden, batch);
+            if share == 1.0 { loss } else { loss * share }
+        },
+        scale,
+        seed,
+    )
+}
+
+/// The target tokens' mean cross-entropy from the final hidden states.
+fn loss_of_hidden<M: CausalLm>(model: &M, hidden: Tensor<3>, batch: &Batch) -> Tensor<1> {
     let [b, s, h] = hidden.dims();
     let device = hidden.device();
     // Position r*s + t predicts token t + 1 of row r.

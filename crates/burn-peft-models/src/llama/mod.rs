@@ -2,6 +2,7 @@
 
 mod config;
 mod gguf_load;
+mod layerwise;
 mod load;
 mod model;
 mod prompt;

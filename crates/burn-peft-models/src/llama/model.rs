@@ -369,6 +369,19 @@ impl Llama {
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<1> {
         let (hidden, p) = self.decode(input_ids.clone(), attention_mask.clone());
+        self.lm_loss_from_hidden(hidden, p, input_ids, attention_mask)
+    }
+
+    /// [`Llama::lm_loss`] from the final hidden states over `p` virtual prompt tokens and the
+    /// input (`Llama::forward`'s before the output layer): the head that
+    /// [`Llama::layerwise_gradients`] takes for the same loss.
+    pub fn lm_loss_from_hidden(
+        &self,
+        hidden: Tensor<3>,
+        p: usize,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<1> {
         let [b, s, h] = hidden.dims();
         let t = s - p;
         // Rows that predict a token, the tokens, and their mask.
@@ -426,58 +439,97 @@ impl Llama {
         cache: &mut KvCache,
     ) -> (Tensor<3>, usize) {
         let device = input_ids.device();
-        let [b, t] = input_ids.dims();
-        let dtype = self.precision.float_dtype();
-        let mut x = self.embed_tokens.forward(input_ids).cast(dtype);
-        let mut mask = attention_mask;
-        let mut prompt_len = 0;
-        if !cache.primed {
-            cache.primed = true;
-            match &self.prompt_learning {
-                Some(PromptLearning::Prompt(p)) => {
-                    let e = p.embedding.val().cast(dtype);
-                    let [n, h] = e.dims();
-                    x = Tensor::cat(vec![e.unsqueeze::<3>().expand([b, n, h]), x], 1);
-                    mask = mask.map(|m| Tensor::cat(vec![Tensor::ones([b, n], &device), m], 1));
-                    prompt_len = n;
-                }
-                Some(PromptLearning::Prefix(p)) => {
-                    let kvs = p
-                        .layer_keys_values(self.config.num_key_value_heads, self.config.head_dim());
-                    cache.layers = kvs
-                        .into_iter()
-                        .map(|(k, v)| {
-                            let [kvh, n, d] = k.dims();
-                            (
-                                k.cast(dtype).unsqueeze::<4>().expand([b, kvh, n, d]),
-                                v.cast(dtype).unsqueeze::<4>().expand([b, kvh, n, d]),
-                            )
-                        })
-                        .collect();
-                }
-                None => {}
-            }
+        let [b, _] = input_ids.dims();
+        let first = !cache.primed;
+        cache.primed = true;
+        let (mut x, mask, prompt_len) = self.embed(input_ids, attention_mask, first);
+        if first && let Some(past) = self.prefix_keys_values(b, None) {
+            cache.layers = past;
         }
-        let past_len = cache.len();
-        let seq = prompt_len + t;
-        let (cos, sin) = rope_tables(&self.config, past_len, seq, &device);
-        let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
-        let attn_mask = attention_bias_mask(seq, past_len, mask, &device);
+        let context = self.layer_context(cache.len(), x.dims()[1], mask, &device);
         let mut updated = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
-            let past = cache.layers.get(i).cloned();
-            let h = layer.input_layernorm.forward(x.clone());
-            let (h, kv) =
-                layer
-                    .self_attn
-                    .forward(h, cos.clone(), sin.clone(), attn_mask.clone(), past);
+            let (y, kv) = layer.forward(x, &context, cache.layers.get(i).cloned());
             updated.push(kv);
-            x = x + h;
-            let h = layer.post_attention_layernorm.forward(x.clone());
-            x = x + layer.mlp.forward(h);
+            x = y;
         }
         cache.layers = updated;
         (self.norm.forward(x), prompt_len)
+    }
+
+    /// The token embeddings in the model's activation type, with a prompt-tuning adapter's
+    /// virtual tokens in front when `with_prompt` is set; the attention mask widened to match,
+    /// and the number of virtual tokens.
+    pub(super) fn embed(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+        with_prompt: bool,
+    ) -> (Tensor<3>, Option<Tensor<2, Int>>, usize) {
+        let device = input_ids.device();
+        let [b, _] = input_ids.dims();
+        let dtype = self.precision.float_dtype();
+        let x = self.embed_tokens.forward(input_ids).cast(dtype);
+        match &self.prompt_learning {
+            Some(PromptLearning::Prompt(p)) if with_prompt => {
+                let e = p.embedding.val().cast(dtype);
+                let [n, h] = e.dims();
+                let x = Tensor::cat(vec![e.unsqueeze::<3>().expand([b, n, h]), x], 1);
+                let mask =
+                    attention_mask.map(|m| Tensor::cat(vec![Tensor::ones([b, n], &device), m], 1));
+                (x, mask, n)
+            }
+            _ => (x, attention_mask, 0),
+        }
+    }
+
+    /// A prefix-tuning adapter's keys and values for a batch of `batch` rows, per layer
+    /// (`[batch, kv_heads, prefix, head_dim]`), or those of layer `only` alone; `None` without
+    /// a prefix.
+    pub(super) fn prefix_keys_values(
+        &self,
+        batch: usize,
+        only: Option<usize>,
+    ) -> Option<Vec<(Tensor<4>, Tensor<4>)>> {
+        let Some(PromptLearning::Prefix(p)) = &self.prompt_learning else {
+            return None;
+        };
+        let dtype = self.precision.float_dtype();
+        let kvs = p.layer_keys_values(self.config.num_key_value_heads, self.config.head_dim());
+        let picked: Vec<_> = match only {
+            Some(i) => kvs.into_iter().skip(i).take(1).collect(),
+            None => kvs,
+        };
+        Some(
+            picked
+                .into_iter()
+                .map(|(k, v)| {
+                    let [kvh, n, d] = k.dims();
+                    (
+                        k.cast(dtype).unsqueeze::<4>().expand([batch, kvh, n, d]),
+                        v.cast(dtype).unsqueeze::<4>().expand([batch, kvh, n, d]),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// What every decoder layer of a forward pass over `seq` positions after `past` cached
+    /// ones shares.
+    pub(super) fn layer_context(
+        &self,
+        past: usize,
+        seq: usize,
+        mask: Option<Tensor<2, Int>>,
+        device: &Device,
+    ) -> LayerContext {
+        let dtype = self.precision.float_dtype();
+        let (cos, sin) = rope_tables(&self.config, past, seq, device);
+        LayerContext {
+            cos: cos.cast(dtype),
+            sin: sin.cast(dtype),
+            mask: attention_bias_mask(seq, past, mask, device),
+        }
     }
 
     /// Output logits for final hidden states, in f32 whatever the model computes in (the loss
@@ -596,6 +648,35 @@ impl Llama {
         let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         let input = Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device);
         Ok(self.lm_loss(input, None).into_scalar::<f32>())
+    }
+}
+
+/// The rotary tables and the attention mask that the decoder layers of one forward pass share.
+pub(super) struct LayerContext {
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    mask: Option<Tensor<4, Bool>>,
+}
+
+impl DecoderLayer {
+    /// The layer's output for `x`, and its keys and values (`past` ones in front).
+    pub(super) fn forward(
+        &self,
+        x: Tensor<3>,
+        context: &LayerContext,
+        past: Option<(Tensor<4>, Tensor<4>)>,
+    ) -> (Tensor<3>, (Tensor<4>, Tensor<4>)) {
+        let h = self.input_layernorm.forward(x.clone());
+        let (h, kv) = self.self_attn.forward(
+            h,
+            context.cos.clone(),
+            context.sin.clone(),
+            context.mask.clone(),
+            past,
+        );
+        let x = x + h;
+        let h = self.post_attention_layernorm.forward(x.clone());
+        (x + self.mlp.forward(h), kv)
     }
 }
 
