@@ -37,8 +37,7 @@ impl Llama {
     /// ```
     /// use burn::optim::GradientsParams;
     /// use burn::tensor::{Device, Int, Tensor};
-    /// use burn_peft_adapters::LoraConfig;
-    /// use burn_peft_core::AdapterHost;
+    /// use burn_peft_adapters::{AddAdapter, LoraConfig};
     /// use burn_peft_models::{Llama, LlamaConfig};
     ///
     /// let device = Device::flex().autodiff();
