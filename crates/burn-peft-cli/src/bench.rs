@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::{Lora as NativeLora, Module, ParamGroup};
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
 use burn_peft_core::{DeviceSpec, Precision, TargetModules, TrainableParameters};
@@ -14,7 +14,7 @@ use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig, make_trainable};
 use burn_peft_train::{SplitMix64, split_evenly};
 use clap::Args;
 
-use crate::common::{Checkpointing, batch_threads, err, layerwise_threads, train_device};
+use crate::common::{Checkpointing, batch_threads, err, train_device};
 use crate::finetune::Method;
 
 /// Arguments of `burn-peft bench-step`.
@@ -171,16 +171,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let spec: DeviceSpec = args.device.parse().map_err(err)?;
     let device = spec.device().map_err(err)?;
     let layerwise = args.gradient_checkpointing == Some(Checkpointing::Layers);
-    let threads = if layerwise {
-        layerwise_threads(args.batch_threads)?
-    } else {
-        batch_threads(
-            args.batch_threads,
-            spec,
-            args.batch_size,
-            args.method == Method::Full,
-        )?
-    };
+    let threads = batch_threads(
+        args.batch_threads,
+        spec,
+        args.batch_size,
+        args.method == Method::Full,
+    )?;
     if layerwise && args.phases {
         return Err(
             "--phases times the forward and backward passes apart, which \
@@ -266,28 +262,16 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 )
             })
             .collect();
-        let (m, losses) = if layerwise {
-            let mut losses = Vec::new();
-            let (m, _) = optim.backward_step_with(model, |m, scale| {
-                let mut sum = GradientsAccumulator::<Llama>::new();
-                for (x, share) in slices {
-                    let head =
-                        |hidden, p| m.lm_loss_from_hidden(hidden, p, x.clone(), None) * share;
-                    let (loss, grads) =
-                        m.layerwise_gradients(x.clone(), None, head, scale, i as u64);
-                    losses.push(loss);
-                    sum.accumulate(m, grads);
-                }
-                sum.grads()
-            });
-            (m, losses)
+        let (m, losses, _) = if layerwise {
+            optim.backward_step_parallel_with(model, slices, None, |m, (x, share), scale| {
+                let head = |hidden, p| m.lm_loss_from_hidden(hidden, p, x.clone(), None) * share;
+                m.layerwise_gradients(x.clone(), None, head, scale, i as u64)
+            })
         } else {
-            let (m, losses, _) =
-                optim.backward_step_parallel(model, slices, None, |m, (x, share)| {
-                    let l = m.lm_loss(x, None);
-                    if share == 1.0 { l } else { l * share }
-                });
-            (m, losses)
+            optim.backward_step_parallel(model, slices, None, |m, (x, share)| {
+                let l = m.lm_loss(x, None);
+                if share == 1.0 { l } else { l * share }
+            })
         };
         model = m;
         // Reading the loss waits for the step's work on asynchronous backends.

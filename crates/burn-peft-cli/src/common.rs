@@ -82,17 +82,6 @@ pub fn train_device(device: &Device, checkpointing: Option<Checkpointing>) -> De
     }
 }
 
-/// The slices a micro-batch trains in with layer checkpointing: one, which it recomputes
-/// layer by layer on the calling thread.
-pub fn layerwise_threads(requested: Option<usize>) -> Result<usize, String> {
-    match requested {
-        None | Some(1) => Ok(1),
-        Some(n) => Err(format!(
-            "--gradient-checkpointing layers trains one slice at a time: drop --batch-threads {n}"
-        )),
-    }
-}
-
 /// An error as the one line a subcommand prints.
 pub fn err(e: impl ToString) -> String {
     e.to_string()

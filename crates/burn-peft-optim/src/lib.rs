@@ -15,7 +15,10 @@
 //!   `clip_grad_norm_` (and so every PEFT recipe) does;
 //! - gradient accumulation (burn's `GradientsAccumulator`) and optimizer state that is saved
 //!   (Adam's moments in safetensors, keyed by parameter path) and resumed exactly, even into a
-//!   freshly loaded model ([`PeftOptimizer::save`]).
+//!   freshly loaded model ([`PeftOptimizer::save`]);
+//! - gradients from backward passes the caller runs itself (several per loss, as gradient
+//!   checkpointing by layer does), with the same accumulation and loss scaling
+//!   ([`PeftOptimizer::backward_step_with`], [`PeftOptimizer::backward_step_parallel_with`]).
 //!
 //! Full fine-tuning goes through the same path: make every parameter trainable with
 //! [`make_trainable`].

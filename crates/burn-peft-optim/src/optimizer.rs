@@ -372,6 +372,50 @@ impl<M: Module> PeftOptimizer<M> {
         T: Send,
         F: Fn(&M, T) -> Tensor<1> + Sync,
     {
+        self.backward_step_parallel_with(model, inputs, extra, |m, input, scale| {
+            let loss = part_loss(m, input);
+            let grads = GradientsParams::from_grads(scale(loss.clone()).backward(), m);
+            (loss.detach(), grads)
+        })
+    }
+
+    /// [`backward_step_parallel`](Self::backward_step_parallel) for parts that run their
+    /// backward passes themselves, as [`backward_step_with`](Self::backward_step_with) does
+    /// for one: `part_grads(model, input, scale)` returns the part's loss (detached) and the
+    /// gradients of `scale(loss)`. `extra`'s backward pass runs on the calling thread, after
+    /// the first part's.
+    ///
+    /// ```
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn::optim::GradientsParams;
+    /// use burn::tensor::{Device, Tensor};
+    /// use burn_peft_optim::PeftOptimizerConfig;
+    ///
+    /// let device = Device::flex().autodiff();
+    /// let model = LinearConfig::new(4, 1).init(&device);
+    /// let mut optim = PeftOptimizerConfig::new(1).init::<Linear>().unwrap();
+    /// let x = Tensor::<2>::ones([8, 4], &device);
+    /// let halves = vec![x.clone().slice([0..4]), x.slice([4..8])];
+    /// let part = |m: &Linear, x: Tensor<2>, scale: &dyn Fn(Tensor<1>) -> Tensor<1>| {
+    ///     let loss = (m.forward(x) - 1.0).square().mean() * 0.5;
+    ///     let grads = GradientsParams::from_grads(scale(loss.clone()).backward(), m);
+    ///     (loss.detach(), grads)
+    /// };
+    /// let (model, losses, report) = optim.backward_step_parallel_with(model, halves, None, part);
+    /// assert_eq!(losses.len(), 2);
+    /// assert_eq!(report.unwrap().step, 1);
+    /// ```
+    pub fn backward_step_parallel_with<T, F>(
+        &mut self,
+        model: M,
+        inputs: Vec<T>,
+        extra: Option<Tensor<1>>,
+        part_grads: F,
+    ) -> (M, Vec<Tensor<1>>, Option<StepReport>)
+    where
+        T: Send,
+        F: Fn(&M, T, &dyn Fn(Tensor<1>) -> Tensor<1>) -> (Tensor<1>, GradientsParams) + Sync,
+    {
         let mut inputs = inputs.into_iter();
         let first = inputs.next();
         let (accum, scale) = (
@@ -379,30 +423,23 @@ impl<M: Module> PeftOptimizer<M> {
             self.scaler.map(|s| s.scale),
         );
         let scaled = move |loss| scale_loss(loss, accum, scale);
-        let part_loss = &part_loss;
+        let part_grads = &part_grads;
         let (grads, losses) = std::thread::scope(|scope| {
             let others: Vec<_> = inputs
                 .map(|input| {
                     let fork = model.clone().map(&mut NewLeaves);
-                    scope.spawn(move || {
-                        let loss = part_loss(&fork, input);
-                        let grads =
-                            GradientsParams::from_grads(scaled(loss.clone()).backward(), &fork);
-                        (loss.detach(), grads)
-                    })
+                    scope.spawn(move || part_grads(&fork, input, &scaled))
                 })
                 .collect();
             let mut losses = Vec::new();
-            let local = match (first.map(|x| part_loss(&model, x)), extra) {
-                (Some(loss), extra) => {
-                    losses.push(loss.clone().detach());
-                    Some(extra.map_or(loss.clone(), |e| loss + e))
-                }
-                (None, extra) => extra,
-            };
             let mut sum = GradientsAccumulator::<M>::new();
-            if let Some(local) = local {
-                let grads = GradientsParams::from_grads(scaled(local).backward(), &model);
+            if let Some(input) = first {
+                let (loss, grads) = part_grads(&model, input, &scaled);
+                losses.push(loss);
+                sum.accumulate(&model, grads);
+            }
+            if let Some(extra) = extra {
+                let grads = GradientsParams::from_grads(scaled(extra).backward(), &model);
                 sum.accumulate(&model, grads);
             }
             for handle in others {

@@ -12,7 +12,8 @@
 //!   ([`evaluate`]);
 //! - the loop ([`Trainer`]): an `indicatif` progress bar with loss, tokens/s and ETA,
 //!   `metrics.jsonl`, a `loss.svg` curve, atomic checkpoints, and `resume` that continues a
-//!   killed run on the same loss trajectory;
+//!   killed run on the same loss trajectory; gradient checkpointing by decoder layer
+//!   ([`TrainConfig::checkpoint_layers`], [`CausalLm::layerwise_gradients`]);
 //! - continual learning ([`Trainer::fit_sequence`]): tasks one after another, every task
 //!   scored after each, backward transfer in `metrics.jsonl` and `tasks.svg`.
 #![warn(missing_docs)]

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::config::Config;
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
 use burn_peft_core::format::write_atomic;
 use burn_peft_optim::PeftOptimizer;
@@ -75,7 +74,7 @@ pub struct TrainConfig {
     /// Keep only each decoder layer's input in the forward pass and recompute the layer in
     /// the backward pass (see [`CausalLm::layerwise_gradients`]), as HF's
     /// `gradient_checkpointing_enable()` does: a step holds one layer's activations instead of
-    /// all of them, for one more forward pass of the layers. Needs `batch_threads` 1.
+    /// all of them, for one more forward pass of the layers.
     #[config(default = false)]
     pub checkpoint_layers: bool,
 }
@@ -243,12 +242,6 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         if train.samples.is_empty() {
             return Err(TrainError::Config("the training set is empty".into()));
         }
-        if cfg.checkpoint_layers && cfg.batch_threads > 1 {
-            return Err(TrainError::Config(format!(
-                "checkpointing by layer trains one slice at a time, not {}: set batch_threads to 1",
-                cfg.batch_threads
-            )));
-        }
         let metrics_path = self.out.join(METRICS);
         let eval_device = device.clone().without_autodiff();
         let (pad_id, general) = (self.pad_id, self.general);
@@ -373,20 +366,12 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                     penalty_sum += p.clone().into_scalar::<f32>() as f64;
                 }
                 let (m, losses, r) = if cfg.checkpoint_layers {
-                    let mut losses = Vec::new();
-                    let (m, r) = optim.backward_step_with(model, |m, scale| {
-                        let mut sum = GradientsAccumulator::<M>::new();
-                        for (batch, share) in slices {
-                            let (loss, grads) = batch_gradients(m, &batch, share, scale, seed);
-                            losses.push(loss);
-                            sum.accumulate(m, grads);
-                        }
-                        if let Some(p) = penalty {
-                            sum.accumulate(m, GradientsParams::from_grads(scale(p).backward(), m));
-                        }
-                        sum.grads()
-                    });
-                    (m, losses, r)
+                    optim.backward_step_parallel_with(
+                        model,
+                        slices,
+                        penalty,
+                        |m, (batch, share), scale| batch_gradients(m, &batch, share, scale, seed),
+                    )
                 } else {
                     optim.backward_step_parallel(model, slices, penalty, |m, (batch, share)| {
                         let loss = batch_loss(m, &batch);
