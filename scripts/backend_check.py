@@ -5,8 +5,9 @@ Runs the CLI (no Rust toolchain needed where it runs) on the fixtures of tests/f
   1. eval of the tiny Llama (plain and tied) and of every PEFT fixture adapter, unmerged and
      merged where the method merges, against the losses transformers + PEFT wrote in
      expected.json;
-  2. training trajectories: a few steps of full fine-tuning, IA3, LoRA, DoRA and prefix
-     tuning on --device and on flex, step losses compared (every method starts from the same
+  2. training trajectories: a few steps of full fine-tuning, IA3, LoRA, DoRA, prefix tuning
+     and LoRA with gradient checkpointing by layer on --device, and the same without
+     checkpointing on flex, step losses compared (every method starts from the same
      values on every backend: IA3 at one, the others drawn on the host from --seed), so
      gradients through the base and through each kind of adapter are checked;
   3. a LoRA adapter trained on flex, evaluated on --device and on flex;
@@ -59,11 +60,11 @@ def eval_loss(binary, device, model, adapter=None, merge=False, dtype="f32"):
     return json.loads(cli(binary, *args).strip().splitlines()[-1])["loss"]
 
 
-def train_losses(binary, device, method, steps, out):
+def train_losses(binary, device, method, steps, out, *extra):
     cli(binary, "finetune", "--model", os.path.join(FIX, "tiny-llama"),
         "--data", os.path.join(FIX, "text.txt"), "--method", method, "--steps", str(steps),
         "--seq-len", "32", "--batch-size", "4", "--lr", "5e-3", "--eval-every", "0",
-        "--eval-samples", "4", "--device", device, "--out", out)
+        "--eval-samples", "4", "--device", device, "--out", out, *extra)
     losses = []
     with open(os.path.join(out, "metrics.jsonl")) as f:
         for line in f:
@@ -171,15 +172,19 @@ def half_checks_all(a, expected, check, record, guarded):
 
 def trajectory_checks(a, check, guarded):
     with tempfile.TemporaryDirectory() as tmp:
-        for method in ["full", "ia3", "lora", "dora", "prefix"]:
-            def trajectory():
-                ours = train_losses(a.bin, a.device, method, a.steps, os.path.join(tmp, method + "-ours"))
-                ref = train_losses(a.bin, "flex", method, a.steps, os.path.join(tmp, method + "-flex"))
+        # "lora-layers": LoRA with gradient checkpointing by layer on the device, against
+        # flex's plain run (the same trajectory).
+        for name in ["full", "ia3", "lora", "dora", "prefix", "lora-layers"]:
+            def trajectory(name=name):
+                method = name.split("-")[0]
+                extra = ["--gradient-checkpointing", "layers"] if name.endswith("-layers") else []
+                ours = train_losses(a.bin, a.device, method, a.steps, os.path.join(tmp, name + "-ours"), *extra)
+                ref = train_losses(a.bin, "flex", method, a.steps, os.path.join(tmp, name + "-flex"))
                 if len(ours) != len(ref) or not ours:
                     raise RuntimeError(f"{len(ours)} step losses against {len(ref)} on flex")
                 worst = max(range(len(ours)), key=lambda i: abs(ours[i] - ref[i]))
-                check(f"train_{method}_step{worst + 1}", ours[worst], ref[worst])
-            guarded("train_" + method, trajectory)
+                check(f"train_{name}_step{worst + 1}", ours[worst], ref[worst])
+            guarded("train_" + name, trajectory)
 
         def lora_trained():
             out = os.path.join(tmp, "lora")

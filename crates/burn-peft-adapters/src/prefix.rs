@@ -222,20 +222,31 @@ impl PrefixTuning {
         head_dim: usize,
     ) -> Vec<(Tensor<3>, Tensor<3>)> {
         let table = self.table();
-        let [p, width] = table.dims();
-        let slots = width / (num_kv_heads * head_dim);
-        let t = table.reshape([p, slots, num_kv_heads, head_dim]);
-        (0..slots / 2)
-            .map(|i| {
-                let pick = |slot: usize| {
-                    t.clone()
-                        .slice([0..p, slot..slot + 1, 0..num_kv_heads, 0..head_dim])
-                        .reshape([p, num_kv_heads, head_dim])
-                        .swap_dims(0, 1)
-                };
-                (pick(2 * i), pick(2 * i + 1))
-            })
+        let [_, width] = table.dims();
+        let layers = width / (2 * num_kv_heads * head_dim);
+        (0..layers)
+            .map(|i| Self::keys_values_of(table.clone(), i, num_kv_heads, head_dim))
             .collect()
+    }
+
+    /// Layer `layer`'s keys and values (`[num_kv_heads, P, head_dim]` each) in a key/value
+    /// `table` (`[P, 2·L·num_kv_heads·head_dim]`, what [`table`](Self::table) returns).
+    pub fn keys_values_of(
+        table: Tensor<2>,
+        layer: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let [p, _] = table.dims();
+        let width = num_kv_heads * head_dim;
+        let pick = |slot: usize| {
+            table
+                .clone()
+                .slice([0..p, slot * width..(slot + 1) * width])
+                .reshape([p, num_kv_heads, head_dim])
+                .swap_dims(0, 1)
+        };
+        (pick(2 * layer), pick(2 * layer + 1))
     }
 }
 

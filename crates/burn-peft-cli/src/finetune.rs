@@ -342,10 +342,10 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     let dropout = args.lora_dropout > 0.0 && matches!(args.method, Method::Lora | Method::Dora);
     let layerwise = args.gradient_checkpointing == Some(Checkpointing::Layers);
     let train_threads = match args.batch_threads {
-        Some(n) if n > 1 && dropout => {
+        Some(n) if n > 1 && dropout && !layerwise => {
             return Err(
                 "--batch-threads above 1 would draw dropout's masks in thread order: use 1 with \
-                 --lora-dropout"
+                 --lora-dropout (or add --gradient-checkpointing, which seeds each slice's masks)"
                     .into(),
             );
         }

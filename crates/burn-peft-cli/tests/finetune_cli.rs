@@ -431,6 +431,24 @@ fn gradient_checkpointing_by_layer_trains_the_same_run() {
             assert!(plain[5].1 < plain[0].1, "{extra:?}: {plain:?}");
         }
     }
+    // With dropout on slices on threads: each slice seeds its own masks, so a run repeats.
+    let dropout = |name: &str| {
+        let dir = tmp.path().join(name);
+        let args = [
+            "--steps",
+            "3",
+            "--batch-size",
+            "3",
+            "--batch-threads",
+            "3",
+            "--lora-dropout",
+            "0.3",
+            "--gradient-checkpointing",
+        ];
+        ok(finetune(&dir, &args));
+        step_losses(&dir)
+    };
+    assert_eq!(dropout("dropout-a"), dropout("dropout-b"));
 }
 
 /// A flag the chosen method or forgetting option does not read is named in a warning, and the
@@ -1161,6 +1179,33 @@ fn bench_step_reports_json_and_refuses_bad_shapes() {
         );
     }
     assert_eq!(plain["gradient_checkpointing"], Value::Null);
+    // Slices of the batch on threads, each recomputing its own layers: the same loss.
+    let two = |extra: &[&str]| {
+        let args = [
+            "bench-step",
+            "--shape",
+            "tiny",
+            "--batch-size",
+            "2",
+            "--batch-threads",
+            "2",
+            "--seq-len",
+            "8",
+            "--warmup",
+            "0",
+            "--steps",
+            "2",
+            "--json",
+        ];
+        let v: Value =
+            serde_json::from_slice(&ok(run(&[&args[..], extra].concat())).stdout).unwrap();
+        loss(&v)
+    };
+    let (two_plain, two_layers) = (two(&[]), two(&["--gradient-checkpointing"]));
+    assert!(
+        (two_plain - two_layers).abs() < 1e-5,
+        "{two_plain} {two_layers}"
+    );
     // --phases: the same timed steps first (the same loss), then a breakdown of each phase.
     assert!(plain.get("phases").is_none(), "{plain}");
     let phased = bench(&["--phases"]);

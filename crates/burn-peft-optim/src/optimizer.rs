@@ -382,7 +382,7 @@ impl<M: Module> PeftOptimizer<M> {
     /// [`backward_step_parallel`](Self::backward_step_parallel) for parts that run their
     /// backward passes themselves, as [`backward_step_with`](Self::backward_step_with) does
     /// for one: `part_grads(model, input, scale)` returns the part's loss (detached) and the
-    /// gradients of `scale(loss)`. `extra`'s backward pass runs on the calling thread, after
+    /// gradients of `scale(loss)`. `extra`'s backward pass runs on the calling thread, before
     /// the first part's.
     ///
     /// ```
@@ -433,13 +433,16 @@ impl<M: Module> PeftOptimizer<M> {
                 .collect();
             let mut losses = Vec::new();
             let mut sum = GradientsAccumulator::<M>::new();
+            // First, so that its graph (a distillation's whole forward pass, say) is freed
+            // before the first part records its own. A penalty that records nothing (no
+            // trainable parameter in it) has no gradient.
+            if let Some(extra) = extra.filter(Tensor::is_tracked) {
+                let grads = GradientsParams::from_grads(scaled(extra).backward(), &model);
+                sum.accumulate(&model, grads);
+            }
             if let Some(input) = first {
                 let (loss, grads) = part_grads(&model, input, &scaled);
                 losses.push(loss);
-                sum.accumulate(&model, grads);
-            }
-            if let Some(extra) = extra {
-                let grads = GradientsParams::from_grads(scaled(extra).backward(), &model);
                 sum.accumulate(&model, grads);
             }
             for handle in others {

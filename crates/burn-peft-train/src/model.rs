@@ -26,6 +26,9 @@ pub trait CausalLm: Module + Clone {
     /// the forward pass keeps each layer's input only, and the backward pass recomputes each
     /// layer before its own backward pass. Returns `head`'s loss (detached) and the gradients.
     /// Dropout masks are drawn from seeds derived from `seed`, the same in both passes.
+    ///
+    /// The default runs one plain forward and backward pass (no checkpointing), so a model
+    /// that has no layers to recompute still trains with `checkpoint_layers` on.
     fn layerwise_gradients(
         &self,
         input_ids: Tensor<2, Int>,
@@ -33,7 +36,12 @@ pub trait CausalLm: Module + Clone {
         head: &mut dyn FnMut(Tensor<3>) -> Tensor<1>,
         scale: &dyn Fn(Tensor<1>) -> Tensor<1>,
         seed: u64,
-    ) -> (Tensor<1>, GradientsParams);
+    ) -> (Tensor<1>, GradientsParams) {
+        input_ids.device().seed(seed);
+        let loss = head(self.hidden_states(input_ids, attention_mask));
+        let grads = GradientsParams::from_grads(scale(loss.clone()).backward(), self);
+        (loss.detach(), grads)
+    }
 
     /// Logits `[batch, seq, vocab]` for token ids.
     fn token_logits(
@@ -103,7 +111,7 @@ pub fn batch_loss<M: CausalLm>(model: &M, batch: &Batch) -> Tensor<1> {
 /// [`batch_loss`] times `share` (its part of a micro-batch) and the gradients of
 /// `scale(share · loss)`, computed one decoder layer at a time
 /// ([`CausalLm::layerwise_gradients`]); the loss is detached.
-pub fn batch_gradients<M: CausalLm>(
+pub(crate) fn batch_gradients<M: CausalLm>(
     model: &M,
     batch: &Batch,
     share: f32,

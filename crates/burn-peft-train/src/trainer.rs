@@ -74,7 +74,8 @@ pub struct TrainConfig {
     /// Keep only each decoder layer's input in the forward pass and recompute the layer in
     /// the backward pass (see [`CausalLm::layerwise_gradients`]), as HF's
     /// `gradient_checkpointing_enable()` does: a step holds one layer's activations instead of
-    /// all of them, for one more forward pass of the layers.
+    /// all of them, for one more forward pass of the layers. Dropout masks are then seeded per
+    /// slice and layer, so runs with dropout are reproducible on any `batch_threads`.
     #[config(default = false)]
     pub checkpoint_layers: bool,
 }
@@ -366,11 +367,16 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                     penalty_sum += p.clone().into_scalar::<f32>() as f64;
                 }
                 let (m, losses, r) = if cfg.checkpoint_layers {
+                    // Each slice its own dropout seed.
+                    let slices: Vec<_> = slices.into_iter().enumerate().collect();
                     optim.backward_step_parallel_with(
                         model,
                         slices,
                         penalty,
-                        |m, (batch, share), scale| batch_gradients(m, &batch, share, scale, seed),
+                        |m, (k, (batch, share)), scale| {
+                            let seed = mix(seed, k as u64, u64::MAX);
+                            batch_gradients(m, &batch, share, scale, seed)
+                        },
                     )
                 } else {
                     optim.backward_step_parallel(model, slices, penalty, |m, (batch, share)| {

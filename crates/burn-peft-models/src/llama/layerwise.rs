@@ -2,6 +2,8 @@
 //! only and recomputes the layer when its gradient is needed, as HF's
 //! `gradient_checkpointing_enable()` does.
 
+use std::sync::Mutex;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Gradients, Int, Tensor};
@@ -31,8 +33,13 @@ impl Llama {
     /// `PeftOptimizer::backward_step_with`).
     ///
     /// Dropout draws the same masks in both passes of a layer: the device is seeded from
-    /// `seed` and the layer's index before each (so the masks differ from those of a run
-    /// without checkpointing).
+    /// `seed` and the layer's index before each, and no other call of this function seeds or
+    /// draws in between (a process-wide lock, taken only when an adapter has dropout), so
+    /// slices of a batch may run on threads. The masks differ from those of a run without
+    /// checkpointing; give each slice its own `seed`.
+    ///
+    /// Every parameter may get a gradient from `head`; a prefix-tuning adapter's table
+    /// (through its projection MLP, if any) is differentiated once, after the layers.
     ///
     /// ```
     /// use burn::optim::GradientsParams;
@@ -65,59 +72,74 @@ impl Llama {
     ) -> (Tensor<1>, GradientsParams) {
         let device = input_ids.device();
         let [batch, _] = input_ids.dims();
-        let layer_seed = |i: usize| seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        // The embedding stage, recorded: it keeps only the ids (a gather), and tells whether
-        // anything before the first layer trains (full fine-tuning, prompt tuning).
+        // Dropout draws from the device's one generator: seed it before each layer's forward
+        // pass, the same in both passes, and let no other thread seed or draw in between.
+        let dropout = self.draws_dropout();
+        let seeded = |i: usize| {
+            let guard = dropout.then(|| DROPOUT_DRAWS.lock().unwrap_or_else(|e| e.into_inner()));
+            device.seed(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            guard
+        };
+        // The embedding stage, recorded (a gather from the embedding table): whether it
+        // records anything says whether it trains (full fine-tuning, prompt tuning).
         let (embedded, mask, virtual_tokens) =
             self.embed(input_ids.clone(), attention_mask.clone(), true);
         let embedding_trains = embedded.is_tracked();
+        let prefix_trains = matches!(self.prompt_learning, Some(PromptLearning::Prefix(_)))
+            && trains(&self.prompt_learning);
 
         // Below the lowest layer that trains, no gradient is needed (adapters on some layers
-        // only); below the first, only if the embedding stage trains.
-        let lowest = if embedding_trains {
+        // only); below the first, only if the embedding stage trains. A prefix enters every
+        // layer.
+        let lowest = if embedding_trains || prefix_trains {
             0
         } else {
-            // A prefix enters every layer.
-            let prefix_trains = matches!(self.prompt_learning, Some(PromptLearning::Prefix(_)))
-                && trains(&self.prompt_learning);
-            match (0..self.layers.len()).position(|i| prefix_trains || trains(&self.layers[i])) {
-                Some(i) => i,
+            (0..self.layers.len())
+                .position(|i| trains(&self.layers[i]))
                 // Nothing in the layers trains: the output part is all there is.
-                None => self.layers.len(),
-            }
+                .unwrap_or(self.layers.len())
         };
 
         // Forward, recording nothing: the parameters are detached and so is the input.
         let frozen = self.clone().no_grad();
-        let past = frozen.prefix_keys_values(batch, None);
-        let past_len = past
-            .as_ref()
-            .and_then(|p| p.first())
-            .map_or(0, |(k, _)| k.dims()[2]);
+        let table = frozen.prefix_table();
+        let past = |model: &Llama, table: &Option<Tensor<2>>, i: usize| {
+            table
+                .as_ref()
+                .map(|t| model.prefix_keys_values(t.clone(), i, batch))
+        };
+        let past_len = past(&frozen, &table, 0).map_or(0, |(k, _)| k.dims()[2]);
         let context = self.layer_context(past_len, embedded.dims()[1], mask, &device);
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut x = embedded.clone().detach();
         for (i, layer) in frozen.layers.iter().enumerate() {
-            device.seed(layer_seed(i));
-            let past_i = past.as_ref().and_then(|p| p.get(i).cloned());
-            let (y, _) = layer.forward(x.clone(), &context, past_i);
-            inputs.push(x);
-            x = y;
+            if i >= lowest {
+                inputs.push(x.clone());
+            }
+            let _draws = seeded(i);
+            x = layer.forward(x, &context, past(&frozen, &table, i)).0;
         }
-        drop((frozen, past));
+        drop(frozen);
 
+        // The output part (final norm, head); every parameter is looked at, as `head` may
+        // use any.
         let mut grads = GradientsParams::new();
-        // The output part: final norm, head.
         let top = x.require_grad();
         let loss = head(self.norm.forward(top.clone()), virtual_tokens);
         let mut backward = scale(loss.clone()).backward();
         let mut gradient = top.grad_remove(&mut backward);
-        take(&mut backward, &self.norm, &mut grads);
-        take(&mut backward, &self.lm_head, &mut grads);
-        take(&mut backward, &self.embed_tokens, &mut grads);
-        drop(backward);
+        take(&mut backward, self, &mut grads);
+        drop((backward, top));
 
-        // The layers, last to first.
+        // The layers, last to first. A prefix's table is a leaf of each layer's pass here;
+        // its gradients are summed and taken through the table's own computation once, at the
+        // end (with a projection MLP, that is one backward pass through it, not one a layer).
+        let table = if prefix_trains {
+            table.map(Tensor::require_grad)
+        } else {
+            table
+        };
+        let mut table_grad: Option<Tensor<2>> = None;
         for (i, layer) in self.layers.iter().enumerate().skip(lowest).rev() {
             let (Some(output_grad), Some(x)) = (gradient.take(), inputs.pop()) else {
                 break;
@@ -127,18 +149,28 @@ impl Llama {
             } else {
                 x
             };
-            device.seed(layer_seed(i));
-            let past_i = self
-                .prefix_keys_values(batch, Some(i))
-                .and_then(|mut p| p.pop());
-            let (y, _) = layer.forward(x.clone(), &context, past_i);
+            let y = {
+                let _draws = seeded(i);
+                layer.forward(x.clone(), &context, past(self, &table, i)).0
+            };
+            if !y.is_tracked() {
+                // Its trainable parameters take no part (an inactive or merged adapter), and
+                // nothing below it trains.
+                break;
+            }
             let mut backward = (y * output_grad).sum().backward();
             gradient = x.grad_remove(&mut backward);
             take(&mut backward, layer, &mut grads);
-            take(&mut backward, &self.prompt_learning, &mut grads);
+            if let Some(g) = table.as_ref().and_then(|t| t.grad_remove(&mut backward)) {
+                table_grad = Some(table_grad.map_or(g.clone(), |sum| sum + g));
+            }
         }
 
-        // The embedding stage.
+        // The prefix's table and the embedding stage.
+        if let (Some(table), Some(output_grad)) = (self.prefix_table(), table_grad) {
+            let mut backward = (table * output_grad).sum().backward();
+            take(&mut backward, &self.prompt_learning, &mut grads);
+        }
         if let (true, Some(output_grad)) = (embedding_trains, gradient) {
             let mut backward = (embedded * output_grad).sum().backward();
             take(&mut backward, &self.embed_tokens, &mut grads);
@@ -146,7 +178,29 @@ impl Llama {
         }
         (loss.detach(), grads)
     }
+
+    /// Whether any active adapter draws dropout masks.
+    fn draws_dropout(&self) -> bool {
+        self.layers.iter().any(|layer| {
+            let (a, m) = (&layer.self_attn, &layer.mlp);
+            [
+                &a.q_proj,
+                &a.k_proj,
+                &a.v_proj,
+                &a.o_proj,
+                &m.gate_proj,
+                &m.up_proj,
+                &m.down_proj,
+            ]
+            .into_iter()
+            .flat_map(|linear| &linear.adapters)
+            .any(|adapter| adapter.as_lora().is_some_and(|l| l.dropout.prob > 0.0))
+        })
+    }
 }
+
+/// Held while a layer seeds the device and draws its dropout masks.
+static DROPOUT_DRAWS: Mutex<()> = Mutex::new(());
 
 /// Whether any parameter of `module` trains.
 fn trains<M: Module>(module: &M) -> bool {

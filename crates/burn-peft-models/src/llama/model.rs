@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{log_softmax, silu};
 use burn::tensor::{Bool, Device, Distribution, FloatDType, Int, Tensor, TensorData};
-use burn_peft_adapters::{Adapter, PromptLearning};
+use burn_peft_adapters::{Adapter, PrefixTuning, PromptLearning};
 use burn_peft_core::{AdaptedLinear, AdapterHost, Precision, cast_if_frozen};
 
 use super::config::LlamaConfig;
@@ -443,8 +443,10 @@ impl Llama {
         let first = !cache.primed;
         cache.primed = true;
         let (mut x, mask, prompt_len) = self.embed(input_ids, attention_mask, first);
-        if first && let Some(past) = self.prefix_keys_values(b, None) {
-            cache.layers = past;
+        if first && let Some(table) = self.prefix_table() {
+            cache.layers = (0..self.layers.len())
+                .map(|i| self.prefix_keys_values(table.clone(), i, b))
+                .collect();
         }
         let context = self.layer_context(cache.len(), x.dims()[1], mask, &device);
         let mut updated = Vec::with_capacity(self.layers.len());
@@ -483,35 +485,29 @@ impl Llama {
         }
     }
 
-    /// A prefix-tuning adapter's keys and values for a batch of `batch` rows, per layer
-    /// (`[batch, kv_heads, prefix, head_dim]`), or those of layer `only` alone; `None` without
-    /// a prefix.
+    /// A prefix-tuning adapter's key/value table (`[prefix, 2·layers·kv_heads·head_dim]`), if
+    /// one is attached.
+    pub(super) fn prefix_table(&self) -> Option<Tensor<2>> {
+        match &self.prompt_learning {
+            Some(PromptLearning::Prefix(p)) => Some(p.table()),
+            _ => None,
+        }
+    }
+
+    /// Layer `layer`'s keys and values (`[batch, kv_heads, prefix, head_dim]`) in a prefix
+    /// `table`, in the activation type.
     pub(super) fn prefix_keys_values(
         &self,
+        table: Tensor<2>,
+        layer: usize,
         batch: usize,
-        only: Option<usize>,
-    ) -> Option<Vec<(Tensor<4>, Tensor<4>)>> {
-        let Some(PromptLearning::Prefix(p)) = &self.prompt_learning else {
-            return None;
-        };
+    ) -> (Tensor<4>, Tensor<4>) {
         let dtype = self.precision.float_dtype();
-        let kvs = p.layer_keys_values(self.config.num_key_value_heads, self.config.head_dim());
-        let picked: Vec<_> = match only {
-            Some(i) => kvs.into_iter().skip(i).take(1).collect(),
-            None => kvs,
-        };
-        Some(
-            picked
-                .into_iter()
-                .map(|(k, v)| {
-                    let [kvh, n, d] = k.dims();
-                    (
-                        k.cast(dtype).unsqueeze::<4>().expand([batch, kvh, n, d]),
-                        v.cast(dtype).unsqueeze::<4>().expand([batch, kvh, n, d]),
-                    )
-                })
-                .collect(),
-        )
+        let (kvh, d) = (self.config.num_key_value_heads, self.config.head_dim());
+        let (k, v) = PrefixTuning::keys_values_of(table, layer, kvh, d);
+        let [_, n, _] = k.dims();
+        let expand = |t: Tensor<3>| t.cast(dtype).unsqueeze::<4>().expand([batch, kvh, n, d]);
+        (expand(k), expand(v))
     }
 
     /// What every decoder layer of a forward pass over `seq` positions after `past` cached
