@@ -1,5 +1,6 @@
 //! Distillation from the frozen base model, without a second copy of its weights.
 
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_peft_core::PeftModel;
 use burn_peft_models::{Llama, linear_kl_divergence};
@@ -102,6 +103,44 @@ impl<M: CausalLm + BaseView> Regularizer<M> for Distill<M> {
     }
 
     fn penalty(&mut self, model: &M, rng: &mut SplitMix64) -> Option<Tensor<1>> {
+        let draw = self.draw(model, rng)?;
+        let student = model.hidden_states(draw.input_ids.clone(), Some(draw.mask.clone()));
+        Some(self.loss(model, &draw, student))
+    }
+
+    fn penalty_gradients(
+        &mut self,
+        model: &M,
+        rng: &mut SplitMix64,
+        scale: &dyn Fn(Tensor<1>) -> Tensor<1>,
+        seed: u64,
+    ) -> Option<(Tensor<1>, GradientsParams)> {
+        let draw = self.draw(model, rng)?;
+        let mut head = |student| self.loss(model, &draw, student);
+        Some(model.layerwise_gradients(
+            draw.input_ids.clone(),
+            Some(draw.mask.clone()),
+            &mut head,
+            scale,
+            seed,
+        ))
+    }
+}
+
+/// One micro-batch's general samples and what the teacher makes of them.
+struct Draw<M> {
+    input_ids: Tensor<2, Int>,
+    mask: Tensor<2, Int>,
+    /// Each real (unpadded) token's row in the flattened `[batch · seq]` hidden states.
+    real: Tensor<1, Int>,
+    teacher: M,
+    /// The teacher's final hidden states at the real tokens, untracked.
+    teacher_hidden: Tensor<2>,
+}
+
+impl<M: CausalLm + BaseView> Distill<M> {
+    /// Draws the general samples and runs the teacher on them.
+    fn draw(&self, model: &M, rng: &mut SplitMix64) -> Option<Draw<M>> {
         let picks: Vec<&Sample> = (0..self.config.batch_size)
             .map(|_| &self.general[(rng.next_u64() % self.general.len() as u64) as usize])
             .collect();
@@ -111,34 +150,47 @@ impl<M: CausalLm + BaseView> Regularizer<M> for Distill<M> {
             Some(base) => base,
             None => self.snapshot.clone()?,
         };
-        // Every real (unpadded) token's position in the flattened batch.
-        let [b, s] = batch.input_ids.dims();
+        let s = batch.input_ids.dims()[1];
         let positions: Vec<i64> = picks
             .iter()
             .enumerate()
             .flat_map(|(r, x)| (0..x.ids.len()).map(move |t| (r * s + t) as i64))
             .collect();
         let n = positions.len();
-        let index = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
-        let real = |hidden: Tensor<3>| {
-            let h = hidden.dims()[2];
-            hidden.reshape([b * s, h]).select(0, index.clone())
-        };
-        let hidden = |m: &M| {
-            real(m.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone())))
-        };
-        let teacher_hidden = hidden(&teacher).detach();
+        let real = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
+        let teacher_hidden =
+            teacher.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+        let teacher_hidden = select_rows(teacher_hidden, &real).detach();
+        Some(Draw {
+            input_ids: batch.input_ids,
+            mask: batch.attention_mask,
+            real,
+            teacher,
+            teacher_hidden,
+        })
+    }
+
+    /// `λ · T² · KL(teacher ‖ student)` for the student's final hidden states of `draw`.
+    fn loss(&self, model: &M, draw: &Draw<M>, student: Tensor<3>) -> Tensor<1> {
         let t = self.config.temperature;
+        let teacher_hidden = &draw.teacher_hidden;
         let kl = linear_kl_divergence(
-            hidden(model),
+            select_rows(student, &draw.real),
             |rows| {
                 let f = teacher_hidden.dims()[1];
-                teacher.row_logits(teacher_hidden.clone().slice([rows, 0..f]))
+                draw.teacher
+                    .row_logits(teacher_hidden.clone().slice([rows, 0..f]))
             },
             None,
             t,
             |x| model.row_logits(x),
         );
-        Some(kl * (self.config.lambda * t * t) as f32)
+        kl * (self.config.lambda * t * t) as f32
     }
+}
+
+/// The rows `real` of hidden states `[batch, seq, hidden]` flattened to `[batch · seq, hidden]`.
+fn select_rows(hidden: Tensor<3>, real: &Tensor<1, Int>) -> Tensor<2> {
+    let [b, s, h] = hidden.dims();
+    hidden.reshape([b * s, h]).select(0, real.clone())
 }

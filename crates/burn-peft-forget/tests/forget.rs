@@ -414,9 +414,29 @@ fn distillation_penalty_equals_the_full_softmax_kl() {
     assert!(e > 1e-6, "a KL worth testing: {e}");
     assert!((a - e).abs() <= 1e-5 * e.max(1e-3), "{a} vs {e}");
     let (ga, ge) = (grad_of(ours), grad_of(reference));
-    assert!(ge.iter().any(|v| v.abs() > 0.0));
+    // Within 1e-4 of the largest entry.
+    let tol = 1e-4 * ge.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(tol > 0.0);
     for (x, y) in ga.iter().zip(&ge) {
-        assert!((x - y).abs() <= 1e-6 + 1e-4 * y.abs(), "{x} vs {y}");
+        assert!((x - y).abs() <= tol, "{x} vs {y}");
+    }
+
+    // With gradient checkpointing: the same samples, value and gradients (of the scaled
+    // penalty), computed one layer at a time.
+    let mut r = rng;
+    let (value, grads) = d
+        .penalty_gradients(&m, &mut r, &|loss| loss * 0.5, 3)
+        .unwrap();
+    let v = value.into_scalar::<f32>();
+    assert!((v - e).abs() <= 1e-5 * e.max(1e-3), "{v} vs {e}");
+    let gl: Vec<f32> = grads
+        .get::<2>(lora_b(&m).id)
+        .unwrap()
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    for (x, y) in gl.iter().zip(&ge) {
+        assert!((x - 0.5 * y).abs() <= 0.5 * tol, "{x} vs {}", 0.5 * y);
     }
 }
 

@@ -294,7 +294,7 @@ impl<M: Module> PeftOptimizer<M> {
     /// Back-propagates one micro-batch's mean loss. On the last micro-batch of an
     /// accumulation window it averages the gradients, clips them and steps.
     pub fn backward_step(&mut self, model: M, loss: Tensor<1>) -> (M, Option<StepReport>) {
-        let grads = GradientsParams::from_grads(self.scaled(loss).backward(), &model);
+        let grads = GradientsParams::from_grads(self.scaled_loss(loss).backward(), &model);
         self.accumulate_or_step(model, grads)
     }
 
@@ -324,7 +324,7 @@ impl<M: Module> PeftOptimizer<M> {
     where
         F: FnOnce(&M, &dyn Fn(Tensor<1>) -> Tensor<1>) -> GradientsParams,
     {
-        let grads = grads_of(&model, &|loss| self.scaled(loss));
+        let grads = grads_of(&model, &|loss| self.scaled_loss(loss));
         self.accumulate_or_step(model, grads)
     }
 
@@ -372,6 +372,12 @@ impl<M: Module> PeftOptimizer<M> {
         T: Send,
         F: Fn(&M, T) -> Tensor<1> + Sync,
     {
+        // First, so that its graph (a distillation's whole forward pass, say) is freed before
+        // the parts record their own. A penalty that records nothing (no trainable parameter
+        // in it) has no gradient.
+        let extra = extra
+            .filter(Tensor::is_tracked)
+            .map(|extra| GradientsParams::from_grads(self.scaled_loss(extra).backward(), &model));
         self.backward_step_parallel_with(model, inputs, extra, |m, input, scale| {
             let loss = part_loss(m, input);
             let grads = GradientsParams::from_grads(scale(loss.clone()).backward(), m);
@@ -382,8 +388,9 @@ impl<M: Module> PeftOptimizer<M> {
     /// [`backward_step_parallel`](Self::backward_step_parallel) for parts that run their
     /// backward passes themselves, as [`backward_step_with`](Self::backward_step_with) does
     /// for one: `part_grads(model, input, scale)` returns the part's loss (detached) and the
-    /// gradients of `scale(loss)`. `extra`'s backward pass runs on the calling thread, before
-    /// the first part's.
+    /// gradients of `scale(loss)`. `extra` holds gradients the caller computed itself (a
+    /// penalty's, from a loss passed through [`scaled_loss`](Self::scaled_loss)); they are
+    /// added before the parts'.
     ///
     /// ```
     /// use burn::nn::{Linear, LinearConfig};
@@ -409,7 +416,7 @@ impl<M: Module> PeftOptimizer<M> {
         &mut self,
         model: M,
         inputs: Vec<T>,
-        extra: Option<Tensor<1>>,
+        extra: Option<GradientsParams>,
         part_grads: F,
     ) -> (M, Vec<Tensor<1>>, Option<StepReport>)
     where
@@ -433,11 +440,7 @@ impl<M: Module> PeftOptimizer<M> {
                 .collect();
             let mut losses = Vec::new();
             let mut sum = GradientsAccumulator::<M>::new();
-            // First, so that its graph (a distillation's whole forward pass, say) is freed
-            // before the first part records its own. A penalty that records nothing (no
-            // trainable parameter in it) has no gradient.
-            if let Some(extra) = extra.filter(Tensor::is_tracked) {
-                let grads = GradientsParams::from_grads(scaled(extra).backward(), &model);
+            if let Some(grads) = extra {
                 sum.accumulate(&model, grads);
             }
             if let Some(input) = first {
@@ -458,8 +461,23 @@ impl<M: Module> PeftOptimizer<M> {
         (model, losses, report)
     }
 
-    /// The loss as back-propagated: divided by the accumulation steps, times the loss scale.
-    fn scaled(&self, loss: Tensor<1>) -> Tensor<1> {
+    /// The loss as it is back-propagated: divided by the accumulation steps, times the loss
+    /// scale. The `scale` that [`backward_step_with`](Self::backward_step_with) hands out, for
+    /// gradients computed outside it (`extra` of
+    /// [`backward_step_parallel_with`](Self::backward_step_parallel_with)).
+    ///
+    /// ```
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn::tensor::{Device, Tensor};
+    /// use burn_peft_optim::PeftOptimizerConfig;
+    ///
+    /// let device = Device::flex().autodiff();
+    /// let config = PeftOptimizerConfig::new(1).with_gradient_accumulation_steps(4);
+    /// let optim = config.init::<Linear>().unwrap();
+    /// let loss = Tensor::<1>::from_floats([2.0], &device);
+    /// assert_eq!(optim.scaled_loss(loss).into_scalar::<f32>(), 0.5);
+    /// ```
+    pub fn scaled_loss(&self, loss: Tensor<1>) -> Tensor<1> {
         scale_loss(
             loss,
             self.config.gradient_accumulation_steps,

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 
 use crate::data::Sample;
@@ -47,6 +49,33 @@ pub trait Regularizer<M> {
     /// The penalty added to this micro-batch's task loss (`None`: nothing).
     fn penalty(&mut self, _model: &M, _rng: &mut SplitMix64) -> Option<Tensor<1>> {
         None
+    }
+
+    /// The [`penalty`](Self::penalty) (detached) and the gradients of `scale(penalty)`, for
+    /// training with gradient checkpointing ([`TrainConfig::checkpoint_layers`]): a penalty
+    /// that runs the model (distillation) computes them through
+    /// [`CausalLm::layerwise_gradients`], one decoder layer at a time, with dropout masks
+    /// drawn from `seed`. The default back-propagates [`penalty`](Self::penalty) at once.
+    ///
+    /// [`TrainConfig::checkpoint_layers`]: crate::TrainConfig::checkpoint_layers
+    /// [`CausalLm::layerwise_gradients`]: crate::CausalLm::layerwise_gradients
+    fn penalty_gradients(
+        &mut self,
+        model: &M,
+        rng: &mut SplitMix64,
+        scale: &dyn Fn(Tensor<1>) -> Tensor<1>,
+        _seed: u64,
+    ) -> Option<(Tensor<1>, GradientsParams)>
+    where
+        M: Module,
+    {
+        let penalty = self.penalty(model, rng)?;
+        let grads = if penalty.is_tracked() {
+            GradientsParams::from_grads(scale(penalty.clone()).backward(), model)
+        } else {
+            GradientsParams::new()
+        };
+        Some((penalty.detach(), grads))
     }
 
     /// Writes the state that `prepare` computed into a checkpoint directory.

@@ -359,15 +359,17 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 step_tokens += samples.iter().map(|s| s.ids.len()).sum::<usize>();
                 let slices = slices(&samples, cfg.batch_threads, pad_id, device);
                 device.seed(seed);
-                let penalty = self
-                    .regularizer
-                    .as_mut()
-                    .and_then(|r| r.penalty(&model, &mut rng));
-                if let Some(p) = &penalty {
-                    penalty_sum += p.clone().into_scalar::<f32>() as f64;
-                }
                 let (m, losses, r) = if cfg.checkpoint_layers {
-                    // Each slice its own dropout seed.
+                    // The penalty's gradients first, layer by layer as well (distillation runs
+                    // the model); then each slice with its own dropout seed.
+                    let penalty = self.regularizer.as_mut().and_then(|r| {
+                        let scale = |loss| optim.scaled_loss(loss);
+                        r.penalty_gradients(&model, &mut rng, &scale, mix(seed, u64::MAX, 0))
+                    });
+                    let penalty = penalty.map(|(value, grads)| {
+                        penalty_sum += value.into_scalar::<f32>() as f64;
+                        grads
+                    });
                     let slices: Vec<_> = slices.into_iter().enumerate().collect();
                     optim.backward_step_parallel_with(
                         model,
@@ -379,6 +381,13 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                         },
                     )
                 } else {
+                    let penalty = self
+                        .regularizer
+                        .as_mut()
+                        .and_then(|r| r.penalty(&model, &mut rng));
+                    if let Some(p) = &penalty {
+                        penalty_sum += p.clone().into_scalar::<f32>() as f64;
+                    }
                     optim.backward_step_parallel(model, slices, penalty, |m, (batch, share)| {
                         let loss = batch_loss(m, &batch);
                         if share == 1.0 { loss } else { loss * share }
