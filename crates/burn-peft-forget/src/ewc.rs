@@ -4,8 +4,8 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData};
+use burn_peft_models::linear_cross_entropy;
 use burn_peft_train::{
     CausalLm, Regularizer, Result, Sample, SplitMix64, TrainError, batch_loss, collate,
 };
@@ -222,27 +222,61 @@ impl Ewc {
 }
 
 /// Cross-entropy against next tokens drawn from the model's own (detached) predictions, at the
-/// batch's target positions, by the Gumbel-max trick.
+/// batch's target positions. The draws and the loss go a chunk of rows at a time
+/// ([`draw_tokens`], [`linear_cross_entropy`]), so neither the logits of the whole batch nor an
+/// autodiff graph over the vocabulary's softmax is ever held.
 fn sampled_loss<M: CausalLm>(model: &M, batch: &burn_peft_train::Batch) -> Tensor<1> {
-    let logits = model.token_logits(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
-    let [b, s, v] = logits.dims();
-    let device = logits.device();
-    let u = Tensor::<3>::random([b, s, v], Distribution::Uniform(1e-10, 1.0), &device);
-    let gumbel = u.log().neg().log().neg();
-    let drawn: Tensor<2, Int> = (logits.clone().detach() + gumbel).argmax(2).reshape([b, s]);
-    let logp = log_softmax(logits, 2)
-        .gather(2, drawn.unsqueeze_dim::<3>(2))
-        .reshape([b, s]);
-    // Position t predicts token t+1: weight it by the target mask of t+1.
-    let mut w = vec![0.0f32; b * s];
-    for r in 0..b {
-        for t in 0..s.saturating_sub(1) {
-            w[r * s + t] = batch.targets[r * s + t + 1] as u8 as f32;
-        }
+    let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+    let [b, s, h] = hidden.dims();
+    let device = hidden.device();
+    // Position t predicts token t+1: the rows whose next token is a target.
+    let rows: Vec<i64> = (0..b)
+        .flat_map(|r| (0..s.saturating_sub(1)).map(move |t| (r, t)))
+        .filter(|&(r, t)| batch.targets[r * s + t + 1])
+        .map(|(r, t)| (r * s + t) as i64)
+        .collect();
+    let n = rows.len();
+    if n == 0 {
+        // No target: a zero that still reaches the parameters, as the empirical loss gives.
+        return (hidden.cast(FloatDType::F32).sum() * 0.0).reshape([1]);
     }
-    let count = w.iter().sum::<f32>().max(1.0);
-    let w = Tensor::<2>::from_data(TensorData::new(w, [b, s]), &device);
-    (logp * w).sum().neg() / count
+    let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
+    let picked = hidden.reshape([b * s, h]).select(0, index);
+    let project = |x: Tensor<2>| model.row_logits(x);
+    let drawn = draw_tokens(picked.clone().detach(), &project, DRAW_CHUNK_ELEMENTS);
+    linear_cross_entropy(picked, drawn, None, project)
+}
+
+/// Logits held at once while drawing (rows × vocabulary), as the chunked losses hold.
+const DRAW_CHUNK_ELEMENTS: usize = 1 << 23;
+
+/// One token per row of `hidden` `[rows, features]`, drawn from `softmax(project(rows))` by the
+/// Gumbel-max trick (the device's random generator), `chunk_elements` logits at a time.
+fn draw_tokens(
+    hidden: Tensor<2>,
+    project: &dyn Fn(Tensor<2>) -> Tensor<2>,
+    chunk_elements: usize,
+) -> Tensor<1, Int> {
+    let [rows, features] = hidden.dims();
+    let mut drawn = Vec::new();
+    // The vocabulary is known after the first chunk.
+    let mut chunk = 1;
+    let mut start = 0;
+    while start < rows {
+        let end = rows.min(start + chunk);
+        let logits = project(hidden.clone().slice([start..end, 0..features])).cast(FloatDType::F32);
+        let [n, vocab] = logits.dims();
+        let u = Tensor::<2>::random(
+            [n, vocab],
+            Distribution::Uniform(1e-10, 1.0),
+            &logits.device(),
+        );
+        let gumbel = u.log().neg().log().neg();
+        drawn.push((logits + gumbel).argmax(1).reshape([n]));
+        chunk = (chunk_elements / vocab.max(1)).max(1);
+        start = end;
+    }
+    Tensor::cat(drawn, 0)
 }
 
 impl<M: CausalLm> Regularizer<M> for Ewc {
@@ -355,5 +389,31 @@ impl<M: Module> Regularizer<M> for L2Sp {
             .pop()
             .unwrap_or_default();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The draws follow the softmax of the logits, over chunks of rows and a last short one.
+    #[test]
+    fn drawn_tokens_follow_the_softmax() {
+        let device = Device::flex();
+        device.seed(7);
+        let logits = [0.0f32, 1.0, 2.0, -1.0, 0.5];
+        let table = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [1, 5]), &device);
+        let rows = 20_001;
+        let hidden = Tensor::<2>::ones([rows, 1], &device);
+        let drawn = draw_tokens(hidden, &|x| x.matmul(table.clone()), 5 * 1000);
+        let drawn: Vec<i64> = drawn.into_data().convert::<i64>().try_to_vec().unwrap();
+        assert_eq!(drawn.len(), rows);
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        for (token, l) in logits.iter().enumerate() {
+            let p = l.exp() / z;
+            let f = drawn.iter().filter(|&&d| d == token as i64).count() as f32 / rows as f32;
+            // About six standard deviations of a frequency over 20,001 draws.
+            assert!((f - p).abs() < 0.02, "token {token}: {f} drawn, p = {p}");
+        }
     }
 }
