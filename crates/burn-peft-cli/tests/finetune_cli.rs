@@ -395,16 +395,28 @@ fn batch_threads_train_the_same_run_as_one_thread() {
 fn gradient_checkpointing_by_layer_trains_the_same_run() {
     let tmp = tempfile::tempdir().unwrap();
     let prefix = ["--method", "prefix", "--num-virtual-tokens", "4"];
+    // Distillation's student pass is checkpointed too: with LoRA, with prompt tuning's virtual
+    // tokens in the sequence, and with full fine-tuning (a snapshot as the teacher).
+    let prompt_distill = [
+        &["--method", "prompt", "--num-virtual-tokens", "4"][..],
+        &DISTILL,
+    ]
+    .concat();
+    let full_distill = [&["--method", "full"][..], &DISTILL].concat();
     for extra in [
         &["--method", "lora"][..],
         &["--method", "full"],
         &prefix,
         &DISTILL,
+        &prompt_distill,
+        &full_distill,
     ] {
         let run = |threads: &str, checkpointing: &[&str]| {
-            let dir = tmp
-                .path()
-                .join(format!("{}-{threads}-{}", extra[1], checkpointing.len()));
+            let dir = tmp.path().join(format!(
+                "{}-{threads}-{}",
+                extra.join("_"),
+                checkpointing.len()
+            ));
             let args = [
                 &["--steps", "6", "--batch-size", "3", "--grad-accum", "2"][..],
                 &["--batch-threads", threads],
@@ -426,8 +438,8 @@ fn gradient_checkpointing_by_layer_trains_the_same_run() {
                 );
             }
         }
-        // (Six steps of prefix tuning move its loss less than the batches do.)
-        if extra[1] != "prefix" {
+        // (Six steps of prefix or prompt tuning move its loss less than the batches do.)
+        if !matches!(extra[1], "prefix" | "prompt") {
             assert!(plain[5].1 < plain[0].1, "{extra:?}: {plain:?}");
         }
     }

@@ -55,7 +55,9 @@ pub trait Regularizer<M> {
     /// training with gradient checkpointing ([`TrainConfig::checkpoint_layers`]): a penalty
     /// that runs the model (distillation) computes them through
     /// [`CausalLm::layerwise_gradients`], one decoder layer at a time, with dropout masks
-    /// drawn from `seed`. The default back-propagates [`penalty`](Self::penalty) at once.
+    /// drawn from `seed`. The default back-propagates [`penalty`](Self::penalty) at once and
+    /// ignores `seed`: its draws come from the device's generator, which the trainer seeds
+    /// for each micro-batch.
     ///
     /// [`TrainConfig::checkpoint_layers`]: crate::TrainConfig::checkpoint_layers
     /// [`CausalLm::layerwise_gradients`]: crate::CausalLm::layerwise_gradients
