@@ -584,6 +584,7 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
                 let mut c = EwcConfig::new(lambda.unwrap_or(1e4))
                     .with_fisher_samples(args.fisher_samples)
                     .with_fisher_batch_size(args.fisher_batch_size)
+                    .with_checkpoint_layers(layerwise)
                     .with_fisher(if args.sampled_fisher {
                         FisherKind::Sampled
                     } else {

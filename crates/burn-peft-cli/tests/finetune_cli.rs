@@ -403,6 +403,20 @@ fn gradient_checkpointing_by_layer_trains_the_same_run() {
     ]
     .concat();
     let full_distill = [&["--method", "full"][..], &DISTILL].concat();
+    // EWC's Fisher is estimated layer by layer as well (sampled: the same draws).
+    let ewc = [
+        "--forgetting",
+        "ewc",
+        "--general-data",
+        "text.txt",
+        "--general-samples",
+        "4",
+        "--fisher-samples",
+        "3",
+        "--sampled-fisher",
+        "--forgetting-lambda",
+        "1e6",
+    ];
     for extra in [
         &["--method", "lora"][..],
         &["--method", "full"],
@@ -410,6 +424,7 @@ fn gradient_checkpointing_by_layer_trains_the_same_run() {
         &DISTILL,
         &prompt_distill,
         &full_distill,
+        &ewc,
     ] {
         let run = |threads: &str, checkpointing: &[&str]| {
             let dir = tmp.path().join(format!(

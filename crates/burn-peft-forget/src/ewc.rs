@@ -7,7 +7,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData};
 use burn_peft_models::linear_cross_entropy;
 use burn_peft_train::{
-    CausalLm, Regularizer, Result, Sample, SplitMix64, TrainError, batch_loss, collate,
+    CausalLm, Regularizer, Result, Sample, SplitMix64, TrainError, collate, loss_of_hidden,
 };
 
 use crate::flat::{self, Flat};
@@ -46,6 +46,10 @@ pub struct EwcConfig {
     /// Online EWC: each consolidation folds into one term, `γ·F_old + F_new`, anchored at the
     /// latest values (`None`: separate EWC, one term per consolidation).
     pub gamma: Option<f64>,
+    /// Computes each Fisher gradient one decoder layer at a time
+    /// ([`CausalLm::layerwise_gradients`]): the same estimate in the memory of gradient
+    /// checkpointing, for more time. Off by default.
+    pub checkpoint_layers: bool,
 }
 
 impl EwcConfig {
@@ -57,6 +61,7 @@ impl EwcConfig {
             fisher_batch_size: 1,
             fisher: FisherKind::Empirical,
             gamma: None,
+            checkpoint_layers: false,
         }
     }
 
@@ -87,6 +92,18 @@ impl EwcConfig {
     /// Online EWC with decay γ.
     pub fn with_gamma(mut self, gamma: Option<f64>) -> Self {
         self.gamma = gamma;
+        self
+    }
+
+    /// Estimates the Fisher with gradient checkpointing by layer (as training does with
+    /// `TrainConfig::checkpoint_layers`).
+    ///
+    /// ```
+    /// use burn_peft_forget::EwcConfig;
+    /// assert!(EwcConfig::new(1e4).with_checkpoint_layers(true).checkpoint_layers);
+    /// ```
+    pub fn with_checkpoint_layers(mut self, on: bool) -> Self {
+        self.checkpoint_layers = on;
         self
     }
 }
@@ -178,14 +195,32 @@ impl Ewc {
                 .map(|j| &self.general[j % self.general.len()])
                 .collect();
             let batch = collate(&samples, self.pad_id, device);
-            device.seed(0x5EED_F15E ^ i as u64);
-            let loss = match self.config.fisher {
-                FisherKind::Empirical => batch_loss(model, &batch),
-                FisherKind::Sampled => sampled_loss(model, &batch),
+            let seed = 0x5EED_F15E ^ i as u64;
+            device.seed(seed);
+            let kind = self.config.fisher;
+            let mut loss_of = |hidden: Tensor<3>| match kind {
+                FisherKind::Empirical => loss_of_hidden(model, hidden, &batch),
+                FisherKind::Sampled => {
+                    // The draws' own seed: the same tokens with and without checkpointing,
+                    // whatever the layers drew before.
+                    hidden.device().seed(!seed);
+                    sampled_loss(model, hidden, &batch)
+                }
             };
             // Scaled by a power of two (exact in f32 and bf16) so that per-sample gradients
             // through f16 activations do not underflow; unscaled in the square.
-            let grads = GradientsParams::from_grads((loss * FISHER_SCALE).backward(), model);
+            let scale = |loss: Tensor<1>| loss * FISHER_SCALE;
+            let grads = if self.config.checkpoint_layers {
+                let ids = batch.input_ids.clone();
+                let mask = Some(batch.attention_mask.clone());
+                model
+                    .layerwise_gradients(ids, mask, &mut loss_of, &scale, seed)
+                    .1
+            } else {
+                let hidden = model
+                    .hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+                GradientsParams::from_grads(scale(loss_of(hidden)).backward(), model)
+            };
             for (k, g) in flat::gradients(model, &grads) {
                 let g2 = g.square() / (FISHER_SCALE * FISHER_SCALE);
                 let entry = sum.remove(&k);
@@ -222,11 +257,14 @@ impl Ewc {
 }
 
 /// Cross-entropy against next tokens drawn from the model's own (detached) predictions, at the
-/// batch's target positions. The draws and the loss go a chunk of rows at a time
+/// batch's target positions, from the final hidden states. The draws and the loss go a chunk of rows at a time
 /// ([`draw_tokens`], [`linear_cross_entropy`]), so neither the logits of the whole batch nor an
 /// autodiff graph over the vocabulary's softmax is ever held.
-fn sampled_loss<M: CausalLm>(model: &M, batch: &burn_peft_train::Batch) -> Tensor<1> {
-    let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+fn sampled_loss<M: CausalLm>(
+    model: &M,
+    hidden: Tensor<3>,
+    batch: &burn_peft_train::Batch,
+) -> Tensor<1> {
     let [b, s, h] = hidden.dims();
     let device = hidden.device();
     // Position t predicts token t+1: the rows whose next token is a target.

@@ -12,6 +12,14 @@ use burn_peft_forget::{
 use burn_peft_models::{Llama, LlamaConfig};
 use burn_peft_train::{CausalLm, Regularizer, Sample, SplitMix64, batch_loss, collate};
 
+/// The tests seed and draw from the flex device's one random generator (model init, sampled
+/// Fisher, dropout): they run one at a time, so that no other test draws in between.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn model(device: &Device, init: LoraInit) -> Llama {
     device.seed(11);
     let mut m = Llama::init(&LlamaConfig::tiny(64), device);
@@ -80,6 +88,7 @@ fn fisher_of(ewc: &Ewc, needle: &str) -> Vec<f32> {
 /// `λ/2 Σ F (θ − θ*)²`.
 #[test]
 fn ewc_fisher_and_penalty_match_hand_computation() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let m = model(&device, LoraInit::Gaussian);
     let data = samples();
@@ -141,6 +150,7 @@ fn ewc_fisher_and_penalty_match_hand_computation() {
 /// wrapping around), squared and averaged over the batches.
 #[test]
 fn ewc_per_batch_fisher_squares_each_batch_gradient() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let m = model(&device, LoraInit::Gaussian);
     let data = samples();
@@ -182,8 +192,45 @@ fn ewc_per_batch_fisher_squares_each_batch_gradient() {
     assert!(Ewc::new(EwcConfig::new(1.0).with_fisher_batch_size(0), samples(), 0).is_err());
 }
 
+/// With gradient checkpointing by layer, the Fisher estimate (empirical and sampled) is the one
+/// a single backward pass gives, over LoRA on two layers of the tiny model.
+#[test]
+fn checkpointed_fisher_equals_the_plain_one() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let mut m = model(&device, LoraInit::Gaussian);
+    // B moved on one layer's q_proj, so that its A gets a gradient too.
+    shift_b(&mut m, 0.3);
+    for kind in [FisherKind::Empirical, FisherKind::Sampled] {
+        let fisher = |layers: bool| {
+            let config = EwcConfig::new(1.0)
+                .with_fisher_samples(3)
+                .with_fisher(kind)
+                .with_checkpoint_layers(layers);
+            let mut e = Ewc::new(config, samples(), 0).unwrap();
+            e.consolidate(&m, &device).unwrap();
+            e.fisher()
+        };
+        let (plain, layers) = (fisher(false), fisher(true));
+        assert_eq!(plain.len(), layers.len());
+        assert!(plain.len() >= 4, "{kind:?}: {} tensors", plain.len());
+        for ((name, a), (other, b)) in plain.iter().zip(&layers) {
+            assert_eq!(name, other);
+            let max = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // B always has a gradient; A only where B is not zero.
+            if name.ends_with("lora_b") || name.starts_with("layers.0.self_attn.q_proj") {
+                assert!(max > 0.0, "{kind:?} {name}: a zero Fisher");
+            }
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-4 * max, "{kind:?} {name}: {x} vs {y}");
+            }
+        }
+    }
+}
+
 #[test]
 fn online_ewc_decays_the_earlier_fisher() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let m = model(&device, LoraInit::Gaussian);
     let data = samples();
@@ -260,6 +307,7 @@ fn online_ewc_decays_the_earlier_fisher() {
 
 #[test]
 fn l2sp_is_half_alpha_times_the_squared_distance() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let m = model(&device, LoraInit::Gaussian);
     let mut l2 = L2Sp::new(4.0).unwrap();
@@ -280,6 +328,7 @@ fn l2sp_is_half_alpha_times_the_squared_distance() {
 
 #[test]
 fn replay_replaces_its_share_of_each_batch() {
+    let _serial = serial();
     let s = |i: u32| Sample {
         ids: vec![i, i + 1],
         targets: vec![true, true],
@@ -315,6 +364,7 @@ fn replay_replaces_its_share_of_each_batch() {
 /// when it moves; no copy of the weights is taken for adapters.
 #[test]
 fn distillation_compares_with_the_base_view() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let m = model(&device, LoraInit::Default);
     let mut d = Distill::new(DistillConfig::new(1.0), samples(), 0).unwrap();
@@ -354,6 +404,7 @@ fn distillation_compares_with_the_base_view() {
 /// mask: value and the adapter's gradients, at temperature 2, over samples of different lengths.
 #[test]
 fn distillation_penalty_equals_the_full_softmax_kl() {
+    let _serial = serial();
     use burn::tensor::activation::{log_softmax, softmax};
     let device = Device::flex().autodiff();
     let mut m = model(&device, LoraInit::Gaussian);
@@ -442,6 +493,7 @@ fn distillation_penalty_equals_the_full_softmax_kl() {
 
 #[test]
 fn backward_transfer_reads_the_table_so_far() {
+    let _serial = serial();
     assert_eq!(backward_transfer(&[vec![1.0]]), None);
     assert_eq!(backward_transfer(&[vec![1.0, 0.0], vec![1.0]]), None);
     let t = vec![
@@ -468,6 +520,7 @@ fn lora_a(m: &Llama, name: &str) -> Vec<Tensor<2>> {
 /// joins every task's adapter into one that computes what they did together.
 #[test]
 fn olora_keeps_each_task_and_penalizes_the_overlap_of_the_subspaces() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let mut m = model(&device, LoraInit::Default);
     shift_b(&mut m, 0.3);

@@ -130,8 +130,25 @@ pub(crate) fn batch_gradients<M: CausalLm>(
     )
 }
 
-/// The target tokens' mean cross-entropy from the final hidden states.
-fn loss_of_hidden<M: CausalLm>(model: &M, hidden: Tensor<3>, batch: &Batch) -> Tensor<1> {
+/// [`batch_loss`] from the final hidden states `[batch, seq, hidden]` of `batch` (what
+/// [`CausalLm::hidden_states`] returns): the target tokens' mean cross-entropy, a chunk of
+/// rows at a time. The head to give [`CausalLm::layerwise_gradients`] for that loss.
+///
+/// ```
+/// use burn::tensor::Device;
+/// use burn_peft_models::{Llama, LlamaConfig};
+/// use burn_peft_train::{CausalLm, Sample, batch_loss, collate, loss_of_hidden};
+///
+/// let device = Device::flex();
+/// let model = Llama::init(&LlamaConfig::tiny(32), &device);
+/// let sample = Sample { ids: vec![1, 5, 9, 2], targets: vec![false, true, true, true], label: None };
+/// let batch = collate(&[&sample], 0, &device);
+/// let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+/// let a = loss_of_hidden(&model, hidden, &batch).into_scalar::<f32>();
+/// let b = batch_loss(&model, &batch).into_scalar::<f32>();
+/// assert!((a - b).abs() < 1e-6);
+/// ```
+pub fn loss_of_hidden<M: CausalLm>(model: &M, hidden: Tensor<3>, batch: &Batch) -> Tensor<1> {
     let [b, s, h] = hidden.dims();
     let device = hidden.device();
     // Position r*s + t predicts token t + 1 of row r.
