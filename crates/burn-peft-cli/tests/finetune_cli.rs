@@ -101,6 +101,18 @@ const DEFAULTS: [(&str, &str); 7] = [
     ("--seed", "42"),
 ];
 
+/// EWC with its Fisher from 4 samples of the fixture text.
+const EWC: [&str; 8] = [
+    "--forgetting",
+    "ewc",
+    "--general-data",
+    "text.txt",
+    "--general-samples",
+    "4",
+    "--fisher-samples",
+    "4",
+];
+
 /// Distillation on the fixture text.
 const DISTILL: [&str; 6] = [
     "--forgetting",
@@ -214,18 +226,7 @@ fn a_killed_run_resumes_onto_the_same_trajectory() {
 /// The same with EWC, whose Fisher and anchors travel in the checkpoint.
 #[test]
 fn a_killed_run_with_ewc_resumes_onto_the_same_trajectory() {
-    kill_and_resume(&[
-        "--forgetting",
-        "ewc",
-        "--general-data",
-        "text.txt",
-        "--general-samples",
-        "4",
-        "--fisher-samples",
-        "4",
-        "--forgetting-lambda",
-        "100",
-    ]);
+    kill_and_resume(&[&EWC[..], &["--forgetting-lambda", "100"]].concat());
 }
 
 /// Full fine-tuning distilled from its own starting weights: on resume the teacher is the
@@ -405,18 +406,10 @@ fn gradient_checkpointing_by_layer_trains_the_same_run() {
     let full_distill = [&["--method", "full"][..], &DISTILL].concat();
     // EWC's Fisher is estimated layer by layer as well (sampled: the same draws).
     let ewc = [
-        "--forgetting",
-        "ewc",
-        "--general-data",
-        "text.txt",
-        "--general-samples",
-        "4",
-        "--fisher-samples",
-        "3",
-        "--sampled-fisher",
-        "--forgetting-lambda",
-        "1e6",
-    ];
+        &EWC[..],
+        &["--sampled-fisher", "--forgetting-lambda", "1e6"],
+    ]
+    .concat();
     for extra in [
         &["--method", "lora"][..],
         &["--method", "full"],
