@@ -257,9 +257,9 @@ impl Ewc {
 }
 
 /// Cross-entropy against next tokens drawn from the model's own (detached) predictions, at the
-/// batch's target positions, from the final hidden states. The draws and the loss go a chunk of rows at a time
-/// ([`draw_tokens`], [`linear_cross_entropy`]), so neither the logits of the whole batch nor an
-/// autodiff graph over the vocabulary's softmax is ever held.
+/// batch's target positions, from the final hidden states. The draws and the loss go a chunk of
+/// rows at a time ([`draw_tokens`], [`linear_cross_entropy`]), so neither the logits of the
+/// whole batch nor an autodiff graph over the vocabulary's softmax is ever held.
 fn sampled_loss<M: CausalLm>(
     model: &M,
     hidden: Tensor<3>,
