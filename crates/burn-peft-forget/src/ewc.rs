@@ -4,10 +4,10 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData};
-use burn_peft_models::linear_cross_entropy;
+use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 use burn_peft_train::{
     CausalLm, Regularizer, Result, Sample, SplitMix64, TrainError, collate, loss_of_hidden,
+    loss_of_hidden_with,
 };
 
 use crate::flat::{self, Flat};
@@ -258,31 +258,16 @@ impl Ewc {
 
 /// Cross-entropy against next tokens drawn from the model's own (detached) predictions, at the
 /// batch's target positions, from the final hidden states. The draws and the loss go a chunk of
-/// rows at a time ([`draw_tokens`], [`linear_cross_entropy`]), so neither the logits of the
+/// rows at a time ([`draw_tokens`], [`loss_of_hidden_with`]), so neither the logits of the
 /// whole batch nor an autodiff graph over the vocabulary's softmax is ever held.
 fn sampled_loss<M: CausalLm>(
     model: &M,
     hidden: Tensor<3>,
     batch: &burn_peft_train::Batch,
 ) -> Tensor<1> {
-    let [b, s, h] = hidden.dims();
-    let device = hidden.device();
-    // Position t predicts token t+1: the rows whose next token is a target.
-    let rows: Vec<i64> = (0..b)
-        .flat_map(|r| (0..s.saturating_sub(1)).map(move |t| (r, t)))
-        .filter(|&(r, t)| batch.targets[r * s + t + 1])
-        .map(|(r, t)| (r * s + t) as i64)
-        .collect();
-    let n = rows.len();
-    if n == 0 {
-        // No target: a zero that still reaches the parameters, as the empirical loss gives.
-        return (hidden.cast(FloatDType::F32).sum() * 0.0).reshape([1]);
-    }
-    let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
-    let picked = hidden.reshape([b * s, h]).select(0, index);
-    let project = |x: Tensor<2>| model.row_logits(x);
-    let drawn = draw_tokens(picked.clone().detach(), &project, DRAW_CHUNK_ELEMENTS);
-    linear_cross_entropy(picked, drawn, None, project)
+    loss_of_hidden_with(model, hidden, batch, |rows, _| {
+        draw_tokens(rows.detach(), &|x| model.row_logits(x), DRAW_CHUNK_ELEMENTS)
+    })
 }
 
 /// Logits held at once while drawing (rows × vocabulary), as the chunked losses hold.
@@ -433,6 +418,7 @@ impl<M: Module> Regularizer<M> for L2Sp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
 
     /// The draws follow the softmax of the logits, over chunks of rows and a last short one.
     #[test]

@@ -34,7 +34,7 @@ pub use data::{CsvTask, Dataset, Encoder, PromptFormat, Sample, Task, read_text}
 pub use error::{Result, TrainError};
 pub use eval::{EvalMetrics, evaluate};
 pub use metrics::{MetricsLog, plot_metrics, read_metrics};
-pub use model::{CausalLm, batch_loss, loss_of_hidden};
+pub use model::{CausalLm, batch_loss, loss_of_hidden, loss_of_hidden_with};
 pub use regularizer::Regularizer;
 pub use sequence::{SequenceSummary, SequenceTask, backward_transfer};
 pub use trainer::{RunSummary, TrainConfig, Trainer, WeightsIo, describe};

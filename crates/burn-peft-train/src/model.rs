@@ -149,6 +149,40 @@ pub(crate) fn batch_gradients<M: CausalLm>(
 /// assert!((a - b).abs() < 1e-6);
 /// ```
 pub fn loss_of_hidden<M: CausalLm>(model: &M, hidden: Tensor<3>, batch: &Batch) -> Tensor<1> {
+    loss_of_hidden_with(model, hidden, batch, |_, targets| targets)
+}
+
+/// [`loss_of_hidden`] against other next tokens: `choose(rows, targets)` gets the hidden states
+/// `[n, hidden]` at the positions that predict a target and the data's tokens there `[n]`, and
+/// returns the tokens to score (EWC's sampled Fisher draws them from the model). With no
+/// target in the batch, the loss is a zero that still reaches the parameters.
+///
+/// ```
+/// use burn::tensor::{Device, Int, Tensor};
+/// use burn_peft_models::{Llama, LlamaConfig};
+/// use burn_peft_train::{CausalLm, Sample, collate, loss_of_hidden, loss_of_hidden_with};
+///
+/// let device = Device::flex();
+/// let model = Llama::init(&LlamaConfig::tiny(32), &device);
+/// let sample = Sample { ids: vec![1, 5, 9, 2], targets: vec![false, true, true, true], label: None };
+/// let batch = collate(&[&sample], 0, &device);
+/// let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
+/// // The data's own tokens: the ordinary loss.
+/// let same = loss_of_hidden_with(&model, hidden.clone(), &batch, |_, targets| targets);
+/// let plain = loss_of_hidden(&model, hidden.clone(), &batch);
+/// assert_eq!(same.into_scalar::<f32>(), plain.into_scalar::<f32>());
+/// // Token 7 at every target position instead.
+/// let sevens = loss_of_hidden_with(&model, hidden, &batch, |rows, _| {
+///     Tensor::<1, Int>::full([rows.dims()[0]], 7, &device)
+/// });
+/// assert!(sevens.into_scalar::<f32>() > 0.0);
+/// ```
+pub fn loss_of_hidden_with<M: CausalLm>(
+    model: &M,
+    hidden: Tensor<3>,
+    batch: &Batch,
+    choose: impl FnOnce(Tensor<2>, Tensor<1, Int>) -> Tensor<1, Int>,
+) -> Tensor<1> {
     let [b, s, h] = hidden.dims();
     let device = hidden.device();
     // Position r*s + t predicts token t + 1 of row r.
@@ -170,5 +204,6 @@ pub fn loss_of_hidden<M: CausalLm>(model: &M, hidden: Tensor<3>, batch: &Batch) 
     let index = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
     let picked = hidden.reshape([b * s, h]).select(0, index);
     let target = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
+    let target = choose(picked.clone(), target);
     linear_cross_entropy(picked, target, None, |x| model.row_logits(x))
 }
