@@ -1,31 +1,31 @@
 //! O-LoRA: each task of a sequence learns its own LoRA, kept orthogonal to the earlier ones.
 
-use std::collections::BTreeMap;
-
 use burn::tensor::{Device, Tensor};
 use burn_peft_adapters::{Adapter, AddAdapter, LoraInit};
-use burn_peft_core::{PeftError, PeftModel};
+use burn_peft_core::PeftModel;
 use burn_peft_train::{Regularizer, Result, SplitMix64, TrainError};
 
 /// O-LoRA (Wang et al. 2023, "Orthogonal Subspace Learning for Language Model Continual
 /// Learning") over a sequence of tasks
 /// ([`Trainer::fit_sequence`](burn_peft_train::Trainer::fit_sequence)):
 ///
-/// - before each task but the first, the adapter that just learned a task is kept, frozen and
-///   active, as `<adapter>-olora-<task>`, and `<adapter>` starts again from a fresh LoRA with
-///   the same config (a new seed);
+/// - before each task but the first, the adapter that just learned a task joins the earlier
+///   tasks' adapters in one frozen, active adapter `<adapter>-earlier-<tasks>`, their
+///   concatenation ([`AddAdapter::add_concatenated_lora`], with each task's scaling folded into
+///   its `A`), and `<adapter>` starts again from a fresh LoRA with the same config (a new
+///   seed). The forward pass then holds two LoRA paths however many tasks came before, as
+///   O-LoRA's code concatenates after each task;
 /// - while a task trains, the penalty `λ · Σ_layers Σ_earlier |A_earlierᵀ · A_new|` (the sum of
-///   absolute values, as O-LoRA's code writes it) pushes the new adapter's input subspace
-///   away from the earlier ones, so what it learns disturbs what they learned less;
-/// - after the last task, every task's adapter is joined into one adapter named `<adapter>`,
-///   by concatenation ([`AddAdapter::add_concatenated_lora`]), so the run's output is one
-///   ordinary PEFT LoRA directory of rank `r · tasks`.
+///   absolute values, as O-LoRA's code writes it, with each earlier `A` unscaled) pushes the
+///   new adapter's input subspace away from the earlier ones, so what it learns disturbs what
+///   they learned less. Over the joined adapter it is one product per layer;
+/// - after the last task, its adapter joins the others under the name `<adapter>`, so the
+///   run's output is one ordinary PEFT LoRA directory of rank `r · tasks`.
 ///
-/// The earlier adapters are the only state, and they live in the model, so a resumed sequence
-/// rebuilds them from the finished tasks' directories. Each task adds a rank-r path to the
-/// forward pass until the sequence ends. O-LoRA's optional L2 term on the new adapter is left
-/// out (its published runs set it to 0). On a single task (no sequence) nothing changes: there
-/// is no earlier adapter. DoRA and PiSSA are refused.
+/// The earlier adapter is the only state, and it lives in the model, so a resumed sequence
+/// rebuilds it from the finished tasks' directories. O-LoRA's optional L2 term on the new
+/// adapter is left out (its published runs set it to 0). On a single task (no sequence)
+/// nothing changes: there is no earlier adapter. DoRA and PiSSA are refused.
 ///
 /// ```
 /// use burn_peft_forget::OLora;
@@ -37,7 +37,8 @@ pub struct OLora {
     lambda: f64,
     adapter: String,
     init_seed: Option<u64>,
-    earlier: Vec<String>,
+    /// The frozen adapter that holds the finished tasks, and how many it holds.
+    earlier: Option<(String, usize)>,
 }
 
 impl OLora {
@@ -53,7 +54,7 @@ impl OLora {
             lambda,
             adapter: adapter.to_string(),
             init_seed: None,
-            earlier: Vec::new(),
+            earlier: None,
         })
     }
 
@@ -66,34 +67,29 @@ impl OLora {
         self
     }
 
-    /// The frozen adapters of the tasks learned so far.
-    pub fn earlier_adapters(&self) -> &[String] {
-        &self.earlier
+    /// The frozen adapter that holds the tasks learned so far (`<adapter>-earlier-<tasks>`),
+    /// if a task has finished.
+    pub fn earlier_adapter(&self) -> Option<&str> {
+        self.earlier.as_ref().map(|(name, _)| name.as_str())
     }
 
-    /// Moves the trained adapter, as it is (frozen), to `<adapter>-olora-<task>`, one of the
-    /// earlier adapters.
-    fn keep<M: PeftModel<Adapter = Adapter>>(
-        &mut self,
-        model: &mut M,
-        config: &burn_peft_adapters::LoraConfig,
-        task: usize,
-    ) -> Result<()> {
-        let kept = format!("{}-olora-{task}", self.adapter);
-        let mut copies = BTreeMap::new();
-        model.clone().visit_adapter(&self.adapter, &mut |path, a| {
-            copies.insert(path.to_string(), a.clone());
-        });
-        model.add_adapter_with(&kept, &config.selector(), |path, _| {
-            copies.remove(path).ok_or_else(|| {
-                PeftError::InvalidConfig(format!("adapter '{}' is not on {path}", self.adapter))
-            })
-        })?;
-        model.delete_adapter(&self.adapter)?;
-        self.earlier.push(kept);
-        Ok(())
+    /// Joins the trained adapter, as it is, to the earlier tasks' adapter (if any), as one
+    /// adapter of the next name; the trained adapter and the old earlier one are deleted.
+    fn keep<M: PeftModel<Adapter = Adapter>>(&mut self, model: &mut M) -> Result<String> {
+        let tasks = self.earlier.as_ref().map_or(0, |(_, n)| *n) + 1;
+        let joined = format!("{}-earlier-{tasks}", self.adapter);
+        let mut parts: Vec<(&str, f64)> = Vec::with_capacity(2);
+        if let Some((name, _)) = &self.earlier {
+            parts.push((name, 1.0));
+        }
+        parts.push((&self.adapter, 1.0));
+        model.add_concatenated_lora(&joined, &parts)?;
+        for (name, _) in &parts {
+            model.delete_adapter(name)?;
+        }
+        self.earlier = Some((joined.clone(), tasks));
+        Ok(joined)
     }
-
     fn lora_config<M: PeftModel<Adapter = Adapter>>(
         &self,
         model: &M,
@@ -136,63 +132,66 @@ impl<M: PeftModel<Adapter = Adapter>> Regularizer<M> for OLora {
 
     fn begin_task(&mut self, mut model: M, task: usize) -> Result<M> {
         let mut config = self.lora_config(&model)?;
-        let Some(finished) = task.checked_sub(1) else {
+        if task == 0 {
             return Err(TrainError::Config(
                 "O-LoRA's first task has no earlier adapter to keep".into(),
             ));
-        };
-        self.keep(&mut model, &config, finished)?;
+        }
+        let earlier = self.keep(&mut model)?;
         // A fresh start that differs from every earlier task's.
         config.init_seed = self
             .init_seed
             .map(|seed| SplitMix64::for_stream(seed, &format!("olora-task-{task}")).next_u64());
         model.add_lora(&self.adapter, &config)?;
-        let mut active: Vec<&str> = self.earlier.iter().map(String::as_str).collect();
-        active.push(&self.adapter);
-        model.set_adapter(&active)?;
-        model.set_requires_grad(&active[..active.len() - 1], false)?;
+        model.set_adapter(&[&earlier, &self.adapter])?;
+        model.set_requires_grad(&[&earlier], false)?;
         Ok(model)
     }
 
     fn end_sequence(&mut self, mut model: M) -> Result<M> {
-        if self.earlier.is_empty() {
+        if self.earlier.is_none() {
             return Ok(model);
         }
-        // The last task's adapter is kept like the others, which frees the run's own name for
-        // the joined one, so that the final save writes it.
-        let config = self.lora_config(&model)?;
-        self.keep(&mut model, &config, self.earlier.len())?;
-        let parts: Vec<(&str, f64)> = self.earlier.iter().map(|n| (n.as_str(), 1.0)).collect();
-        model.add_concatenated_lora(&self.adapter, &parts)?;
-        for (name, _) in &parts {
-            model.delete_adapter(name)?;
-        }
+        // The last task joins the others, which frees the run's own name for the result, so
+        // that the final save writes it.
+        self.lora_config(&model)?;
+        let all = self.keep(&mut model)?;
+        model.add_concatenated_lora(&self.adapter, &[(&all, 1.0)])?;
+        model.delete_adapter(&all)?;
         model.set_adapter(&[&self.adapter])?;
-        self.earlier.clear();
+        self.earlier = None;
         Ok(model)
     }
 
     fn penalty(&mut self, model: &M, _rng: &mut SplitMix64) -> Option<Tensor<1>> {
-        if self.earlier.is_empty() || self.lambda == 0.0 {
+        let (earlier, _) = self.earlier.as_ref()?;
+        if self.lambda == 0.0 {
             return None;
         }
         let mut total: Option<Tensor<1>> = None;
         model.clone().visit_adapted_linears(&mut |_, layer| {
-            let Some(new) = layer.adapter(&self.adapter).and_then(Adapter::as_lora) else {
+            let (Some(new), Some(old)) = (
+                layer.adapter(&self.adapter).and_then(Adapter::as_lora),
+                layer.adapter(earlier).and_then(Adapter::as_lora),
+            ) else {
                 return;
             };
-            let a_new = new.lora_a.val();
-            for name in &self.earlier {
-                let Some(old) = layer.adapter(name).and_then(Adapter::as_lora) else {
-                    continue;
-                };
-                let overlap = old.lora_a.val().detach().transpose().matmul(a_new.clone());
-                let term = overlap.abs().sum();
-                total = Some(match total.take() {
-                    Some(t) => t + term,
-                    None => term,
-                });
+            // The joined A holds each task's A times its scaling on this layer, which is the
+            // new adapter's (one config for every task): divided out, the A are unscaled.
+            if new.scaling == 0.0 {
+                return;
             }
+            let overlap = old
+                .lora_a
+                .val()
+                .detach()
+                .transpose()
+                .matmul(new.lora_a.val());
+            let term = overlap.abs().sum().div_scalar(new.scaling);
+            total = Some(match total.take() {
+                Some(t) => t + term,
+                None => term,
+            });
         });
         total.map(|t| t * self.lambda as f32)
     }

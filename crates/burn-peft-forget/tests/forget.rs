@@ -516,7 +516,8 @@ fn lora_a(m: &Llama, name: &str) -> Vec<Tensor<2>> {
 }
 
 /// O-LoRA keeps the learned adapter frozen and computing what it did, trains a fresh one,
-/// penalizes `λ Σ |A_oldᵀ A_new|` with the old A unscaled (value and gradient by hand), and
+/// penalizes `λ Σ |A_oldᵀ A_new|` with the old A unscaled (value and gradient by hand), joins
+/// the earlier tasks into one frozen adapter (the penalty still sums over each of them), and
 /// joins every task's adapter into one that computes what they did together.
 #[test]
 fn olora_keeps_each_task_and_penalizes_the_overlap_of_the_subspaces() {
@@ -534,9 +535,9 @@ fn olora_keeps_each_task_and_penalizes_the_overlap_of_the_subspaces() {
     assert!(o.penalty(&m, &mut rng).is_none(), "no earlier task yet");
 
     let m = o.begin_task(m, 1).unwrap();
-    assert_eq!(m.adapter_names(), ["t-olora-0", "t"]);
-    assert_eq!(m.active_adapters(), ["t-olora-0", "t"]);
-    assert_eq!(o.earlier_adapters(), ["t-olora-0"]);
+    assert_eq!(m.adapter_names(), ["t-earlier-1", "t"]);
+    assert_eq!(m.active_adapters(), ["t-earlier-1", "t"]);
+    assert_eq!(o.earlier_adapter(), Some("t-earlier-1"));
     // The fresh adapter starts at B = 0: the kept one alone computes what the learned one did.
     let kept = logits(&m);
     assert!((kept - learned.clone()).abs().max().into_scalar::<f32>() < 1e-5);
@@ -556,15 +557,17 @@ fn olora_keeps_each_task_and_penalizes_the_overlap_of_the_subspaces() {
             .into_scalar::<f32>()
             > 1e-3
     );
-    let expected: f32 = old_a
-        .iter()
-        .zip(&new_a)
-        .map(|(o, n)| {
-            let overlap = o.clone().detach().transpose().matmul(n.clone().detach());
-            overlap.abs().sum().into_scalar::<f32>()
-        })
-        .sum::<f32>()
-        * 0.5;
+    let overlap = |olds: &[&[Tensor<2>]], new: &[Tensor<2>]| -> f32 {
+        let mut sum = 0.0;
+        for old in olds {
+            for (o, n) in old.iter().zip(new) {
+                let product = o.clone().detach().transpose().matmul(n.clone().detach());
+                sum += product.abs().sum().into_scalar::<f32>();
+            }
+        }
+        sum * 0.5
+    };
+    let expected = overlap(&[&old_a], &new_a);
     let p = o.penalty(&m, &mut rng).unwrap();
     let value = p.clone().into_scalar::<f32>();
     assert!(
@@ -578,13 +581,27 @@ fn olora_keeps_each_task_and_penalizes_the_overlap_of_the_subspaces() {
     let want = o0.clone().matmul(o0.transpose().matmul(n0).sign()) * 0.5;
     assert!((got - want).abs().max().into_scalar::<f32>() < 1e-5);
 
-    // A second task, then the join: one adapter of rank 3 · 2 that computes the same.
+    // A second task: both earlier tasks in one frozen adapter of rank 2 · 2, which computes
+    // what they did, and a penalty over each of their A.
     let mut m = m;
     shift_b(&mut m, -0.2);
+    let two_tasks = logits(&m);
     let m = o.begin_task(m, 2).unwrap();
+    assert_eq!(m.adapter_names(), ["t-earlier-2", "t"]);
+    assert_eq!(m.active_adapters(), ["t-earlier-2", "t"]);
+    assert_eq!(lora_a(&m, "t-earlier-2")[0].dims(), [32, 4]);
+    assert!((logits(&m) - two_tasks).abs().max().into_scalar::<f32>() < 1e-5);
+    let third_a = lora_a(&m, "t");
+    let expected = overlap(&[&old_a, &new_a], &third_a);
+    let value = o.penalty(&m, &mut rng).unwrap().into_scalar::<f32>();
+    assert!(
+        (value - expected).abs() < 1e-5 * expected,
+        "{value} vs {expected}"
+    );
+
+    // The join: one adapter of rank 2 · 3 that computes the same.
     let mut m = m;
     shift_b(&mut m, 0.1);
-    assert_eq!(m.active_adapters(), ["t-olora-0", "t-olora-1", "t"]);
     let together = logits(&m);
     let m = o.end_sequence(m).unwrap();
     assert_eq!(m.adapter_names(), ["t"]);
@@ -592,7 +609,7 @@ fn olora_keeps_each_task_and_penalizes_the_overlap_of_the_subspaces() {
     assert_eq!(lora_a(&m, "t")[0].dims(), [32, 6]);
     let joined = logits(&m);
     assert!((joined - together).abs().max().into_scalar::<f32>() < 1e-5);
-    assert!(o.earlier_adapters().is_empty());
+    assert!(o.earlier_adapter().is_none());
 
     // DoRA, PiSSA, a missing adapter and a "first task" with nothing before it are refused.
     let mut dora = Llama::init(&LlamaConfig::tiny(64), &device);
