@@ -90,6 +90,7 @@ impl OLora {
         self.earlier = Some((joined.clone(), tasks));
         Ok(joined)
     }
+
     fn lora_config<M: PeftModel<Adapter = Adapter>>(
         &self,
         model: &M,
