@@ -178,7 +178,8 @@ impl<M: PeftModel<Adapter = Adapter>> Regularizer<M> for OLora {
                 return;
             };
             // The joined A holds each task's A times its scaling on this layer, which is the
-            // new adapter's (one config for every task): divided out, the A are unscaled.
+            // new adapter's (one config for every task): divided out, the A are unscaled. Its
+            // size only: a negative alpha must not turn the penalty into a reward.
             if new.scaling == 0.0 {
                 return;
             }
@@ -188,7 +189,7 @@ impl<M: PeftModel<Adapter = Adapter>> Regularizer<M> for OLora {
                 .detach()
                 .transpose()
                 .matmul(new.lora_a.val());
-            let term = overlap.abs().sum().div_scalar(new.scaling);
+            let term = overlap.abs().sum().div_scalar(new.scaling.abs());
             total = Some(match total.take() {
                 Some(t) => t + term,
                 None => term,

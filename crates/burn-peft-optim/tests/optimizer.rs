@@ -340,7 +340,8 @@ fn steps_equal_burn_optims_per_tensor_adamw() {
         let mut optim = config.init::<Net>().unwrap();
         let mut ours = base(&device);
         ours.add_lora("a", &lora(LoraInit::Gaussian)).unwrap();
-        ours.add_lora("b", &lora(LoraInit::Gaussian)).unwrap();
+        ours.add_lora("b", &lora(LoraInit::Gaussian).with_init_seed(8))
+            .unwrap();
         ours.set_adapter(&["a", "b"]).unwrap();
         let mut theirs = ours.clone();
         let a_of = |net: &Net| {
