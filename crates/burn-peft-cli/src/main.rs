@@ -60,6 +60,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread allocates: freed step buffers stay in the heap (see the function's docs).
+    if let burn_peft_core::allocator::MallocTuning::Refused(setting) =
+        burn_peft_core::allocator::tune_for_training()
+    {
+        eprintln!("burn-peft: warning: glibc refused the malloc setting {setting}");
+    }
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let (Command::Finetune(args), Some(sub)) =

@@ -9,6 +9,7 @@
 //! Adapter methods themselves (LoRA, DoRA, IA3) live in `burn-peft-adapters`.
 #![warn(missing_docs)]
 
+pub mod allocator;
 mod device;
 mod error;
 pub mod format;

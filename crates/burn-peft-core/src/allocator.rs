@@ -1,0 +1,123 @@
+//! glibc's `malloc` settings for a training process on the CPU.
+//!
+//! A training step on burn-flex allocates and frees buffers of a few MiB hundreds of times:
+//! activations, their gradients, matrix-product outputs. With glibc's defaults, freed memory at
+//! the top of the heap is returned to the kernel as soon as 128 KiB of it is free, and buffers
+//! above a threshold that starts at 128 KiB come from `mmap` of their own; either way the next
+//! step's buffers arrive as fresh pages, and the kernel zeroes each one on its first touch. A
+//! LoRA step at the SmolLM2-135M shape (batch 4, sequence 128, 2 cores) spent 4-5 s of system
+//! time in those page faults over 5 steps, about 1 million of them.
+//!
+//! [`tune_for_training`] keeps freed memory in the process instead:
+//!
+//! | `mallopt` setting | value | effect |
+//! | --- | --- | --- |
+//! | `M_MMAP_THRESHOLD` | 32 MiB (the largest glibc accepts) | buffers up to 32 MiB come from the heap and are reused |
+//! | `M_TRIM_THRESHOLD` | 2 GiB − 1 | freed memory at the top of the heap is kept |
+//! | `M_TOP_PAD` | 1 GiB | the heap grows in large steps (address space only; pages count once touched) |
+//!
+//! The same step then took 0.46 million page faults (about one per page of its peak memory),
+//! 1.6 s of system time, and ran a median 11% faster over ten alternating pairs; its peak RSS
+//! rose by 2%. The `burn-peft` command-line tool calls it first thing in `main`; a program of
+//! your own that trains on the CPU can do the same.
+//!
+//! `BURN_PEFT_MALLOC=off` (or `0`, `false`, `none`) leaves glibc's settings alone, and so
+//! does a `GLIBC_TUNABLES` that sets any `glibc.malloc.*` tunable: the user's choice wins. On
+//! anything but Linux with glibc (musl, macOS, Windows) the call does nothing.
+
+/// What [`tune_for_training`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MallocTuning {
+    /// glibc's `malloc` now keeps freed memory for reuse.
+    Applied,
+    /// `BURN_PEFT_MALLOC=off` or a `glibc.malloc.*` tunable in `GLIBC_TUNABLES`: left alone.
+    LeftToUser,
+    /// glibc refused a setting (named by its `mallopt` parameter); the others may be applied.
+    Refused(&'static str),
+    /// Not Linux with glibc: nothing to tune.
+    Unsupported,
+}
+
+/// Makes glibc's `malloc` keep freed memory for the next training step instead of handing it
+/// back to the kernel (see the [module documentation](self) for the settings and the
+/// measurement). Call it at the start of `main`, before threads start allocating.
+///
+/// ```
+/// use burn_peft_core::allocator::{MallocTuning, tune_for_training};
+///
+/// let tuning = tune_for_training();
+/// if cfg!(all(target_os = "linux", target_env = "gnu")) {
+///     assert_ne!(tuning, MallocTuning::Unsupported);
+/// }
+/// ```
+pub fn tune_for_training() -> MallocTuning {
+    let own = std::env::var("BURN_PEFT_MALLOC").ok();
+    let glibc = std::env::var("GLIBC_TUNABLES").ok();
+    if left_to_user(own.as_deref(), glibc.as_deref()) {
+        return MallocTuning::LeftToUser;
+    }
+    apply()
+}
+
+/// Whether `BURN_PEFT_MALLOC` and `GLIBC_TUNABLES`, as given, ask to leave `malloc` alone.
+fn left_to_user(own: Option<&str>, glibc_tunables: Option<&str>) -> bool {
+    let off = own.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "off" | "0" | "false" | "none"
+        )
+    });
+    let user_tunables = glibc_tunables.is_some_and(|t| {
+        t.split(':')
+            .any(|setting| setting.trim_start().starts_with("glibc.malloc."))
+    });
+    off || user_tunables
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn apply() -> MallocTuning {
+    const MIB: libc::c_int = 1 << 20;
+    let settings = [
+        ("M_MMAP_THRESHOLD", libc::M_MMAP_THRESHOLD, 32 * MIB),
+        ("M_TRIM_THRESHOLD", libc::M_TRIM_THRESHOLD, libc::c_int::MAX),
+        ("M_TOP_PAD", libc::M_TOP_PAD, 1024 * MIB),
+    ];
+    let mut result = MallocTuning::Applied;
+    for (name, param, value) in settings {
+        // SAFETY: mallopt takes the arena lock itself and only changes malloc's parameters;
+        // it returns 0 when it refuses a value, and touches no memory of ours.
+        if unsafe { libc::mallopt(param, value) } != 1 {
+            result = MallocTuning::Refused(name);
+        }
+    }
+    result
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn apply() -> MallocTuning {
+    MallocTuning::Unsupported
+}
+
+#[cfg(test)]
+mod tests {
+    use super::left_to_user;
+
+    #[test]
+    fn the_users_settings_win() {
+        assert!(!left_to_user(None, None));
+        assert!(!left_to_user(Some(""), None));
+        assert!(!left_to_user(Some("on"), Some("glibc.rtld.nns=4")));
+        for off in ["off", "OFF", "0", "false", "none", " off "] {
+            assert!(left_to_user(Some(off), None), "{off}");
+        }
+        assert!(left_to_user(None, Some("glibc.malloc.top_pad=0")));
+        assert!(left_to_user(
+            None,
+            Some("glibc.rtld.nns=4:glibc.malloc.arena_max=2")
+        ));
+        assert!(!left_to_user(
+            None,
+            Some("glibc.pthread.mutex_spin_count=9")
+        ));
+    }
+}
