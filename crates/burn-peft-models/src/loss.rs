@@ -3,8 +3,9 @@
 
 use std::ops::Range;
 
-use burn::tensor::activation::softmax;
 use burn::tensor::{FloatDType, IndexingUpdateOp, Int, Tensor};
+
+use crate::attention::untracked_softmax;
 
 /// Elements of logits computed at once (32 MB in f32): larger vocabularies take fewer rows per
 /// chunk, but never fewer rows than there are features, so that the weight gradient of a
@@ -91,7 +92,7 @@ fn chunked(
             let target = targets.clone().slice([rows, 0..1]);
             let max = logits.clone().max_dim(1);
             let picked = logits.clone().gather(1, target.clone());
-            let p = softmax_rows(logits);
+            let p = untracked_softmax(logits, 1);
             let log_sum_exp = max - p.clone().max_dim(1).log();
             let value = ((log_sum_exp - picked) * share.clone()).sum();
             let gradient = tracked.then(|| {
@@ -189,26 +190,13 @@ fn kl_chunked(
 }
 
 /// `log_softmax` and `softmax` along the last dimension of untracked values, with one `exp`.
-/// Not [`softmax_rows`]: a KL near zero is the difference of two such logarithms, and with
+/// Not [`untracked_softmax`]: a KL near zero is the difference of two such logarithms, and with
 /// burn-flex's fused softmax a KL of 3.4e-6 (a test's) came out 3% off, against 1e-5 here.
 fn softmax_untracked(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     let shifted = x.clone() - x.max_dim(1);
     let exp = shifted.clone().exp();
     let sum = exp.clone().sum_dim(1);
     (shifted - sum.clone().log(), exp / sum)
-}
-
-/// `softmax` along dimension 1 of untracked values, by the backend's own kernel: on an autodiff
-/// device burn composes it from five operations (on flex, a scalar `exp` on one thread), while
-/// burn-flex's kernel is fused, vectorized and runs rows on every core. The result keeps `x`'s
-/// autodiff setting and checkpointing strategy.
-fn softmax_rows(x: Tensor<2>) -> Tensor<2> {
-    match x.gradient_checkpointing_strategy() {
-        Some(strategy) => softmax(x.inner(), 1)
-            .autodiff()
-            .with_gradient_checkpointing_strategy(strategy),
-        None => softmax(x, 1),
-    }
 }
 
 /// The loop both losses share. `part(logits, rows, share, tracked)` gets a chunk's logits
@@ -270,7 +258,7 @@ fn by_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::activation::log_softmax;
+    use burn::tensor::activation::{log_softmax, softmax};
     use burn::tensor::{Device, Distribution, TensorData};
 
     const ROWS: usize = 37;
@@ -369,7 +357,6 @@ mod tests {
     /// temperature 2, with and without row weights, in one chunk and in many.
     #[test]
     fn kl_matches_softmax_in_value_and_gradients() {
-        use burn::tensor::activation::softmax;
         let device = Device::flex().autodiff();
         device.seed(4);
         let hidden = Tensor::<2>::random([ROWS, FEATURES], Distribution::Normal(0.0, 2.0), &device);
