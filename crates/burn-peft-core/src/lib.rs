@@ -5,6 +5,7 @@
 //! ([`PeftModel`]), target selection by module path ([`TargetSelector`]), the
 //! trainable-parameter report ([`TrainableParameters`]), HF PEFT's file format ([`format`]) and
 //! the one `--device` syntax ([`DeviceSpec`]) and `--dtype` syntax ([`Precision`]).
+//! [`allocator::tune_for_training`] sets glibc's malloc up for a training process on the CPU.
 //!
 //! Adapter methods themselves (LoRA, DoRA, IA3) live in `burn-peft-adapters`.
 #![warn(missing_docs)]
