@@ -1,40 +1,46 @@
 //! glibc's `malloc` settings for a training process on the CPU.
 //!
 //! A training step on burn-flex allocates and frees buffers of a few MiB hundreds of times:
-//! activations, their gradients, matrix-product outputs. With glibc's defaults, freed memory at
-//! the top of the heap is returned to the kernel as soon as 128 KiB of it is free, and buffers
-//! above a threshold that starts at 128 KiB come from `mmap` of their own; either way the next
-//! step's buffers arrive as fresh pages, and the kernel zeroes each one on its first touch. A
-//! LoRA step at the SmolLM2-135M shape (batch 4, sequence 128, 2 cores) spent 4-5 s of system
-//! time in those page faults over 5 steps, about 1 million of them.
+//! activations, their gradients, matrix-product outputs. With glibc's defaults, buffers above a
+//! threshold (128 KiB at first, raised up to 32 MiB as such buffers are freed) get an `mmap` of
+//! their own, and free memory at the top of a heap goes back to the kernel once it passes a
+//! trim threshold (twice the mmap threshold). Either way the next step's buffers arrive as
+//! fresh pages, and the kernel zeroes each one on its first touch. A LoRA step at the
+//! SmolLM2-135M shape (batch 4, sequence 128, 2 cores) spent 4-6 s of system time in those page
+//! faults over 5 steps, about 1 million of them.
 //!
-//! [`tune_for_training`] keeps freed memory in the process instead:
+//! [`tune_for_training`] keeps freed memory in the process instead (64-bit Linux with glibc):
 //!
 //! | `mallopt` setting | value | effect |
 //! | --- | --- | --- |
-//! | `M_MMAP_THRESHOLD` | 32 MiB (the largest glibc accepts) | buffers up to 32 MiB come from the heap and are reused |
-//! | `M_TRIM_THRESHOLD` | 2 GiB − 1 | freed memory at the top of the heap is kept |
-//! | `M_TOP_PAD` | 1 GiB | the heap grows in large steps (address space only; pages count once touched) |
+//! | `M_MMAP_THRESHOLD` | 32 MiB (the largest 64-bit glibc accepts) | buffers below 32 MiB come from the heap and are reused |
+//! | `M_TRIM_THRESHOLD` | 2 GiB − 1 | free memory at the top of a heap is kept |
+//! | `M_TOP_PAD` | 1 GiB | the main heap grows in large steps (address space under the kernel's default overcommit; pages count once touched) |
 //!
-//! The same step then took 0.46 million page faults (about one per page of its peak memory),
-//! 1.6 s of system time, and ran a median 11% faster over ten alternating pairs; its peak RSS
-//! rose by 2%. The `burn-peft` command-line tool calls it first thing in `main`; a program of
-//! your own that trains on the CPU can do the same.
+//! The same step then took 0.46 million page faults (about one per page of its peak memory) and
+//! 1.6-2.2 s of system time, and ran a median 16% faster over five alternating pairs; its peak
+//! RSS rose by 2% (`docs/benchmarks.md`, "glibc's malloc keeps freed memory"). The price: memory
+//! freed by the process is not handed back to the kernel until it exits, and under strict
+//! overcommit (`vm.overcommit_memory=2`) or an address-space limit the large top pad can make
+//! an allocation fail. The `burn-peft` command-line tool calls it first thing in `main`; a
+//! program of your own that trains on the CPU can do the same.
 //!
-//! `BURN_PEFT_MALLOC=off` (or `0`, `false`, `none`) leaves glibc's settings alone, and so
-//! does a `GLIBC_TUNABLES` that sets any `glibc.malloc.*` tunable: the user's choice wins. On
-//! anything but Linux with glibc (musl, macOS, Windows) the call does nothing.
+//! `BURN_PEFT_MALLOC=off` (or `0`, `false`, `none`) leaves glibc's settings alone, and so does
+//! any malloc setting of the user's own: a `glibc.malloc.*` tunable in `GLIBC_TUNABLES`, or one
+//! of glibc's `MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`, `MALLOC_MMAP_THRESHOLD_` and
+//! `MALLOC_MMAP_MAX_` variables. Elsewhere (32-bit, musl, macOS, Windows) the call does nothing.
 
 /// What [`tune_for_training`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MallocTuning {
     /// glibc's `malloc` now keeps freed memory for reuse.
     Applied,
-    /// `BURN_PEFT_MALLOC=off` or a `glibc.malloc.*` tunable in `GLIBC_TUNABLES`: left alone.
+    /// `BURN_PEFT_MALLOC=off`, or the user set malloc up: left alone.
     LeftToUser,
-    /// glibc refused a setting (named by its `mallopt` parameter); the others may be applied.
+    /// glibc refused a setting (the first refused, named by its `mallopt` parameter); the
+    /// others may be applied.
     Refused(&'static str),
-    /// Not Linux with glibc: nothing to tune.
+    /// Not 64-bit Linux with glibc: nothing to tune.
     Unsupported,
 }
 
@@ -46,18 +52,40 @@ pub enum MallocTuning {
 /// use burn_peft_core::allocator::{MallocTuning, tune_for_training};
 ///
 /// let tuning = tune_for_training();
-/// if cfg!(all(target_os = "linux", target_env = "gnu")) {
+/// if cfg!(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")) {
 ///     assert_ne!(tuning, MallocTuning::Unsupported);
 /// }
 /// ```
 pub fn tune_for_training() -> MallocTuning {
+    if !SUPPORTED {
+        return MallocTuning::Unsupported;
+    }
     let own = std::env::var("BURN_PEFT_MALLOC").ok();
     let glibc = std::env::var("GLIBC_TUNABLES").ok();
-    if left_to_user(own.as_deref(), glibc.as_deref()) {
+    let legacy = LEGACY_VARIABLES
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+    if legacy || left_to_user(own.as_deref(), glibc.as_deref()) {
         return MallocTuning::LeftToUser;
     }
     apply()
 }
+
+/// Where the settings apply: 64-bit Linux with glibc (a 32-bit glibc caps the mmap threshold
+/// at 512 KiB, and a 1 GiB pad would be a quarter of its address space).
+const SUPPORTED: bool = cfg!(all(
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+));
+
+/// glibc's own environment variables for the same settings.
+const LEGACY_VARIABLES: [&str; 4] = [
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_MMAP_MAX_",
+];
 
 /// Whether `BURN_PEFT_MALLOC` and `GLIBC_TUNABLES`, as given, ask to leave `malloc` alone.
 fn left_to_user(own: Option<&str>, glibc_tunables: Option<&str>) -> bool {
@@ -74,7 +102,7 @@ fn left_to_user(own: Option<&str>, glibc_tunables: Option<&str>) -> bool {
     off || user_tunables
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 fn apply() -> MallocTuning {
     const MIB: libc::c_int = 1 << 20;
     let settings = [
@@ -86,14 +114,14 @@ fn apply() -> MallocTuning {
     for (name, param, value) in settings {
         // SAFETY: mallopt takes the arena lock itself and only changes malloc's parameters;
         // it returns 0 when it refuses a value, and touches no memory of ours.
-        if unsafe { libc::mallopt(param, value) } != 1 {
+        if unsafe { libc::mallopt(param, value) } != 1 && result == MallocTuning::Applied {
             result = MallocTuning::Refused(name);
         }
     }
     result
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
 fn apply() -> MallocTuning {
     MallocTuning::Unsupported
 }

@@ -1,6 +1,8 @@
 //! `allocator::tune_for_training` changes what glibc's `malloc` does, read back through
 //! `mallinfo2`. One test in its own process: the settings are process-wide.
-#![cfg(all(target_os = "linux", target_env = "gnu"))]
+//! It assumes glibc's defaults at start-up: no malloc tunables or `MALLOC_*_` variables, no
+//! preloaded allocator.
+#![cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 
 use burn_peft_core::allocator::{MallocTuning, tune_for_training};
 
@@ -9,7 +11,7 @@ const MIB: usize = 1 << 20;
 /// Allocates and touches `bytes`, then returns glibc's counts while it is held: chunks from
 /// `mmap` of their own, and bytes of heap the arenas hold.
 fn counts_while_holding(bytes: usize) -> (usize, usize) {
-    let buffer = vec![1u8; bytes];
+    let buffer = std::hint::black_box(vec![1u8; bytes]);
     let info = unsafe { libc::mallinfo2() };
     assert_eq!(buffer[bytes - 1], 1);
     (info.hblks, info.arena)

@@ -1,20 +1,23 @@
 //! Attention shared by the decoder and the encoder.
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, FloatDType, Int, Tensor};
+use burn::tensor::{Bool, DType, FloatDType, Int, Tensor};
 
 /// softmax(q·kᵀ / √d, masked) · v for `[batch, heads, len, head_dim]` inputs; `mask` is true
 /// where attention is forbidden and broadcasts over heads. The softmax runs in f32 whatever the
 /// inputs are stored in, as HF's eager attention does.
 ///
 /// The probabilities come from the backend's own softmax kernel on untracked values (on
-/// burn-flex: fused, vectorized, rows on every core). When the scores are tracked, autodiff
-/// does not see the softmax; it sees `o − c·ō` instead, where `o = (p + p·z)·v`, `z = s − s̄`
-/// and `c = Σⱼ p·z` are zero-valued and a bar marks an untracked copy. The value is `p·v`, and
-/// the gradient by the scores is the softmax's, `p·(dp − Σⱼ p·dp)`: the term `−p·Σⱼ p·dp` arrives
-/// through `c`, since `Σⱼ p·dp = Σₖ do·o` (FlashAttention's row sums). Autodiff records three
-/// operations over the `[len, len]` scores instead of burn's composed softmax (five, with a
-/// scalar `exp`) and the mask. Masked scores get no gradient, as with the mask before.
+/// burn-flex: one fused pass per row, rows on every core). When the scores are tracked,
+/// autodiff does not see the softmax; it sees `o − c·ō` instead, where `o = (p + p·z)·v`,
+/// `z = s − s̄` and `c = Σⱼ p·z` are zero-valued and a bar marks an untracked copy. The value is
+/// `p·v`, and the gradient by the scores is the softmax's, `p·(dp − Σⱼ p·dp)`: the term
+/// `−p·Σⱼ p·dp` arrives through `c`, since `Σⱼ p·dp = Σₖ do·o` (FlashAttention's row sums, here
+/// in f32 whatever the inputs are stored in). Autodiff records four operations over the
+/// `[len, len]` scores (sub, mul, sum, add) instead of burn's composed softmax and the mask
+/// (six, with a scalar `exp` on one thread). Masked scores get no gradient, as with the mask
+/// before; in half precision `z` is masked too, so that a score that overflowed to infinity
+/// where attention is forbidden cannot turn the row into NaN.
 pub fn scaled_dot_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -25,27 +28,32 @@ pub fn scaled_dot_attention(
     let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
     let dtype = scores.dtype();
     let scores = scores.cast(FloatDType::F32);
-    let masked = match mask {
+    let masked = match mask.clone() {
         Some(m) => scores
             .clone()
             .inner()
             .mask_fill(m.inner(), f32::NEG_INFINITY),
         None => scores.clone().inner(),
     };
-    let p = like(untracked_softmax(masked, 3), &scores);
+    let p = like(softmax(masked, 3), &scores);
     if !scores.is_tracked() {
         return p.cast(dtype).matmul(v);
     }
     let z = scores.clone() - scores.detach();
+    let z = match mask {
+        Some(m) if dtype != DType::F32 => z.mask_fill(m, 0.0),
+        _ => z,
+    };
     let pz = p.clone() * z;
     let c = pz.clone().sum_dim(3);
     let out = (p + pz).cast(dtype).matmul(v);
-    out.clone() - c.cast(dtype) * out.detach()
+    let correction = c * out.clone().detach().cast(FloatDType::F32);
+    out - correction.cast(dtype)
 }
 
 /// `softmax` along `dim` of untracked values by the backend's own kernel: on an autodiff device
-/// burn composes it from five operations (on burn-flex a scalar `exp` on one thread), while
-/// burn-flex's kernel is fused, vectorized and runs rows on every core. The result keeps `x`'s
+/// burn composes it from five operations (on burn-flex each its own pass over the tensor, the
+/// `exp` on one thread), while burn-flex's kernel is one fused pass per row, on every core. The result keeps `x`'s
 /// autodiff setting and checkpointing strategy, and is untracked.
 pub(crate) fn untracked_softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     let p = softmax(x.clone().inner(), dim);
@@ -78,7 +86,10 @@ mod tests {
     const SHAPE: [usize; 4] = [2, 3, 5, 4];
 
     fn values(t: Tensor<4>) -> Vec<f32> {
-        t.into_data().try_to_vec().expect("f32")
+        t.cast(FloatDType::F32)
+            .into_data()
+            .try_to_vec()
+            .expect("f32")
     }
 
     /// burn's own composition, as this module computed it before: the mask, then `softmax`.
@@ -172,6 +183,51 @@ mod tests {
             for (x, y) in out.iter().zip(&tracked[0]) {
                 assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} against {y}");
             }
+        }
+    }
+
+    /// bf16 inputs: against the composed softmax on the same rounded inputs in f32, within
+    /// bf16's precision.
+    #[test]
+    fn bf16_follows_the_f32_reference() {
+        let device = Device::flex().autodiff();
+        let rounded = inputs(&device).map(|t| t.cast(FloatDType::BF16).cast(FloatDType::F32));
+        let half = rounded.clone().map(|t| t.cast(FloatDType::BF16));
+        let ours = run(scaled_dot_attention, &half, Some(mask(&device)));
+        let reference = run(composed, &rounded, Some(mask(&device)));
+        for (what, (a, b)) in ["output", "d/dq", "d/dk", "d/dv"]
+            .iter()
+            .zip(ours.iter().zip(&reference))
+        {
+            let scale = b.iter().fold(0f32, |m, y| m.max(y.abs()));
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 0.03 * scale,
+                    "{what}[{i}]: {x} against {y}"
+                );
+            }
+        }
+    }
+
+    /// f16: a score that overflows to infinity where the causal mask forbids attention leaves
+    /// the output and the gradients finite.
+    #[test]
+    fn an_infinite_masked_score_stays_harmless_in_f16() {
+        let device = Device::flex().autodiff();
+        let [b, h, t, d] = SHAPE;
+        let [q, k, v, w] = inputs(&device);
+        // Query 1 and key 3 (a future key, masked) share a large direction: 300·300·d > 65504.
+        let spike = |t: Tensor<4>, row: usize| {
+            let big = Tensor::<4>::full([b, h, 1, d], 300.0, &device);
+            t.slice_assign([0..b, 0..h, row..row + 1, 0..d], big)
+        };
+        let [q, k, v, w] = [spike(q, 1), spike(k, 3), v, w].map(|t| t.cast(FloatDType::F16));
+        let causal = Tensor::<2, Bool>::tril_mask([t, t], 0, &device)
+            .unsqueeze::<4>()
+            .expand([b, 1, t, t]);
+        let out = run(scaled_dot_attention, &[q, k, v, w], Some(causal));
+        for (what, values) in ["output", "d/dq", "d/dk", "d/dv"].iter().zip(&out) {
+            assert!(values.iter().all(|x| x.is_finite()), "{what}: {values:?}");
         }
     }
 }
