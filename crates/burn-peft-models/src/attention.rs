@@ -28,12 +28,10 @@ pub fn scaled_dot_attention(
     let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
     let dtype = scores.dtype();
     let scores = scores.cast(FloatDType::F32);
+    let inner = scores.clone().inner();
     let masked = match mask.clone() {
-        Some(m) => scores
-            .clone()
-            .inner()
-            .mask_fill(m.inner(), f32::NEG_INFINITY),
-        None => scores.clone().inner(),
+        Some(m) => inner.mask_fill(m.inner(), f32::NEG_INFINITY),
+        None => inner,
     };
     let p = like(softmax(masked, 3), &scores);
     if !scores.is_tracked() {
@@ -53,8 +51,8 @@ pub fn scaled_dot_attention(
 
 /// `softmax` along `dim` of untracked values by the backend's own kernel: on an autodiff device
 /// burn composes it from five operations (on burn-flex each its own pass over the tensor, the
-/// `exp` on one thread), while burn-flex's kernel is one fused pass per row, on every core. The result keeps `x`'s
-/// autodiff setting and checkpointing strategy, and is untracked.
+/// `exp` on one thread), while burn-flex's kernel is one fused pass per row, on every core. The
+/// result keeps `x`'s autodiff setting and checkpointing strategy, and is untracked.
 pub(crate) fn untracked_softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     let p = softmax(x.clone().inner(), dim);
     like(p, &x)
