@@ -496,3 +496,68 @@ fn concatenated_lora_computes_the_weighted_sum_of_its_sources() {
     model.set_adapter(&["a", "b"]).unwrap();
     assert_eq!(TrainableParameters::of(&model).trainable, all);
 }
+
+/// `AdaptedLinear` folds a batched input's leading dimensions into rows: a `[2, 3, in]` input
+/// gives the output and gradients (input, trainable base weight and bias, LoRA factors) of
+/// the same six rows passed as `[6, in]`.
+#[test]
+fn batched_input_gives_the_rows_results() {
+    let device = Device::flex().autodiff();
+    device.seed(11);
+    let (d_in, d_out) = (5, 4);
+    let mut model = TwoLayer::new(d_in, d_out, 1, &device);
+    let config = lora(2, LoraInit::Gaussian).with_target_modules(TargetModules::names(["first"]));
+    model.add_lora("default", &config).unwrap();
+    // The base trains too, as in full fine-tuning with an adapter.
+    let mut layer = model.first;
+    layer.base.weight = layer.base.weight.clone().set_require_grad(true);
+    layer.base.bias = layer.base.bias.take().map(|b| b.set_require_grad(true));
+    let rows = Tensor::<2>::random([6, d_in], Distribution::Normal(0.0, 1.0), &device);
+    let c = Tensor::<2>::random([6, d_out], Distribution::Normal(0.0, 1.0), &device);
+
+    let run = |batched: bool| {
+        let x = rows.clone().detach().require_grad();
+        let y = if batched {
+            let y = layer.forward(x.clone().reshape([2, 3, d_in]));
+            assert_eq!(y.dims(), [2, 3, d_out]);
+            y.reshape([6, d_out])
+        } else {
+            layer.forward(x.clone())
+        };
+        let grads = (y.clone() * c.clone()).sum().backward();
+        let lora = layer.adapter("default").and_then(Adapter::as_lora);
+        let a = &lora.expect("a LoRA adapter").lora_a;
+        (
+            values(y),
+            values(x.grad(&grads).expect("input gradient")),
+            values(
+                layer
+                    .base
+                    .weight
+                    .val()
+                    .grad(&grads)
+                    .expect("weight gradient"),
+            ),
+            layer.base.bias.as_ref().map(|b| {
+                let g = b.val().grad(&grads).expect("bias gradient");
+                values(g.unsqueeze())
+            }),
+            values(a.val().grad(&grads).expect("A gradient")),
+        )
+    };
+    let (batched, flat) = (run(true), run(false));
+    let close = |what: &str, a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                "{what}: {x} against {y}"
+            );
+        }
+    };
+    close("output", &batched.0, &flat.0);
+    close("input gradient", &batched.1, &flat.1);
+    close("weight gradient", &batched.2, &flat.2);
+    close("bias gradient", &batched.3.unwrap(), &flat.3.unwrap());
+    close("A gradient", &batched.4, &flat.4);
+}

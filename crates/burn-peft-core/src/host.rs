@@ -117,7 +117,23 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
     /// The output has `x`'s element type. A base weight stored in another type (an f32 master
     /// weight trained under `--dtype bf16`) is cast to it for the product; adapters compute in
     /// their own type and add their result back in `x`'s (see [`Precision`](crate::Precision)).
+    ///
+    /// Leading dimensions are folded into rows first, as PyTorch's `linear` does: every product
+    /// is then one `[rows, in] · [in, out]` matrix product, and a trainable weight's gradient is
+    /// one product over all rows, not one per batch entry summed afterwards.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if D <= 2 {
+            return self.forward_rows(x);
+        }
+        let dims = x.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let out = self.forward_rows(x.reshape([rows, dims[D - 1]]));
+        let mut out_dims = dims;
+        out_dims[D - 1] = out.dims()[1];
+        out.reshape(out_dims)
+    }
+
+    fn forward_rows<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let running: Vec<&A> = self.running_adapters().collect();
         if running.is_empty() {
             return self.base_forward(x);

@@ -533,11 +533,18 @@ impl Llama {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let dtype = hidden.dtype();
         let logits = match &self.lm_head {
-            Some(head) => burn::tensor::module::linear(
-                hidden,
-                head.weight.val().cast(dtype),
-                head.bias.as_ref().map(|b| b.val().cast(dtype)),
-            ),
+            Some(head) => {
+                // Rows folded, as `AdaptedLinear` does: one product, and a trainable head's
+                // weight gradient without a per-sequence copy to sum.
+                let [b, t, h] = hidden.dims();
+                let logits = burn::tensor::module::linear(
+                    hidden.reshape([b * t, h]),
+                    head.weight.val().cast(dtype),
+                    head.bias.as_ref().map(|b| b.val().cast(dtype)),
+                );
+                let [_, v] = logits.dims();
+                logits.reshape([b, t, v])
+            }
             None => {
                 // Tied: logits = h · Eᵀ. For a few rows (decoding) it is computed as (E · hᵀ)ᵀ,
                 // so that the large [vocab, hidden] table is not transposed (a full copy on
