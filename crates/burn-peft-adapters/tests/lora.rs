@@ -498,7 +498,7 @@ fn concatenated_lora_computes_the_weighted_sum_of_its_sources() {
 }
 
 /// `AdaptedLinear` folds a batched input's leading dimensions into rows: a `[2, 3, in]` input
-/// gives the output and gradients (input, trainable base weight and bias, LoRA factors) of
+/// gives the output and gradients (input, trainable base weight and bias, LoRA's A and B) of
 /// the same six rows passed as `[6, in]`.
 #[test]
 fn batched_input_gives_the_rows_results() {
@@ -506,7 +506,7 @@ fn batched_input_gives_the_rows_results() {
     device.seed(11);
     let (d_in, d_out) = (5, 4);
     let mut model = TwoLayer::new(d_in, d_out, 1, &device);
-    let config = lora(2, LoraInit::Gaussian).with_target_modules(TargetModules::names(["first"]));
+    let config = lora(2, LoraInit::Random).with_target_modules(TargetModules::names(["first"]));
     model.add_lora("default", &config).unwrap();
     // The base trains too, as in full fine-tuning with an adapter.
     let mut layer = model.first;
@@ -526,7 +526,7 @@ fn batched_input_gives_the_rows_results() {
         };
         let grads = (y.clone() * c.clone()).sum().backward();
         let lora = layer.adapter("default").and_then(Adapter::as_lora);
-        let a = &lora.expect("a LoRA adapter").lora_a;
+        let lora = lora.expect("a LoRA adapter");
         (
             values(y),
             values(x.grad(&grads).expect("input gradient")),
@@ -542,7 +542,8 @@ fn batched_input_gives_the_rows_results() {
                 let g = b.val().grad(&grads).expect("bias gradient");
                 values(g.unsqueeze())
             }),
-            values(a.val().grad(&grads).expect("A gradient")),
+            values(lora.lora_a.val().grad(&grads).expect("A gradient")),
+            values(lora.lora_b.val().grad(&grads).expect("B gradient")),
         )
     };
     let (batched, flat) = (run(true), run(false));
@@ -560,4 +561,5 @@ fn batched_input_gives_the_rows_results() {
     close("weight gradient", &batched.2, &flat.2);
     close("bias gradient", &batched.3.unwrap(), &flat.3.unwrap());
     close("A gradient", &batched.4, &flat.4);
+    close("B gradient", &batched.5, &flat.5);
 }
