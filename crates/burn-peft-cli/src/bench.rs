@@ -55,7 +55,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "layers")]
     pub gradient_checkpointing: Option<Checkpointing>,
     /// Slices of each batch run at once, on threads of their own [default: on flex, the
-    /// batch size up to twice the cores, but 1 for full fine-tuning; elsewhere 1].
+    /// batch size up to one per core, but 1 for full fine-tuning; elsewhere 1].
     #[arg(long)]
     pub batch_threads: Option<usize>,
     /// With `--method lora`: burn's own `apply_lora` on every `*_proj` weight instead of

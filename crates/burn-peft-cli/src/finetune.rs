@@ -240,7 +240,7 @@ pub struct FinetuneArgs {
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "layers")]
     pub gradient_checkpointing: Option<Checkpointing>,
     /// Slices of each micro-batch trained at once, on threads of their own [default: on flex,
-    /// the batch size up to twice the cores, but 1 with --lora-dropout or --method full;
+    /// the batch size up to one per core, but 1 with --lora-dropout or --method full;
     /// elsewhere 1].
     #[arg(long)]
     pub batch_threads: Option<usize>,

@@ -97,26 +97,28 @@ impl DeviceSpec {
     }
 
     /// How many slices of a training batch to run at once by default (the trainer's
-    /// `batch_threads`): on flex, as many as the batch has samples, up to twice the cores;
-    /// on every other backend 1.
+    /// `batch_threads`): on flex, as many as the batch has samples, up to one per core; on
+    /// every other backend 1.
     ///
     /// burn-flex multiplies matrices on all cores but runs element-wise operations on one, so
     /// a lone forward and backward pass leaves cores idle; slices in flight at once fill them.
-    /// Twice the cores, because each slice spends much of its time in the single-threaded
-    /// part. A GPU runs one stream of kernels, and LibTorch's CPU operations are
+    /// One per core, not more: every slice's matrix products pack the weights again, and
+    /// fewer, larger slices amortize that better (docs/benchmarks.md, "Slices of a batch on
+    /// threads"). A GPU runs one stream of kernels, and LibTorch's CPU operations are
     /// multi-threaded already.
     ///
     /// ```
     /// use burn_peft_core::DeviceSpec;
+    /// let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     /// assert_eq!(DeviceSpec::Cuda(0).default_batch_threads(8), 1);
     /// assert_eq!(DeviceSpec::Flex.default_batch_threads(1), 1);
-    /// assert!(DeviceSpec::Flex.default_batch_threads(64) >= 2);
+    /// assert_eq!(DeviceSpec::Flex.default_batch_threads(64), cores.min(64));
     /// ```
     pub fn default_batch_threads(&self, batch_size: usize) -> usize {
         match self {
             DeviceSpec::Flex => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                batch_size.clamp(1, 2 * cores)
+                batch_size.clamp(1, cores)
             }
             _ => 1,
         }
