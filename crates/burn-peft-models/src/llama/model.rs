@@ -521,10 +521,25 @@ impl Llama {
     ) -> LayerContext {
         let dtype = self.precision.float_dtype();
         let (cos, sin) = rope_tables(&self.config, past, seq, device);
+        let half = self.config.head_dim() / 2;
+        let sin = Tensor::cat(
+            vec![
+                sin.clone().slice([0..seq, 0..half]).neg(),
+                sin.slice([0..seq, half..2 * half]),
+            ],
+            1,
+        );
+        let groups = self.config.num_attention_heads / self.config.num_key_value_heads;
+        let mask = attention_bias_mask(seq, past, mask, device).map(|m| {
+            let [mb, _, _, keys] = m.dims();
+            m.unsqueeze_dim::<5>(2)
+                .expand([mb, 1, groups, seq, keys])
+                .reshape([mb, 1, groups * seq, keys])
+        });
         LayerContext {
-            cos: cos.cast(dtype),
-            sin: sin.cast(dtype),
-            mask: attention_bias_mask(seq, past, mask, device),
+            cos: cos.cast(dtype).unsqueeze(),
+            sin: sin.cast(dtype).unsqueeze(),
+            mask,
         }
     }
 
@@ -656,47 +671,58 @@ impl Llama {
 
 /// The rotary tables and the attention mask that the decoder layers of one forward pass share.
 pub(super) struct LayerContext {
-    cos: Tensor<2>,
-    sin: Tensor<2>,
+    /// `[1, 1, seq, head_dim]`.
+    cos: Tensor<4>,
+    /// `[1, 1, seq, head_dim]`, its first half negated (see [`apply_rope`]).
+    sin: Tensor<4>,
+    /// `[batch or 1, 1, groups·seq, keys]`: the queries of one key/value head in a row (see
+    /// [`Attention`]'s forward pass).
     mask: Option<Tensor<4, Bool>>,
 }
 
 impl DecoderLayer {
     /// The layer's output for `x`, and its keys and values (`past` ones in front).
+    ///
+    /// The rows of the batch are folded once, here: the norms and the linear layers work on
+    /// `[batch·seq, hidden]` and only attention splits them into sequences. Each linear layer
+    /// then records no reshapes of its own, which matters where every recorded operation
+    /// costs host time (the GPU backends).
     pub(super) fn forward(
         &self,
         x: Tensor<3>,
         context: &LayerContext,
         past: Option<(Tensor<4>, Tensor<4>)>,
     ) -> (Tensor<3>, (Tensor<4>, Tensor<4>)) {
+        let [b, t, hidden] = x.dims();
+        let x = x.reshape([b * t, hidden]);
         let h = self.input_layernorm.forward(x.clone());
-        let (h, kv) = self.self_attn.forward(
-            h,
-            context.cos.clone(),
-            context.sin.clone(),
-            context.mask.clone(),
-            past,
-        );
+        let (h, kv) = self.self_attn.forward(h, b, context, past);
         let x = x + h;
         let h = self.post_attention_layernorm.forward(x.clone());
-        (x + self.mlp.forward(h), kv)
+        ((x + self.mlp.forward(h)).reshape([b, t, hidden]), kv)
     }
 }
 
 impl Attention {
+    /// Attention over `x`, `[batch·seq, hidden]` (`batch` sequences), and the layer's keys and
+    /// values.
+    ///
+    /// Grouped-query heads are not repeated: the query heads that share a key/value head are
+    /// stacked along the query positions (`[batch, kv_heads, groups·seq, head_dim]`), so one
+    /// product per key/value head serves its whole group, with the mask stacked to match.
     fn forward(
         &self,
-        x: Tensor<3>,
-        cos: Tensor<2>,
-        sin: Tensor<2>,
-        mask: Option<Tensor<4, Bool>>,
+        x: Tensor<2>,
+        b: usize,
+        context: &LayerContext,
         past: Option<(Tensor<4>, Tensor<4>)>,
-    ) -> (Tensor<3>, (Tensor<4>, Tensor<4>)) {
-        let [b, t, _] = x.dims();
+    ) -> (Tensor<2>, (Tensor<4>, Tensor<4>)) {
+        let t = x.dims()[0] / b;
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let split = |y: Tensor<3>, heads: usize| y.reshape([b, t, heads, d]).swap_dims(1, 2);
-        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), &cos, &sin);
-        let k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), &cos, &sin);
+        let split = |y: Tensor<2>, heads: usize| y.reshape([b, t, heads, d]).swap_dims(1, 2);
+        let (cos, sin) = (&context.cos, &context.sin);
+        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), cos, sin);
+        let k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), cos, sin);
         let v = split(self.v_proj.forward(x), kvh);
         // Past keys are cached already rotated; a prefix carries no rotation of its own.
         let (k, v) = match past {
@@ -704,18 +730,18 @@ impl Attention {
             None => (k, v),
         };
         let kv = (k.clone(), v.clone());
-        let k = repeat_kv(k, h / kvh);
-        let v = repeat_kv(v, h / kvh);
-        let out = scaled_dot_attention(q, k, v, mask);
-        let out = self
-            .o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, t, h * d]));
-        (out, kv)
+        let q = q.reshape([b, kvh, (h / kvh) * t, d]);
+        let out = scaled_dot_attention(q, k, v, context.mask.clone());
+        let out = out
+            .reshape([b, h, t, d])
+            .swap_dims(1, 2)
+            .reshape([b * t, h * d]);
+        (self.o_proj.forward(out), kv)
     }
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let gate = silu(self.gate_proj.forward(x.clone()));
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }
@@ -754,23 +780,15 @@ pub fn rope_tables(
     (angles.clone().cos(), angles.sin())
 }
 
-fn apply_rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+/// Rotary embedding of `x` (`[batch, heads, seq, head_dim]`) with `cos` and `sin` from
+/// [`LayerContext`]: `x·cos + rotate_half(x)·sin`, where `rotate_half(x) = [−x₂, x₁]`. The sign
+/// sits in the table (`sin`'s first half is negated), so the rotation is a swap of the halves.
+fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let [b, h, t, d] = x.dims();
     let half = d / 2;
     let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
     let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone().unsqueeze::<4>() + rotated * sin.clone().unsqueeze::<4>()
-}
-
-fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
-    if n_rep == 1 {
-        return x;
-    }
-    let [b, kvh, t, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kvh, n_rep, t, d])
-        .reshape([b, kvh * n_rep, t, d])
+    x * cos.clone() + Tensor::cat(vec![x2, x1], 3) * sin.clone()
 }
 
 /// True where attention is forbidden: future keys, and padded keys when a mask is given.
