@@ -531,6 +531,9 @@ impl Llama {
         );
         let groups = self.config.num_attention_heads / self.config.num_key_value_heads;
         let mask = attention_bias_mask(seq, past, mask, device).map(|m| {
+            if groups == 1 {
+                return m;
+            }
             let [mb, _, _, keys] = m.dims();
             m.unsqueeze_dim::<5>(2)
                 .expand([mb, 1, groups, seq, keys])
@@ -730,12 +733,21 @@ impl Attention {
             None => (k, v),
         };
         let kv = (k.clone(), v.clone());
-        let q = q.reshape([b, kvh, (h / kvh) * t, d]);
+        // Without groups (as many key/value heads as query heads) there is nothing to stack,
+        // and reshaping `q`, a strided view, would copy it.
+        let grouped = kvh != h;
+        let q = if grouped {
+            q.reshape([b, kvh, (h / kvh) * t, d])
+        } else {
+            q
+        };
         let out = scaled_dot_attention(q, k, v, context.mask.clone());
-        let out = out
-            .reshape([b, h, t, d])
-            .swap_dims(1, 2)
-            .reshape([b * t, h * d]);
+        let out = if grouped {
+            out.reshape([b, h, t, d])
+        } else {
+            out
+        };
+        let out = out.swap_dims(1, 2).reshape([b * t, h * d]);
         (self.o_proj.forward(out), kv)
     }
 }
