@@ -58,6 +58,11 @@ def main():
         device, binary, *extra = spec.split(":", 2)
         extra = extra[0].split() if extra else []
         ours_list.append((" ".join([device] + extra), device, binary, extra))
+    # Two binaries on the same device with the same arguments (an A/B of builds) are told
+    # apart by their paths.
+    labels = [label for label, *_ in ours_list]
+    ours_list = [(f"{label} {binary}" if labels.count(label) > 1 else label, device, binary, extra)
+                 for label, device, binary, extra in ours_list]
     # LD_LIBRARY_PATH from scripts/setup-tch.sh serves the tch binary; the anchor's own torch
     # must not pick up those libraries.
     python_env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}

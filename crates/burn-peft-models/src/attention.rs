@@ -9,13 +9,15 @@ use burn::tensor::{Bool, DType, FloatDType, Int, Tensor};
 ///
 /// The probabilities come from the backend's own softmax kernel on untracked values (on
 /// burn-flex: one fused pass per row, rows on every core). When the scores are tracked,
-/// autodiff does not see the softmax; it sees `o − c·ō` instead, where `o = (p + p·z)·v`,
+/// autodiff does not see the softmax; it sees `o − c·ō` instead, where `o = p·v + (p·z)·v̄`,
 /// `z = s − s̄` and `c = Σⱼ p·z` are zero-valued and a bar marks an untracked copy. The value is
 /// `p·v`, and the gradient by the scores is the softmax's, `p·(dp − Σⱼ p·dp)`: the term
 /// `−p·Σⱼ p·dp` arrives through `c`, since `Σⱼ p·dp = Σₖ do·o` (FlashAttention's row sums, here
 /// in f32 whatever the inputs are stored in). Autodiff records four operations over the
 /// `[len, len]` scores (sub, mul, sum, add) instead of burn's composed softmax and the mask
-/// (six, with a scalar `exp` on one thread). Masked scores get no gradient, as with the mask
+/// (six, with a scalar `exp` on one thread). Two products with `v` instead of one with `p + p·z`
+/// cost one more (zero-valued) matrix product in the forward pass, but the backward pass then
+/// keeps `p` alone, not also `p + p·z`, of the scores' size. Masked scores get no gradient, as with the mask
 /// before; in half precision `z` is masked too, so that a score that overflowed to infinity
 /// where attention is forbidden cannot turn the row into NaN.
 pub fn scaled_dot_attention(
@@ -44,7 +46,7 @@ pub fn scaled_dot_attention(
     };
     let pz = p.clone() * z;
     let c = pz.clone().sum_dim(3);
-    let out = (p + pz).cast(dtype).matmul(v);
+    let out = p.cast(dtype).matmul(v.clone()) + pz.cast(dtype).matmul(v.detach());
     let correction = c * out.clone().detach().cast(FloatDType::F32);
     out - correction.cast(dtype)
 }
@@ -59,7 +61,7 @@ pub(crate) fn untracked_softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Ten
 }
 
 /// `t` (an inner, untracked tensor) on `like`'s autodiff setting and checkpointing strategy.
-fn like<const D: usize>(t: Tensor<D>, like: &Tensor<D>) -> Tensor<D> {
+pub(crate) fn like<const D: usize>(t: Tensor<D>, like: &Tensor<D>) -> Tensor<D> {
     match like.gradient_checkpointing_strategy() {
         Some(strategy) => t.autodiff().with_gradient_checkpointing_strategy(strategy),
         None => t,

@@ -24,6 +24,7 @@ pub mod gguf;
 mod llama;
 mod loss;
 mod pretrained;
+mod swiglu;
 mod tokenizer;
 
 pub use bert::{Bert, BertClassifier, BertConfig, BertLayer};

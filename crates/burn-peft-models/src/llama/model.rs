@@ -2,7 +2,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::{log_softmax, silu};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Distribution, FloatDType, Int, Tensor, TensorData};
 use burn_peft_adapters::{Adapter, PrefixTuning, PromptLearning};
 use burn_peft_core::{AdaptedLinear, AdapterHost, Precision, cast_if_frozen};
@@ -11,6 +11,7 @@ use super::config::LlamaConfig;
 use crate::attention::scaled_dot_attention;
 use crate::error::{ModelError, Result};
 use crate::loss::linear_cross_entropy;
+use crate::swiglu::swiglu;
 
 /// Up to this many rows, tied logits are computed without transposing the embedding table.
 const FEW_ROWS: usize = 16;
@@ -754,8 +755,9 @@ impl Attention {
 
 impl Mlp {
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = self.gate_proj.forward(x.clone());
+        self.down_proj
+            .forward(swiglu(gate, self.up_proj.forward(x)))
     }
 }
 
