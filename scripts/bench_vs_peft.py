@@ -63,6 +63,9 @@ def main():
     labels = [label for label, *_ in ours_list]
     ours_list = [(f"{label} {binary}" if labels.count(label) > 1 else label, device, binary, extra)
                  for label, device, binary, extra in ours_list]
+    labels = [label for label, *_ in ours_list]
+    ours_list = [(f"{label} #{i + 1}" if labels.count(label) > 1 else label, *rest)
+                 for i, (label, *rest) in enumerate(ours_list)]
     # LD_LIBRARY_PATH from scripts/setup-tch.sh serves the tch binary; the anchor's own torch
     # must not pick up those libraries.
     python_env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}

@@ -16,8 +16,9 @@ use burn::tensor::{Bool, DType, FloatDType, Int, Tensor};
 /// in f32 whatever the inputs are stored in). Autodiff records four operations over the
 /// `[len, len]` scores (sub, mul, sum, add) instead of burn's composed softmax and the mask
 /// (six, with a scalar `exp` on one thread). Two products with `v` instead of one with `p + p·z`
-/// cost one more (zero-valued) matrix product in the forward pass, but the backward pass then
-/// keeps `p` alone, not also `p + p·z`, of the scores' size. Masked scores get no gradient, as with the mask
+/// cost one more (zero-valued) matrix product in the forward pass, but in f32 the backward pass
+/// then keeps `p` alone, not also `p + p·z`, of the scores' size (in half precision, `p` and
+/// its half copy, as many bytes as before). Masked scores get no gradient, as with the mask
 /// before; in half precision `z` is masked too, so that a score that overflowed to infinity
 /// where attention is forbidden cannot turn the row into NaN.
 pub fn scaled_dot_attention(
@@ -128,7 +129,9 @@ mod tests {
     ) -> Vec<Vec<f32>> {
         let [q, k, v, w] = inputs.clone();
         let (q, k, v) = (q.require_grad(), k.require_grad(), v.require_grad());
-        let out = attend(q.clone(), k.clone(), v.clone(), mask);
+        // Not leaves, as projections' outputs are in a model: their detached copies are then
+        // untracked (a leaf's keeps its `require_grad`).
+        let out = attend(q.clone() * 1.0, k.clone() * 1.0, v.clone() * 1.0, mask);
         let grads = (out.clone() * w).sum().backward();
         let grad = |t: &Tensor<4>| values(t.grad(&grads).expect("a gradient"));
         vec![values(out), grad(&q), grad(&k), grad(&v)]

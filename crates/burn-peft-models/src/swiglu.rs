@@ -1,5 +1,6 @@
 //! The gated activation of Llama's feed-forward block, with a small autodiff footprint.
 
+use burn::tensor::GradientCheckpointingStrategy;
 use burn::tensor::activation::{sigmoid, silu};
 use burn::tensor::{FloatDType, Tensor};
 
@@ -13,12 +14,19 @@ use crate::attention::like;
 /// `g − ḡ` and `u − ū` are exactly zero, so the value is `h̄ = silu(ḡ)·ū`, and the gradients
 /// are the product's, with `∂g = d silu(g)/dg · u = h̄ + σ(g)·(u − h̄)` formed in the forward
 /// pass. The backward pass keeps two tensors of the input's size instead of four and runs one
-/// product per input.
+/// product per input. Under burn's balanced gradient checkpointing, which recomputes
+/// element-wise operations from their tracked inputs, the composed form keeps less and is used.
 pub(crate) fn swiglu(gate: Tensor<2>, up: Tensor<2>) -> Tensor<2> {
     let dtype = gate.dtype();
-    if !gate.is_tracked() && !up.is_tracked() {
+    let balanced = |t: &Tensor<2>| {
+        t.gradient_checkpointing_strategy() == Some(GradientCheckpointingStrategy::Balanced)
+    };
+    if (!gate.is_tracked() && !up.is_tracked()) || balanced(&gate) || balanced(&up) {
         // The same f32 arithmetic as below, so that a pass without a graph (generation, or
         // the forward pass of checkpointing by layer) gives the same values as one with.
+        // Under burn's balanced checkpointing these element-wise operations are recomputed
+        // from `gate` and `up` in the backward pass, which keeps less than the surrogate, whose
+        // operations on untracked values are kept.
         return (silu(gate.cast(FloatDType::F32)) * up.cast(FloatDType::F32)).cast(dtype);
     }
     let g = gate.clone().inner().cast(FloatDType::F32);
@@ -55,13 +63,20 @@ mod tests {
         [draw(6.0), draw(1.5), draw(1.0)]
     }
 
-    /// Output and gradients by gate and up of `Σ out·w`.
-    fn run(act: fn(Tensor<2>, Tensor<2>) -> Tensor<2>, inputs: &[Tensor<2>; 3]) -> Vec<Vec<f32>> {
+    /// Output and gradients by gate and up of `Σ out·w`, each input tracked or not as `track`
+    /// says (an untracked input gets no gradient: an empty list). Tracked inputs enter as the
+    /// output of an operation, not as leaves, as a linear layer's outputs do in the model.
+    fn run(
+        act: fn(Tensor<2>, Tensor<2>) -> Tensor<2>,
+        inputs: &[Tensor<2>; 3],
+        track: [bool; 2],
+    ) -> Vec<Vec<f32>> {
         let [g, u, w] = inputs.clone();
-        let (g, u) = (g.require_grad(), u.require_grad());
-        let out = act(g.clone(), u.clone());
+        let leaf = |t: Tensor<2>, tracked| if tracked { t.require_grad() } else { t };
+        let (g, u) = (leaf(g, track[0]), leaf(u, track[1]));
+        let out = act(g.clone() * 1.0, u.clone() * 1.0);
         let grads = (out.clone() * w).sum().backward();
-        let grad = |t: &Tensor<2>| values(t.grad(&grads).expect("a gradient"));
+        let grad = |t: &Tensor<2>| t.grad(&grads).map(values).unwrap_or_default();
         vec![values(out), grad(&g), grad(&u)]
     }
 
@@ -84,34 +99,39 @@ mod tests {
         }
     }
 
+    /// With and without burn's balanced checkpointing (the composed form there).
     #[test]
     fn value_and_gradients_match_the_composed_silu() {
-        let device = Device::flex().autodiff();
-        let inputs = inputs(&device);
-        let ours = run(swiglu, &inputs);
-        let reference = run(composed, &inputs);
-        assert_close(&ours, &reference, |y| 1e-5 * (1.0 + y.abs()));
+        let plain = Device::flex().autodiff();
+        for device in [plain.clone(), plain.gradient_checkpointing()] {
+            let inputs = inputs(&device);
+            let ours = run(swiglu, &inputs, [true, true]);
+            let reference = run(composed, &inputs, [true, true]);
+            assert_close(&ours, &reference, |y| 1e-5 * (1.0 + y.abs()));
+        }
     }
 
-    /// Only one input tracked (a frozen gate projection, say): the other gets no gradient, and
-    /// the tracked one the composed gradient.
+    /// Only one input tracked (a frozen gate or up projection on a frozen input path): the
+    /// other gets no gradient, and the tracked one the composed gradient.
     #[test]
     fn one_tracked_input_gets_its_gradient() {
         let device = Device::flex().autodiff();
-        let [g, u, w] = inputs(&device);
-        let g = g.require_grad();
-        let grads = (swiglu(g.clone(), u.clone()) * w.clone()).sum().backward();
-        let ours = values(g.grad(&grads).expect("a gradient"));
-        let reference = run(composed, &[g, u.clone(), w]);
-        assert!(u.grad(&grads).is_none());
-        assert_close(&[ours], &reference[1..2], |y| 1e-5 * (1.0 + y.abs()));
+        let inputs = inputs(&device);
+        for track in [[true, false], [false, true]] {
+            let ours = run(swiglu, &inputs, track);
+            let reference = run(composed, &inputs, track);
+            for (i, tracked) in track.iter().enumerate() {
+                assert_eq!(ours[i + 1].is_empty(), !tracked, "{track:?}");
+            }
+            assert_close(&ours, &reference, |y| 1e-5 * (1.0 + y.abs()));
+        }
     }
 
     /// Untracked inputs, with and without autodiff: the same values, and an untracked result.
     #[test]
     fn untracked_inputs_give_the_same_values() {
         let autodiff = Device::flex().autodiff();
-        let tracked = run(swiglu, &inputs(&autodiff));
+        let tracked = run(swiglu, &inputs(&autodiff), [true, true]);
         let [g, u, _] = inputs(&autodiff);
         let out = swiglu(g, u);
         assert!(!out.is_tracked());
@@ -130,8 +150,8 @@ mod tests {
         let half = rounded.clone().map(|t| t.cast(FloatDType::BF16));
         let [g, u, _] = half.clone();
         assert_eq!(swiglu(g.require_grad(), u).dtype(), FloatDType::BF16.into());
-        let ours = run(swiglu, &half);
-        let reference = run(composed, &rounded);
+        let ours = run(swiglu, &half, [true, true]);
+        let reference = run(composed, &rounded, [true, true]);
         assert_close(&ours, &reference, |y| 0.01 * (1.0 + y.abs()));
         // Without a graph, the very same values (checkpointing by layer relies on it).
         let [g, u, _] = half;
