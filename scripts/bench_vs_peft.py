@@ -59,13 +59,12 @@ def main():
         extra = extra[0].split() if extra else []
         ours_list.append((" ".join([device] + extra), device, binary, extra))
     # Two binaries on the same device with the same arguments (an A/B of builds) are told
-    # apart by their paths.
-    labels = [label for label, *_ in ours_list]
-    ours_list = [(f"{label} {binary}" if labels.count(label) > 1 else label, device, binary, extra)
-                 for label, device, binary, extra in ours_list]
-    labels = [label for label, *_ in ours_list]
-    ours_list = [(f"{label} #{i + 1}" if labels.count(label) > 1 else label, *rest)
-                 for i, (label, *rest) in enumerate(ours_list)]
+    # apart by their paths, and identical specs by their position.
+    for suffix in (lambda i, binary: binary, lambda i, binary: f"#{i + 1}"):
+        labels = [label for label, *_ in ours_list]
+        ours_list = [(f"{label} {suffix(i, binary)}" if labels.count(label) > 1 else label,
+                      device, binary, extra)
+                     for i, (label, device, binary, extra) in enumerate(ours_list)]
     # LD_LIBRARY_PATH from scripts/setup-tch.sh serves the tch binary; the anchor's own torch
     # must not pick up those libraries.
     python_env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
