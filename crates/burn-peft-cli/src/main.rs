@@ -59,6 +59,13 @@ enum Command {
     Embed(embed::EmbedArgs),
 }
 
+// Compiled (and its test run) without the feature too; installed only with it.
+#[cfg_attr(not(feature = "heap-profile"), allow(dead_code))]
+mod heap_profile;
+#[cfg(feature = "heap-profile")]
+#[global_allocator]
+static HEAP: heap_profile::HeapProfile = heap_profile::HeapProfile::new();
+
 fn main() -> ExitCode {
     // Before any thread allocates: freed step buffers stay in the heap (see the function's docs).
     if let burn_peft_core::allocator::MallocTuning::Refused(setting) =
@@ -84,6 +91,8 @@ fn main() -> ExitCode {
         Command::Merge(args) => merge::run(&args),
         Command::BenchStep(args) => bench::run(&args),
     };
+    #[cfg(feature = "heap-profile")]
+    eprint!("{}", HEAP.report());
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
