@@ -26,6 +26,8 @@ impl AdapterHost for Classifier {
     }
 }
 
+impl AddAdapter for Classifier {}
+
 impl Classifier {
     fn new(device: &Device) -> Self {
         Self {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use burn_peft::models::assets::{AssetCache, ROTTEN_TOMATOES, SMOLLM2_GGUF};
+use burn_peft::assets::{AssetCache, ROTTEN_TOMATOES, SMOLLM2_GGUF};
 use burn_peft::prelude::*;
 use burn_peft::train::{Sample, describe};
 
@@ -64,7 +64,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = LoraConfig::new(8)
         .with_lora_alpha(16.0)
         .with_target_modules(TargetModules::all_linear());
-    model.add_lora("sentiment", &config)?;
+    model.add_adapter("sentiment", &AdapterConfig::Lora(config))?;
     println!(
         "SmolLM2-135M-Instruct + LoRA (r 8, all linear layers): {}",
         TrainableParameters::of(&model)
@@ -93,13 +93,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .with_warmup_steps(steps / 10)
         .with_lr_scheduler_type(ScheduleKind::Cosine)
         .init::<Llama>()?;
-    let weights = WeightsIo {
-        save: Box::new(|m: &Llama, dir: &std::path::Path| Ok(m.save_adapter("sentiment", dir)?)),
-        load: Box::new(|mut m: Llama, dir: &std::path::Path| {
-            m.load_adapter(dir, "sentiment")?;
-            Ok(m)
-        }),
-    };
+    // The adapter in PEFT's files, as the result and in checkpoints (what `finetune` uses).
+    let weights = WeightsIo::adapter("sentiment");
     let mut trainer = Trainer::new(
         TrainConfig::new(steps, 8)
             // On flex, slices of each batch train on threads of their own.

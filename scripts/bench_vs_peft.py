@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side by side: `burn-peft bench-step` and PyTorch + PEFT (`../shared/anchors/peft_bench.py`, or
+"""Side by side: `burn-peft bench-step` and PyTorch + PEFT (`scripts/peft_runner.py`, or
 --anchor PATH) on the same machine and shapes, one after the other, several rounds. Prints a
 markdown table of medians and ratios (ours / PyTorch for tokens/s, ours / PyTorch for peak RSS).
 
@@ -8,7 +8,7 @@ Usage (after `cargo build --release -p burn-peft-cli`):
     python3 scripts/bench_vs_peft.py --python /path/to/venv/bin/python \\
         [--methods lora,full,ia3,prefix] [--rounds 2] [--batch 4] [--seq 128]
 
-Peak memory is each process's maximum RSS (the anchor reports GPU memory only).
+Peak memory is each process's maximum RSS (the runner reports GPU memory only).
 """
 
 import argparse
@@ -39,7 +39,8 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=os.environ.get("BURN_PEFT_PYTHON", "python3"))
-    ap.add_argument("--anchor", default=os.path.join(here, "../../shared/anchors/peft_bench.py"))
+    ap.add_argument("--anchor", default=os.path.join(here, "peft_runner.py"),
+                    help="the PyTorch + PEFT runner (default: scripts/peft_runner.py)")
     ap.add_argument("--bin", default=os.path.join(here, "../target/release/burn-peft"))
     ap.add_argument("--ours", action="append", default=[],
                     help="DEVICE:BINARY[:EXTRA ARGS] to time, repeatable (default flex:--bin); e.g. "
@@ -65,7 +66,7 @@ def main():
         ours_list = [(f"{label} {suffix(i, binary)}" if labels.count(label) > 1 else label,
                       device, binary, extra)
                      for i, (label, device, binary, extra) in enumerate(ours_list)]
-    # LD_LIBRARY_PATH from scripts/setup-tch.sh serves the tch binary; the anchor's own torch
+    # LD_LIBRARY_PATH from scripts/setup-tch.sh serves the tch binary; the runner's own torch
     # must not pick up those libraries.
     python_env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     rows = {}

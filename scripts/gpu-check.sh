@@ -7,16 +7,16 @@
 #
 # bundle: builds the CLI in release with the `vulkan` and `wgpu` features (target/gpu), strips
 #   it into BUNDLE together with the Vulkan loader (Debian's libvulkan1, for machines whose
-#   image has none) and PEFT's anchor benchmark (../shared/anchors/peft_bench.py, or
-#   $PEFT_BENCH). The `cuda` feature is added when scripts/setup-cuda-llvm.sh has set up the
-#   LLVM that burn's CUDA backend links (see the README).
+#   image has none) and the PyTorch + PEFT runner (scripts/peft_runner.py, or
+#   $PEFT_RUNNER). The `cuda` feature is added when scripts/setup-cuda-llvm.sh has set up the
+#   LLVM that burn's CUDA backend links (see docs/backends.md).
 # run: from the repository root, with BUNDLE copied there, the items of PLAN in order:
 #   SHAPE:DTYPE  bench-step at that shape (smollm2-135m, llama-1b) and type (f32, bf16, f16),
 #                each of METHODS (default "lora full"), r 16 all-linear, batch 8, seq 512, once
 #                per RUNS (default "1 2": a process that compiles and autotunes, then one that
 #                finds cubecl's kernel and autotune caches in target/environment, so the first
 #                step of each is the first-step latency with and without the cache); then
-#                ../shared/anchors/peft_bench.py on the same card, shape and type (bf16 or f32
+#                the bundle's peft_runner.py on the same card, shape and type (bf16 or f32
 #                with TF32 off; SKIP_PEFT=1 skips it);
 #   ours:SHAPE:DTYPE, peft:SHAPE:DTYPE  one side only (ours: SHAPE may be an HF config.json,
 #                e.g. scripts/shapes/smollm2-135m-10-layers.json);
@@ -53,7 +53,7 @@ bundle)
     strip -o "$bundle/burn-peft" target/gpu/release/burn-peft
     xz -T2 -6 "$bundle/burn-peft"
     echo "$features" >"$bundle/features"
-    cp "${PEFT_BENCH:-../shared/anchors/peft_bench.py}" "$bundle/peft_bench.py"
+    cp "${PEFT_RUNNER:-scripts/peft_runner.py}" "$bundle/peft_runner.py"
     # The Vulkan loader and the GL dispatch libraries that NVIDIA's Vulkan driver
     # (libGLX_nvidia) needs; the driver and its ICD file come with the NVIDIA driver there.
     lists=$(mktemp -d)
@@ -116,11 +116,11 @@ run)
     peft() { # shape dtype: PyTorch + PEFT on the same card
         [ -n "${SKIP_PEFT:-}" ] && return 0
         echo "== PyTorch + PEFT $1 $2"
-        limited 300 python3 "$bundle/peft_bench.py" --device cuda \
+        limited 300 python3 "$bundle/peft_runner.py" --device cuda \
             --shapes "$(echo "$1" | sed 's/smollm2-135m/smol/; s/llama-1b/1b/')" \
             --methods "$(echo "${METHODS:-lora full}" | tr ' ' ',')" --dtype "$2" \
             --batch 8 --seq 512 --steps 10 --warmup 3 --out "$results/peft.jsonl" \
-            || echo "peft_bench: exit $?"
+            || echo "peft_runner: exit $?"
     }
     # PLAN: items in order; SHAPE:DTYPE runs ours then PEFT at that shape and type,
     # checks:DEVICE runs scripts/backend_check.py there with CHECK_ARGS.

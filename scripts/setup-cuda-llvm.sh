@@ -15,7 +15,7 @@
 #   - the static libraries were built against glibc 2.43, whose C23 scanf/strtol entry points
 #     (__isoc23_*) older C libraries lack: a tiny static shim maps them onto the classic ones,
 #     so the result links and runs on glibc 2.36 (Debian 12) and later.
-# Nothing is installed system-wide. Then build with (see the README):
+# Nothing is installed system-wide. Then build with (see docs/backends.md):
 #   CUDARC_CUDA_VERSION=13000 cargo build --release -p burn-peft-cli --features cuda
 #
 # Usage: scripts/setup-cuda-llvm.sh [PREFIX]

@@ -4,9 +4,9 @@
 #
 # Debian 12's Mesa 22.3.6 lavapipe segfaults in vkCreateComputePipelines on burn's first matmul,
 # through both the SPIR-V (`vulkan`) and the WGSL (`wgpu`) paths (backtrace in
-# docs/benchmarks.md). Mesa 26.2 from Debian sid runs them. It needs sid's newer C library, so
-# the program is started through sid's dynamic loader with sid's libraries (a program built
-# against an older glibc runs on a newer one):
+# docs/perf-log/2026-11-27-wgpu-lavapipe.md). Mesa 26.2 from Debian sid runs them. It needs
+# sid's newer C library, so the program is started through sid's dynamic loader with sid's
+# libraries (a program built against an older glibc runs on a newer one):
 #
 #   scripts/setup-lavapipe.sh [DIR]        # prints DIR/run
 #   DIR/run target/debug/burn-peft eval --device wgpu ...

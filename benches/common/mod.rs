@@ -15,3 +15,5 @@ impl AdapterHost for One {
         f("proj", &mut self.proj);
     }
 }
+
+impl AddAdapter for One {}

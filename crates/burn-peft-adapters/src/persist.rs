@@ -1,131 +1,159 @@
-//! Saving and loading adapters in HF PEFT's directory format.
+//! Saving and loading adapters of every method in HF PEFT's directory format.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::Tensor;
 use burn_peft_core::format::{
-    ADAPTER_CONFIG, ADAPTER_WEIGHTS, export_adapter, import_adapter, read_safetensors,
-    write_atomic, write_safetensors,
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, NamedTensor, check_shape, ensure_all_used, export_adapter,
+    read_safetensors, take_tensor, write_atomic, write_safetensors,
 };
-use burn_peft_core::{PeftError, PeftModel, Result};
+use burn_peft_core::{PeftError, Result};
 
-use crate::ia3::Ia3Config;
-use crate::lora::{LoraConfig, LoraInit};
-use crate::prefix::PrefixTuningConfig;
-use crate::prompt::PromptTuningConfig;
-use crate::{Adapter, AddAdapter};
+use crate::config::read_adapter_config;
+use crate::model::AddAdapter;
+use crate::prefix::PROMPT_KEY;
+use crate::{PrefixProjection, PrefixTuning, PromptLearning};
 
-/// A parsed `adapter_config.json`, by method.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AdapterConfig {
-    /// `peft_type: "LORA"`.
-    Lora(LoraConfig),
-    /// `peft_type: "IA3"`.
-    Ia3(Ia3Config),
-    /// `peft_type: "PREFIX_TUNING"`.
-    Prefix(PrefixTuningConfig),
-    /// `peft_type: "PROMPT_TUNING"`.
-    Prompt(PromptTuningConfig),
-}
+/// The file [`AddAdapter::save_prefix_encoder`] writes: prefix tuning's trainable form when it
+/// is trained with `prefix_projection` (PEFT's adapter file keeps only the projected table,
+/// from which training cannot go on).
+pub const PREFIX_ENCODER_FILE: &str = "prefix_encoder.safetensors";
 
-/// Reads `<dir>/adapter_config.json` and picks the method from `peft_type`.
-pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
-    let path = dir.join(ADAPTER_CONFIG);
-    let text = std::fs::read_to_string(&path).map_err(|e| PeftError::io(&path, e))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| PeftError::format(&path, e))?;
-    let peft_type = value
-        .get("peft_type")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| PeftError::format(&path, "no 'peft_type' string"))?;
-    match peft_type {
-        "LORA" => {
-            let config: LoraConfig =
-                serde_json::from_value(value.clone()).map_err(|e| PeftError::format(&path, e))?;
-            config.validate()?;
-            Ok(AdapterConfig::Lora(config))
+/// Writes adapter `name` of `model`, of any method, to `dir` as PEFT does:
+/// `adapter_model.safetensors` (metadata `format: pt`, PEFT keys and `[out, in]` shapes) and
+/// `adapter_config.json`. Each file is written atomically, weights first.
+pub fn save_adapter<M: AddAdapter>(model: &M, name: &str, dir: &Path) -> Result<()> {
+    let prompt = model
+        .prompt_host()
+        .map(|h| h.prompt_slot())
+        .filter(|slot| slot.name() == Some(name))
+        .and_then(|slot| slot.adapter());
+    let (tensors, config) = match prompt {
+        Some(prompt) => {
+            let mut tensors = BTreeMap::new();
+            tensors.insert(
+                PROMPT_KEY.to_string(),
+                NamedTensor::from_tensor(prompt.prompt_embeddings()),
+            );
+            (tensors, prompt.to_peft_json()?)
         }
-        "IA3" => {
-            let config: Ia3Config =
-                serde_json::from_value(value.clone()).map_err(|e| PeftError::format(&path, e))?;
-            config.validate()?;
-            Ok(AdapterConfig::Ia3(config))
-        }
-        "PREFIX_TUNING" => serde_json::from_value(value.clone())
-            .map(AdapterConfig::Prefix)
-            .map_err(|e| PeftError::format(&path, e)),
-        "PROMPT_TUNING" => serde_json::from_value(value.clone())
-            .map(AdapterConfig::Prompt)
-            .map_err(|e| PeftError::format(&path, e)),
-        other => Err(PeftError::UnsupportedMethod(other.to_string())),
-    }
-}
-
-/// Writes adapter `name` of `model` to `dir` as PEFT does: `adapter_model.safetensors`
-/// (metadata `format: pt`, PEFT keys and `[out, in]` shapes) and `adapter_config.json`.
-/// Each file is written atomically, weights first.
-pub fn save_adapter<M>(model: &M, name: &str, dir: &Path) -> Result<()>
-where
-    M: PeftModel<Adapter = Adapter>,
-{
-    let tensors = export_adapter(model, name)?;
-    let mut config = None;
-    let saved: Vec<String> = model.modules_to_save();
-    let modules_to_save = (!saved.is_empty()).then_some(saved);
-    model.clone().visit_adapter(name, &mut |_, adapter| {
-        if config.is_none() {
-            config = Some(match adapter {
-                Adapter::Lora(l) => LoraConfig {
-                    modules_to_save: modules_to_save.clone(),
-                    ..l.config.clone()
-                }
-                .to_peft_json(),
-                Adapter::Ia3(a) => Ia3Config {
-                    modules_to_save: modules_to_save.clone(),
-                    ..a.config.clone()
-                }
-                .to_peft_json(),
+        None => {
+            let tensors = export_adapter(model, name)?;
+            let mut config = None;
+            model.clone().visit_adapter(name, &mut |_, adapter| {
+                config.get_or_insert_with(|| adapter.config());
             });
+            let mut config = config.ok_or_else(|| PeftError::UnknownAdapter(name.to_string()))?;
+            let saved = model.modules_to_save();
+            config.set_modules_to_save((!saved.is_empty()).then_some(saved));
+            (tensors, config.to_peft_json()?)
         }
-    });
-    let config = config.ok_or_else(|| PeftError::UnknownAdapter(name.to_string()))??;
+    };
     std::fs::create_dir_all(dir).map_err(|e| PeftError::io(dir, e))?;
     write_safetensors(&dir.join(ADAPTER_WEIGHTS), &tensors)?;
     write_atomic(&dir.join(ADAPTER_CONFIG), config.as_bytes())
 }
 
-/// Loads the PEFT adapter directory `dir` into `model` as adapter `name` (inactive unless it
-/// is the model's first adapter, as in PEFT). On any error the model is left unchanged.
-pub fn load_adapter<M>(model: &mut M, dir: &Path, name: &str) -> Result<()>
-where
-    M: PeftModel<Adapter = Adapter>,
-{
-    let config = read_adapter_config(dir)?;
+/// Loads the PEFT adapter directory `dir`, of any method (picked from its `peft_type`), into
+/// `model` as adapter `name` (inactive unless it is the model's first adapter, as in PEFT).
+/// On any error the model is left unchanged.
+pub fn load_adapter<M: AddAdapter>(model: &mut M, dir: &Path, name: &str) -> Result<()> {
+    let config = read_adapter_config(dir)?.for_loading();
     let weights = dir.join(ADAPTER_WEIGHTS);
     let tensors = read_safetensors(&weights)?;
     let mut staged = model.clone();
-    match config {
-        AdapterConfig::Lora(mut lora) => {
-            // The file holds the trained values; PiSSA must not rewrite the base on load.
-            lora.init_lora_weights = LoraInit::Default;
-            lora.inference_mode = false;
-            staged.add_lora(name, &lora)?;
-        }
-        AdapterConfig::Ia3(mut ia3) => {
-            ia3.inference_mode = false;
-            staged.add_ia3(name, &ia3)?;
-        }
-        AdapterConfig::Prefix(_) => {
-            return Err(PeftError::UnsupportedMethod(
-                "PREFIX_TUNING on a model without prompt-learning support (Llama has it: Llama::load_adapter)".into(),
-            ));
-        }
-        AdapterConfig::Prompt(_) => {
-            return Err(PeftError::UnsupportedMethod(
-                "PROMPT_TUNING on a model without prompt-learning support (Llama has it: Llama::load_adapter)".into(),
-            ));
-        }
-    }
-    import_adapter(&mut staged, name, tensors, &weights)?;
+    staged.add_adapter(name, &config)?;
+    config.import_weights(&mut staged, name, tensors, &weights)?;
     *model = staged;
     Ok(())
+}
+
+/// See [`AddAdapter::save_prefix_encoder`].
+pub(crate) fn save_prefix_encoder<M: AddAdapter>(model: &M, dir: &Path) -> Result<bool> {
+    let Some(PrefixTuning {
+        embedding,
+        projection: Some(mlp),
+        ..
+    }) = model.prompt_host().and_then(|h| h.prompt_slot().prefix())
+    else {
+        return Ok(false);
+    };
+    let mut tensors = BTreeMap::new();
+    tensors.insert(
+        "embedding".to_string(),
+        NamedTensor::from_tensor(embedding.val()),
+    );
+    for (name, layer) in [("first", &mlp.first), ("second", &mlp.second)] {
+        tensors.insert(
+            format!("{name}.weight"),
+            NamedTensor::from_tensor(layer.weight.val()),
+        );
+        if let Some(bias) = &layer.bias {
+            tensors.insert(format!("{name}.bias"), NamedTensor::from_tensor(bias.val()));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| PeftError::io(dir, e))?;
+    write_safetensors(&dir.join(PREFIX_ENCODER_FILE), &tensors)?;
+    Ok(true)
+}
+
+/// See [`AddAdapter::load_prefix_encoder`].
+pub(crate) fn load_prefix_encoder<M: AddAdapter>(model: &mut M, dir: &Path) -> Result<bool> {
+    let file = dir.join(PREFIX_ENCODER_FILE);
+    if !file.is_file() {
+        return Ok(false);
+    }
+    let Some(PrefixTuning {
+        embedding,
+        projection: Some(mlp),
+        config,
+    }) = model.prompt_host().and_then(|h| h.prompt_slot().prefix())
+    else {
+        return Err(PeftError::InvalidConfig(format!(
+            "{} holds a prefix encoder, but the model has no prefix tuning with projection to \
+             load it into",
+            file.display()
+        )));
+    };
+    let mut tensors = read_safetensors(&file)?;
+    let device = embedding.device();
+    let mut linear = |name: &str, old: &Linear| -> Result<Linear> {
+        let key = format!("{name}.weight");
+        let weight = take_param(&mut tensors, &file, &key, old.weight.dims(), &device)?;
+        let bias = match &old.bias {
+            Some(b) => {
+                let key = format!("{name}.bias");
+                Some(take_param(&mut tensors, &file, &key, b.dims(), &device)?)
+            }
+            None => None,
+        };
+        Ok(Linear { weight, bias })
+    };
+    let first = linear("first", &mlp.first)?;
+    let second = linear("second", &mlp.second)?;
+    let embedding = take_param(&mut tensors, &file, "embedding", embedding.dims(), &device)?;
+    ensure_all_used(&tensors, &file)?;
+    let prefix = PromptLearning::Prefix(PrefixTuning {
+        embedding,
+        projection: Some(PrefixProjection { first, second }),
+        config: config.clone(),
+    });
+    crate::prefix::set_prompt_adapter(model, prefix)?;
+    Ok(true)
+}
+
+/// Removes `key` from `tensors` as a trainable parameter of shape `dims`.
+fn take_param<const D: usize>(
+    tensors: &mut BTreeMap<String, NamedTensor>,
+    file: &Path,
+    key: &str,
+    dims: [usize; D],
+    device: &burn::tensor::Device,
+) -> Result<Param<Tensor<D>>> {
+    let t = take_tensor(tensors, file, key)?;
+    check_shape(key, &t, &dims)?;
+    Ok(Param::from_tensor(t.to_tensor(device, key)?))
 }

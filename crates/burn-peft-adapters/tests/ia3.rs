@@ -18,7 +18,18 @@ impl AdapterHost for Block {
         f("block.k_proj", &mut self.k_proj);
         f("block.down_proj", &mut self.down_proj);
     }
+
+    // A model family declares PEFT's defaults for itself; these are the Llama family's.
+    fn default_target_modules(&self, peft_type: &str) -> Option<TargetModules> {
+        (peft_type == "IA3").then(|| TargetModules::names(["k_proj", "v_proj", "down_proj"]))
+    }
+
+    fn default_feedforward_modules(&self) -> Option<TargetModules> {
+        Some(TargetModules::names(["down_proj"]))
+    }
 }
+
+impl AddAdapter for Block {}
 
 impl Block {
     /// A block whose layers map `d_in` features to `k_out` and `down_out`.

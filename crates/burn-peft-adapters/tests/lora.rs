@@ -5,7 +5,9 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use burn_peft_adapters::{Adapter, AddAdapter, LoraConfig, LoraInit};
+use burn_peft_adapters::{
+    Adapter, AdapterConfig, AddAdapter, LoraConfig, LoraInit, PrefixTuningConfig,
+};
 use burn_peft_core::{AdaptedLinear, AdapterHost, PeftModel, TargetModules, TrainableParameters};
 
 /// A two-layer network standing in for a user's own model.
@@ -22,6 +24,8 @@ impl AdapterHost for TwoLayer {
         f("net.second", &mut self.second);
     }
 }
+
+impl AddAdapter for TwoLayer {}
 
 impl TwoLayer {
     fn new(d_in: usize, hidden: usize, d_out: usize, device: &Device) -> Self {
@@ -77,7 +81,7 @@ fn lora_gradients_match_finite_differences() {
         let x = Tensor::<2>::random([3, 5], Distribution::Normal(0.0, 1.0), &device);
         let c = Tensor::<2>::random([3, 3], Distribution::Normal(0.0, 1.0), &device);
         let grads = loss(&model, &x, &c).backward();
-        let l = model.first.adapters[0].as_lora().unwrap();
+        let l = model.first.adapters()[0].as_lora().unwrap();
         for (name, param) in [("A", &l.lora_a), ("B", &l.lora_b)] {
             let analytic = values(param.grad(&grads).unwrap());
             let base = values(param.val());
@@ -87,7 +91,7 @@ fn lora_gradients_match_finite_differences() {
                     let mut v = base.clone();
                     v[i] += delta;
                     let mut m = model.clone();
-                    let ml = m.first.adapters[0].as_lora_mut().unwrap();
+                    let ml = m.first.adapters_mut()[0].as_lora_mut().unwrap();
                     let p = with_value(param, v, &device);
                     if name == "A" {
                         ml.lora_a = p;
@@ -118,7 +122,7 @@ fn dora_magnitude_gradient_matches_finite_differences() {
     let x = Tensor::<2>::random([2, 4], Distribution::Normal(0.0, 1.0), &device);
     let c = Tensor::<2>::random([2, 2], Distribution::Normal(0.0, 1.0), &device);
     let grads = loss(&model, &x, &c).backward();
-    let l = model.first.adapters[0].as_lora().unwrap();
+    let l = model.first.adapters()[0].as_lora().unwrap();
     let m = l.magnitude.as_ref().unwrap();
     let analytic: Vec<f32> = m.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
     let base: Vec<f32> = m.val().into_data().try_to_vec().unwrap();
@@ -127,7 +131,7 @@ fn dora_magnitude_gradient_matches_finite_differences() {
             let mut v = base.clone();
             v[i] += delta;
             let mut mm = model.clone();
-            let ml = mm.first.adapters[0].as_lora_mut().unwrap();
+            let ml = mm.first.adapters_mut()[0].as_lora_mut().unwrap();
             ml.magnitude = Some(
                 m.clone()
                     .map(|_| Tensor::from_data(TensorData::new(v, [base.len()]), &device)),
@@ -171,18 +175,18 @@ fn frozen_base_gets_no_gradient_and_no_optimizer_state() {
             .grad(&grads)
             .is_none()
     );
-    let l = model.second.adapters[0].as_lora().unwrap();
+    let l = model.second.adapters()[0].as_lora().unwrap();
     assert!(l.lora_b.grad(&grads).is_some());
 
     let grads = GradientsParams::from_grads(grads, &model);
     assert_eq!(grads.len(), 4, "only the four LoRA factors have gradients");
     let mut optim = AdamWConfig::new().init();
     let before = model.first.base.weight.val().into_data();
-    let l = model.first.adapters[0].as_lora().unwrap();
+    let l = model.first.adapters()[0].as_lora().unwrap();
     let a_before = l.lora_a.val().into_data();
     let stepped = optim.step(1e-2, model, grads);
     assert_eq!(stepped.first.base.weight.val().into_data(), before);
-    let l = stepped.first.adapters[0].as_lora().unwrap();
+    let l = stepped.first.adapters()[0].as_lora().unwrap();
     assert_ne!(l.lora_a.val().into_data(), a_before);
     // AdamW keeps two moments per parameter it saw: the four factors, nothing for the base.
     assert_eq!(optim.to_record().len(), 2 * 4);
@@ -239,7 +243,7 @@ fn default_and_gaussian_inits_start_as_the_base() {
             .unwrap();
         let x = Tensor::<2>::random([5, 64], Distribution::Normal(0.0, 1.0), &device);
         assert!(max_abs_diff(model.forward(x.clone()), base.forward(x)) < 1e-5);
-        let l = model.first.adapters[0].as_lora().unwrap();
+        let l = model.first.adapters()[0].as_lora().unwrap();
         assert_eq!(l.lora_b.val().abs().max().into_scalar::<f32>(), 0.0);
         let a = l.lora_a.val();
         match init {
@@ -274,7 +278,7 @@ fn pissa_moves_the_principal_part_into_the_adapter() {
         .unwrap();
     // The model computes the same function at the start...
     assert!(max_abs_diff(model.forward(x), y0) < 1e-4);
-    let l = model.first.adapters[0].as_lora().unwrap();
+    let l = model.first.adapters()[0].as_lora().unwrap();
     let delta = l.delta_weight();
     let residual = model.first.base.weight.val();
     assert!(max_abs_diff(residual.clone() + delta.clone(), w.clone()) < 1e-4);
@@ -337,6 +341,37 @@ fn exclusions_layers_and_duplicate_names() {
         model.adapter_names(),
         vec!["x".to_string(), "y".to_string()]
     );
+}
+
+#[test]
+fn a_config_without_targets_takes_the_model_family_default_or_is_refused() {
+    let device = Device::flex();
+    // TwoLayer declares no defaults (AdapterHost::default_target_modules is None): the config
+    // must name its targets, and the error says so; nothing is added.
+    let mut model = TwoLayer::new(4, 6, 3, &device);
+    let err = model
+        .add_lora("a", &LoraConfig::new(2))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("target_modules is not set"), "{err}");
+    assert!(model.adapter_names().is_empty());
+    // Through the one config enum, every method goes the same way.
+    let err = model
+        .add_adapter("a", &AdapterConfig::Ia3(Default::default()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no default for IA3"), "{err}");
+    let err = model
+        .add_adapter("a", &AdapterConfig::Prefix(PrefixTuningConfig::new(2)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("without prompt-learning support"), "{err}");
+    // The default is resolved when the adapter is added, so that the saved config names it.
+    let named = LoraConfig::new(2).with_target_modules(TargetModules::names(["first"]));
+    model.add_adapter("b", &AdapterConfig::from(named)).unwrap();
+    let config = model.first.adapter("b").unwrap().config();
+    assert_eq!(config.peft_type(), "LORA");
+    assert!(model.second.adapter("b").is_none());
 }
 
 fn factor_a(model: &TwoLayer, layer: usize) -> Vec<f32> {

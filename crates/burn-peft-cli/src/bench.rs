@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::module::{Lora as NativeLora, Module, ParamGroup};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
+use burn_peft_adapters::{AdapterConfig, AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
 use burn_peft_core::{DeviceSpec, Precision, TargetModules, TrainableParameters};
 use burn_peft_models::{Llama, LlamaConfig};
 use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig, make_trainable};
@@ -131,7 +131,7 @@ fn phases_json(steps: &[[PhaseTime; 3]]) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
-/// The shapes of `../shared/anchors/peft_bench.py` (tied embeddings, as there).
+/// The shapes of `scripts/peft_runner.py` (tied embeddings, as there).
 fn shape(name: &str) -> Result<LlamaConfig, String> {
     let base = |hidden, layers, heads, kv, inter, vocab| LlamaConfig {
         hidden_size: hidden,
@@ -200,25 +200,30 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             .with_use_dora(dora)
             .with_target_modules(TargetModules::all_linear())
     };
-    match args.method {
+    let adapter = match args.method {
         Method::Lora if args.burn_native_lora => {
             // The layers all-linear picks: the base weights of the seven *_proj layers.
             let group =
                 ParamGroup::from_regex(r"_proj\.base\.weight$").map_err(|e| format!("{e:?}"))?;
             model = model
                 .apply_lora(NativeLora::new(args.r, 2.0 * args.r as f64).set_param_group(group));
+            None
         }
         _ if args.burn_native_lora => {
             return Err("--burn-native-lora compares against --method lora only".into());
         }
-        Method::Lora => drop(model.add_lora("b", &lora(false)).map_err(err)?),
-        Method::Dora => drop(model.add_lora("b", &lora(true)).map_err(err)?),
-        Method::Ia3 => drop(model.add_ia3("b", &Ia3Config::default()).map_err(err)?),
-        Method::Prefix => model
-            .add_prefix_tuning("b", &PrefixTuningConfig::new(20))
-            .map_err(err)?,
+        Method::Lora => Some(AdapterConfig::Lora(lora(false))),
+        Method::Dora => Some(AdapterConfig::Lora(lora(true))),
+        Method::Ia3 => Some(AdapterConfig::Ia3(Ia3Config::default())),
+        Method::Prefix => Some(AdapterConfig::Prefix(PrefixTuningConfig::new(20))),
         Method::Prompt => return Err("bench-step covers lora, dora, ia3, prefix and full".into()),
-        Method::Full => model = make_trainable(model),
+        Method::Full => {
+            model = make_trainable(model);
+            None
+        }
+    };
+    if let Some(config) = adapter {
+        model.add_adapter("b", &config).map_err(err)?;
     }
     model.set_precision(args.dtype);
     let params = TrainableParameters::of(&model);

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::tensor::Device;
+use burn_peft_adapters::AddAdapter;
+use burn_peft_assets::AssetCache;
 use burn_peft_core::{DeviceSpec, PeftModel, Precision};
-use burn_peft_models::assets::AssetCache;
 use burn_peft_models::{Llama, Pretrained};
 
 /// Resolves a model spec (HF directory, `.gguf` file, or `pypi:...`) and loads it.
@@ -31,10 +32,11 @@ pub fn load_adapters(model: &mut Llama, dirs: &[PathBuf]) -> Result<(), String> 
             .map_err(|e| format!("adapter {}: {e}", dir.display()))?;
         names.push(name);
     }
+    let prompt = model.prompt_adapter_name();
     let linear: Vec<&str> = names
         .iter()
         .map(String::as_str)
-        .filter(|n| model.prompt_name.as_deref() != Some(*n))
+        .filter(|n| prompt.as_deref() != Some(*n))
         .collect();
     if !linear.is_empty() {
         model.set_adapter(&linear).map_err(|e| e.to_string())?;

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use burn_peft_assets::AssetCache;
 use burn_peft_core::parse_device;
 use burn_peft_models::Bert;
-use burn_peft_models::assets::AssetCache;
 use clap::Args;
 
 /// Arguments of `burn-peft embed`.

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
+use burn_peft_adapters::AddAdapter;
+use burn_peft_assets::AssetCache;
 use burn_peft_core::{Precision, parse_device};
 use burn_peft_models::Pretrained;
-use burn_peft_models::assets::AssetCache;
 
 use crate::common::{for_inference, load_adapters, load_model};
 use clap::Args;

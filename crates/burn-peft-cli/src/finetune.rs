@@ -1,21 +1,22 @@
 //! `burn-peft finetune`: LoRA, DoRA, IA3, prefix or prompt tuning, or full fine-tuning of a
 //! Llama-family model on a data file, into a PEFT adapter (or HF model) directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use burn::tensor::Device;
 use burn_peft_adapters::{
-    AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig,
+    AdapterConfig, AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig,
 };
-use burn_peft_core::{DeviceSpec, PeftModel, Precision, TargetModules, TrainableParameters};
-use burn_peft_forget::{
-    Distill, DistillConfig, Ewc, EwcConfig, FisherKind, L2Sp, OLora, Replay, ReplayBuffer,
+use burn_peft_assets::AssetCache;
+use burn_peft_core::{DeviceSpec, Precision, TargetModules, TrainableParameters};
+use burn_peft_forget::{ForgettingConfig, Mitigation};
+use burn_peft_models::{Llama, TextTokenizer};
+use burn_peft_optim::{
+    LossScaleConfig, PeftOptimizer, PeftOptimizerConfig, ScheduleKind, make_trainable,
 };
-use burn_peft_models::Llama;
-use burn_peft_models::assets::AssetCache;
-use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig, ScheduleKind, make_trainable};
 use burn_peft_train::{
-    CsvTask, Dataset, Encoder, PromptFormat, SequenceSummary, SequenceTask, TrainConfig, Trainer,
-    WeightsIo, describe,
+    CsvTask, Dataset, Encoder, PromptFormat, RunSummary, SequenceSummary, SequenceTask,
+    TrainConfig, Trainer, WeightsIo, describe,
 };
 use clap::{Args, ValueEnum};
 
@@ -336,208 +337,34 @@ fn unread<T: ValueEnum + PartialEq>(
 
 /// Runs the command; the error is the one-line message to print.
 pub fn run(args: &FinetuneArgs) -> Result<(), String> {
-    let spec: DeviceSpec = args.device.parse().map_err(err)?;
-    let device = spec.device().map_err(err)?;
-    args.dtype.check(&device).map_err(err)?;
-    let dropout = args.lora_dropout > 0.0 && matches!(args.method, Method::Lora | Method::Dora);
-    let layerwise = args.gradient_checkpointing == Some(Checkpointing::Layers);
-    let train_threads = match args.batch_threads {
-        Some(n) if n > 1 && dropout && !layerwise => {
-            return Err(
-                "--batch-threads above 1 would draw dropout's masks in thread order: use 1 with \
-                 --lora-dropout (or add --gradient-checkpointing, which seeds each slice's masks)"
-                    .into(),
-            );
-        }
-        None if dropout => 1,
-        requested => batch_threads(
-            requested,
-            spec,
-            args.batch_size,
-            args.method == Method::Full,
-        )?,
-    };
-    let train_device = train_device(&device, args.gradient_checkpointing);
-    let lr_scheduler: ScheduleKind = args.lr_scheduler.parse()?;
-    if args.forgetting == Forgetting::Olora {
-        if args.method != Method::Lora {
-            return Err(
-                "--forgetting olora needs --method lora: it keeps one LoRA per task".into(),
-            );
-        }
-        if args.data.len() < 2 {
-            return Err(
-                "--forgetting olora needs a sequence of tasks: give --data twice or more".into(),
-            );
-        }
-    } else if args.forgetting != Forgetting::None && args.general_data.is_none() {
-        return Err(format!(
-            "--forgetting {} needs --general-data",
-            format!("{:?}", args.forgetting).to_lowercase()
-        ));
-    }
-    let resumable = ["checkpoints", "sequence.json"]
-        .iter()
-        .any(|f| args.out.join(f).exists());
-    if args.resume && !resumable {
-        return Err(format!(
-            "{}: no checkpoints to resume from",
-            args.out.display()
-        ));
-    }
-    train_device.seed(args.seed);
-    let pretrained = load_model(&args.model, args.cache_dir.clone(), &train_device)?;
+    let setup = Setup::new(args)?;
+    let pretrained = load_model(&args.model, args.cache_dir.clone(), &setup.train_device)?;
     let tokenizer = pretrained.tokenizer.clone();
-    let chatml = pretrained
-        .chat_template
-        .as_deref()
-        .is_some_and(|t| t.contains("<|im_start|>"));
-    let format = match args.format {
-        Format::Plain => PromptFormat::Plain,
-        Format::Chatml => PromptFormat::ChatMl {
-            system: args.system.clone(),
-        },
-        Format::Auto if chatml => PromptFormat::ChatMl {
-            system: args.system.clone(),
-        },
-        Format::Auto => PromptFormat::Plain,
-    };
+    let template = pretrained.chat_template.clone();
     let mut model = pretrained.model;
     let eos = model.config.eos_token_id;
-    let encoder = Encoder::new(&tokenizer, format, args.seq_len, eos).map_err(err)?;
-    let csv = CsvTask {
-        text_column: args.text_column.clone(),
-        label_column: args.label_column.clone(),
-        labels: (!args.labels.is_empty()).then(|| args.labels.clone()),
-        template: args
-            .template
-            .clone()
-            .unwrap_or_else(|| CsvTask::new("", "").template),
-    };
-    let cache = AssetCache::from_env(args.cache_dir.clone());
-    let load = |spec: &str| -> Result<Dataset, String> {
-        let path = cache.resolve(spec).map_err(err)?;
-        Dataset::load(&path, &encoder, Some(&csv)).map_err(err)
-    };
-    if !args.eval_data.is_empty() && args.eval_data.len() != args.data.len() {
-        return Err(format!(
-            "{} --eval-data for {} --data: give one per task, or none",
-            args.eval_data.len(),
-            args.data.len()
-        ));
-    }
-    let steps_for = |train: &Dataset| match (args.steps, args.epochs) {
-        (Some(s), _) => s,
-        (None, e) => {
-            let per_step = (args.batch_size * args.grad_accum.max(1)) as f64;
-            ((e.unwrap_or(1.0) * train.samples.len() as f64) / per_step).ceil() as usize
-        }
-    };
-    // (name, training set, evaluation set, optimizer steps) per task.
-    let mut tasks = Vec::new();
-    for (k, spec) in args.data.iter().enumerate() {
-        let data = load(spec)?;
-        let (train, eval) = match args.eval_data.get(k) {
-            Some(e) => (data, load(e)?),
-            None => data.split(args.eval_samples, args.seed).map_err(err)?,
-        };
-        let steps = steps_for(&train);
-        tasks.push((task_name(spec, k, &args.data), train, eval, steps));
-    }
-    let sequence = tasks.len() > 1;
+    let data = TaskData::load(args, &tokenizer, template.as_deref(), eos)?;
 
-    let full = args.method == Method::Full;
     // The new adapter (full fine-tuning: every weight trainable); a resume loads the trained
     // weights over it (full fine-tuning: the whole model from its checkpoint).
-    add_method(&mut model, args, &tokenizer)?;
+    match adapter_config(args, &tokenizer)? {
+        Some(config) => drop(
+            model
+                .add_adapter(&args.adapter_name, &config)
+                .map_err(err)?,
+        ),
+        None => model = make_trainable(model),
+    }
     model.set_precision(args.dtype);
-    let optimizer = |steps: usize| {
-        PeftOptimizerConfig::new(steps)
-            .with_learning_rate(args.lr.unwrap_or(if full { 2e-5 } else { 2e-4 }))
-            .with_lr_scheduler_type(lr_scheduler)
-            .with_warmup_steps(args.warmup_steps)
-            .with_weight_decay(args.weight_decay)
-            .with_gradient_accumulation_steps(args.grad_accum)
-            .with_max_grad_norm((args.max_grad_norm > 0.0).then_some(args.max_grad_norm))
-            .with_loraplus_lr_ratio(args.loraplus_lr_ratio)
-            .with_loss_scale(args.dtype.needs_loss_scaling().then(LossScaleConfig::new))
-            .init::<Llama>()
-    };
-    let steps = tasks[0].3;
+    let optimizer = |steps: usize| setup.optimizer(args, steps);
     // Built now so that a bad setting is refused before any work.
-    let optim = optimizer(steps).map_err(err)?;
-    let config = TrainConfig::new(steps, args.batch_size)
-        .with_eval_every(args.eval_every)
-        .with_save_every(args.save_every)
-        .with_seed(args.seed)
-        .with_progress(!args.no_progress)
-        .with_batch_threads(train_threads)
-        .with_checkpoint_layers(layerwise);
-    // Evaluation has neither of the reasons above for one thread (dropout, full fine-tuning's
-    // gradients).
-    let eval_threads = batch_threads(args.batch_threads, spec, config.eval_batch_size, false)?;
-    let config = config.with_eval_threads(Some(eval_threads));
-
-    let name = args.adapter_name.clone();
-    let template = pretrained.chat_template.clone();
-    let tok = tokenizer.clone();
-    let weights: WeightsIo<Llama> = if full {
-        let dev = train_device.clone();
-        let dtype = args.dtype;
-        WeightsIo {
-            save: Box::new(move |m: &Llama, dir: &Path| {
-                Ok(m.save_pretrained(dir, Some(&tok), template.as_deref())?)
-            }),
-            load: Box::new(move |_m: Llama, dir: &Path| {
-                let mut model = make_trainable(Llama::from_pretrained(dir, &dev)?);
-                model.set_precision(dtype);
-                Ok(model)
-            }),
-        }
-    } else {
-        let save_name = name.clone();
-        WeightsIo {
-            // Prefix tuning with projection also keeps its embedding and MLP (PEFT's file has
-            // only their product), so that a checkpoint can resume and a finished run continue.
-            save: Box::new(move |m: &Llama, dir: &Path| {
-                m.save_adapter(&save_name, dir)?;
-                m.save_prefix_encoder(dir)?;
-                Ok(())
-            }),
-            load: Box::new(move |mut m: Llama, dir: &Path| {
-                // The model holds this run's freshly added adapter: the encoder goes into it.
-                if m.load_prefix_encoder(dir)? {
-                    return Ok(m);
-                }
-                let others: Vec<String> = m
-                    .active_adapters()
-                    .into_iter()
-                    .filter(|a| *a != name)
-                    .collect();
-                if m.adapter_names().contains(&name) {
-                    m.delete_adapter(&name)?;
-                }
-                if m.prompt_name.as_deref() == Some(name.as_str()) {
-                    m.remove_prompt_learning();
-                }
-                m.load_adapter(dir, &name)?;
-                if m.prompt_name.as_deref() != Some(name.as_str()) {
-                    // Other active adapters (O-LoRA's earlier tasks) stay active and frozen:
-                    // a run trains one adapter.
-                    let mut active: Vec<&str> = others.iter().map(String::as_str).collect();
-                    active.push(&name);
-                    m.set_adapter(&active)?;
-                    m.set_requires_grad(&active[..others.len()], false)?;
-                }
-                Ok(m)
-            }),
-        }
-    };
-    for (name, train, eval, steps) in &tasks {
+    let optim = optimizer(data.tasks[0].3).map_err(err)?;
+    let train_config = setup.train_config(args, data.tasks[0].3)?;
+    for (name, train, eval, steps) in &data.tasks {
         eprintln!(
             "{}{}: {} training / {} evaluation samples ({} shortened to {} tokens), {} steps; {}",
             args.method_name(),
-            if sequence {
+            if data.tasks.len() > 1 {
                 format!(" on {name}")
             } else {
                 String::new()
@@ -550,71 +377,30 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             TrainableParameters::of(&model),
         );
     }
-    let general = match &args.general_data {
-        Some(spec) => {
-            let path = cache.resolve(spec).map_err(err)?;
-            let text = burn_peft_train::read_text(&path).map_err(err)?;
-            let plain =
-                Encoder::new(&tokenizer, PromptFormat::Plain, args.seq_len, eos).map_err(err)?;
-            let all = Dataset::from_text(&text, &plain).map_err(err)?;
-            Some(
-                all.split(args.general_samples, args.seed ^ 0x6E)
-                    .map_err(err)?,
-            )
-        }
-        None => None,
+
+    let full = args.method == Method::Full;
+    let weights = if full {
+        WeightsIo::full_model(tokenizer, template, setup.train_device.clone(), args.dtype)
+    } else {
+        WeightsIo::adapter(&args.adapter_name)
     };
     let pad = eos.unwrap_or(0);
-    let mut trainer = Trainer::new(config, &args.out, pad, weights).map_err(err)?;
-    let lambda = args.forgetting_lambda;
-    if args.forgetting == Forgetting::Olora {
-        let olora = OLora::new(lambda.unwrap_or(0.5), &args.adapter_name)
-            .map_err(err)?
-            .with_init_seed(args.seed);
-        trainer = trainer.with_regularizer(Box::new(olora));
-    }
-    if let Some((pool, held)) = &general {
+    let mut trainer = Trainer::new(train_config, &args.out, pad, weights).map_err(err)?;
+    if let Some((_, held)) = &data.general {
         trainer = trainer.with_general_eval(held);
-        let pool = pool.samples.clone();
-        let regularizer: Option<Box<dyn burn_peft_train::Regularizer<Llama>>> = match args
-            .forgetting
-        {
-            Forgetting::None | Forgetting::Olora => None,
-            Forgetting::Ewc | Forgetting::OnlineEwc => {
-                let mut c = EwcConfig::new(lambda.unwrap_or(1e4))
-                    .with_fisher_samples(args.fisher_samples)
-                    .with_fisher_batch_size(args.fisher_batch_size)
-                    .with_checkpoint_layers(layerwise)
-                    .with_fisher(if args.sampled_fisher {
-                        FisherKind::Sampled
-                    } else {
-                        FisherKind::Empirical
-                    });
-                if args.forgetting == Forgetting::OnlineEwc {
-                    c = c.with_gamma(Some(args.ewc_gamma));
-                }
-                Some(Box::new(Ewc::new(c, pool, pad).map_err(err)?))
-            }
-            Forgetting::L2sp => Some(Box::new(L2Sp::new(lambda.unwrap_or(1e-2)).map_err(err)?)),
-            Forgetting::Replay => {
-                let mut buffer = ReplayBuffer::new(pool.len(), args.seed);
-                for s in pool {
-                    buffer.offer("general", s);
-                }
-                Some(Box::new(
-                    Replay::new(buffer, args.replay_ratio).map_err(err)?,
-                ))
-            }
-            Forgetting::Distill => Some(Box::new(
-                Distill::new(DistillConfig::new(lambda.unwrap_or(1.0)), pool, pad).map_err(err)?,
-            )),
-        };
-        if let Some(r) = regularizer {
-            trainer = trainer.with_regularizer(r);
-        }
     }
-    if sequence {
-        let seq: Vec<SequenceTask> = tasks
+    let pool = data.general.as_ref().map(|(pool, _)| pool.samples.clone());
+    if let Some(r) = setup
+        .forgetting
+        .build(pool.unwrap_or_default(), pad)
+        .map_err(err)?
+    {
+        trainer = trainer.with_regularizer(r);
+    }
+    let what = if full { "model" } else { "adapter" };
+    if data.tasks.len() > 1 {
+        let seq: Vec<SequenceTask> = data
+            .tasks
             .iter()
             .map(|(name, train, eval, steps)| SequenceTask {
                 name: name.clone(),
@@ -628,23 +414,227 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
                 model,
                 &|s| optimizer(s).map_err(Into::into),
                 &seq,
-                &train_device,
+                &setup.train_device,
                 args.resume,
             )
             .map_err(err)?;
         print_sequence(&summary);
         println!(
-            "{} written to {} (sequence.json, metrics.jsonl, tasks.svg, task-K/)",
-            if full { "model" } else { "adapter" },
+            "{what} written to {} (sequence.json, metrics.jsonl, tasks.svg, task-K/)",
             args.out.display()
         );
         return Ok(());
     }
-    let (_name, train, eval, _steps) = &tasks[0];
+    let (_name, train, eval, _steps) = &data.tasks[0];
     let eval = (!eval.samples.is_empty()).then_some(eval);
     let (_model, summary) = trainer
-        .fit(model, optim, train, eval, &train_device, args.resume)
+        .fit(model, optim, train, eval, &setup.train_device, args.resume)
         .map_err(err)?;
+    print_summary(&summary);
+    println!(
+        "{what} written to {} (metrics.jsonl, loss.svg)",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// What the run is set up with before any model or data is read: the device, the threads and
+/// the checks of options against each other.
+struct Setup {
+    spec: DeviceSpec,
+    train_device: Device,
+    train_threads: usize,
+    layerwise: bool,
+    lr_scheduler: ScheduleKind,
+    forgetting: ForgettingConfig,
+}
+
+impl Setup {
+    fn new(args: &FinetuneArgs) -> Result<Self, String> {
+        let spec: DeviceSpec = args.device.parse().map_err(err)?;
+        let device = spec.device().map_err(err)?;
+        args.dtype.check(&device).map_err(err)?;
+        let dropout = args.lora_dropout > 0.0 && matches!(args.method, Method::Lora | Method::Dora);
+        let layerwise = args.gradient_checkpointing == Some(Checkpointing::Layers);
+        let train_threads = match args.batch_threads {
+            Some(n) if n > 1 && dropout && !layerwise => {
+                return Err(
+                    "--batch-threads above 1 would draw dropout's masks in thread order: use 1 \
+                     with --lora-dropout (or add --gradient-checkpointing, which seeds each \
+                     slice's masks)"
+                        .into(),
+                );
+            }
+            None if dropout => 1,
+            requested => batch_threads(
+                requested,
+                spec,
+                args.batch_size,
+                args.method == Method::Full,
+            )?,
+        };
+        let forgetting = args.forgetting_config(layerwise);
+        let lora = args.method == Method::Lora;
+        if let Err(e) = forgetting.check(lora, args.data.len(), args.general_data.is_some()) {
+            return Err(match args.forgetting {
+                Forgetting::Olora if !lora => {
+                    "--forgetting olora needs --method lora: it keeps one LoRA per task".into()
+                }
+                Forgetting::Olora => {
+                    "--forgetting olora needs a sequence of tasks: give --data twice or more".into()
+                }
+                f if args.general_data.is_none() => format!(
+                    "--forgetting {} needs --general-data",
+                    f.to_possible_value()
+                        .map(|v| v.get_name().to_string())
+                        .unwrap_or_default()
+                ),
+                _ => err(e),
+            });
+        }
+        let resumable = ["checkpoints", "sequence.json"]
+            .iter()
+            .any(|f| args.out.join(f).exists());
+        if args.resume && !resumable {
+            return Err(format!(
+                "{}: no checkpoints to resume from",
+                args.out.display()
+            ));
+        }
+        let train_device = train_device(&device, args.gradient_checkpointing);
+        train_device.seed(args.seed);
+        Ok(Self {
+            spec,
+            train_device,
+            train_threads,
+            layerwise,
+            lr_scheduler: args.lr_scheduler.parse()?,
+            forgetting,
+        })
+    }
+
+    /// The trainer's settings for a first task of `steps` optimizer steps.
+    fn train_config(&self, args: &FinetuneArgs, steps: usize) -> Result<TrainConfig, String> {
+        let config = TrainConfig::new(steps, args.batch_size)
+            .with_eval_every(args.eval_every)
+            .with_save_every(args.save_every)
+            .with_seed(args.seed)
+            .with_progress(!args.no_progress)
+            .with_batch_threads(self.train_threads)
+            .with_checkpoint_layers(self.layerwise);
+        // Evaluation has neither of the reasons for one thread (dropout, full fine-tuning's
+        // gradients).
+        let eval_threads =
+            batch_threads(args.batch_threads, self.spec, config.eval_batch_size, false)?;
+        Ok(config.with_eval_threads(Some(eval_threads)))
+    }
+
+    /// The optimizer of a task of `steps` optimizer steps.
+    fn optimizer(
+        &self,
+        args: &FinetuneArgs,
+        steps: usize,
+    ) -> burn_peft_core::Result<PeftOptimizer<Llama>> {
+        let full = args.method == Method::Full;
+        PeftOptimizerConfig::new(steps)
+            .with_learning_rate(
+                args.lr
+                    .unwrap_or(PeftOptimizerConfig::default_learning_rate(full)),
+            )
+            .with_lr_scheduler_type(self.lr_scheduler)
+            .with_warmup_steps(args.warmup_steps)
+            .with_weight_decay(args.weight_decay)
+            .with_gradient_accumulation_steps(args.grad_accum)
+            .with_max_grad_norm((args.max_grad_norm > 0.0).then_some(args.max_grad_norm))
+            .with_loraplus_lr_ratio(args.loraplus_lr_ratio)
+            .with_loss_scale(args.dtype.needs_loss_scaling().then(LossScaleConfig::new))
+            .init::<Llama>()
+    }
+}
+
+/// The tasks' data, encoded for the model: (name, training set, evaluation set, optimizer
+/// steps) per task, and the general text (a pool to draw from, and a held-out part).
+struct TaskData {
+    tasks: Vec<(String, Dataset, Dataset, usize)>,
+    general: Option<(Dataset, Dataset)>,
+}
+
+impl TaskData {
+    fn load(
+        args: &FinetuneArgs,
+        tokenizer: &TextTokenizer,
+        chat_template: Option<&str>,
+        eos: Option<u32>,
+    ) -> Result<Self, String> {
+        let chatml = chat_template.is_some_and(|t| t.contains("<|im_start|>"));
+        let format = match args.format {
+            Format::Plain => PromptFormat::Plain,
+            Format::Chatml => PromptFormat::ChatMl {
+                system: args.system.clone(),
+            },
+            Format::Auto if chatml => PromptFormat::ChatMl {
+                system: args.system.clone(),
+            },
+            Format::Auto => PromptFormat::Plain,
+        };
+        let encoder = Encoder::new(tokenizer, format, args.seq_len, eos).map_err(err)?;
+        let csv = CsvTask {
+            text_column: args.text_column.clone(),
+            label_column: args.label_column.clone(),
+            labels: (!args.labels.is_empty()).then(|| args.labels.clone()),
+            template: args
+                .template
+                .clone()
+                .unwrap_or_else(|| CsvTask::new("", "").template),
+        };
+        let cache = AssetCache::from_env(args.cache_dir.clone());
+        let load = |spec: &str| -> Result<Dataset, String> {
+            let path = cache.resolve(spec).map_err(err)?;
+            Dataset::load(&path, &encoder, Some(&csv)).map_err(err)
+        };
+        if !args.eval_data.is_empty() && args.eval_data.len() != args.data.len() {
+            return Err(format!(
+                "{} --eval-data for {} --data: give one per task, or none",
+                args.eval_data.len(),
+                args.data.len()
+            ));
+        }
+        let steps_for = |train: &Dataset| match (args.steps, args.epochs) {
+            (Some(s), _) => s,
+            (None, e) => {
+                let per_step = (args.batch_size * args.grad_accum.max(1)) as f64;
+                ((e.unwrap_or(1.0) * train.samples.len() as f64) / per_step).ceil() as usize
+            }
+        };
+        let mut tasks = Vec::new();
+        for (k, spec) in args.data.iter().enumerate() {
+            let data = load(spec)?;
+            let (train, eval) = match args.eval_data.get(k) {
+                Some(e) => (data, load(e)?),
+                None => data.split(args.eval_samples, args.seed).map_err(err)?,
+            };
+            let steps = steps_for(&train);
+            tasks.push((task_name(spec, k, &args.data), train, eval, steps));
+        }
+        let general = match &args.general_data {
+            Some(spec) => {
+                let path = cache.resolve(spec).map_err(err)?;
+                let text = burn_peft_train::read_text(&path).map_err(err)?;
+                let plain =
+                    Encoder::new(tokenizer, PromptFormat::Plain, args.seq_len, eos).map_err(err)?;
+                let all = Dataset::from_text(&text, &plain).map_err(err)?;
+                Some(
+                    all.split(args.general_samples, args.seed ^ 0x6E)
+                        .map_err(err)?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self { tasks, general })
+    }
+}
+
+fn print_summary(summary: &RunSummary) {
     if let Some(m) = &summary.eval_before {
         println!("before: {}", describe(m));
     }
@@ -669,12 +659,6 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
             .map_or(String::new(), |s| format!(", first step {s:.1} s")),
         summary.final_loss
     );
-    println!(
-        "{} written to {} (metrics.jsonl, loss.svg)",
-        if full { "model" } else { "adapter" },
-        args.out.display()
-    );
-    Ok(())
 }
 
 /// A task's name: its file's stem, made unique within the sequence.
@@ -727,16 +711,42 @@ impl FinetuneArgs {
             Method::Full => "full fine-tuning",
         }
     }
+
+    /// The forgetting mitigation the options describe.
+    fn forgetting_config(&self, checkpoint_layers: bool) -> ForgettingConfig {
+        let mitigation = match self.forgetting {
+            Forgetting::None => Mitigation::None,
+            Forgetting::Ewc => Mitigation::Ewc,
+            Forgetting::OnlineEwc => Mitigation::OnlineEwc,
+            Forgetting::L2sp => Mitigation::L2Sp,
+            Forgetting::Replay => Mitigation::Replay,
+            Forgetting::Distill => Mitigation::Distill,
+            Forgetting::Olora => Mitigation::OLora,
+        };
+        ForgettingConfig {
+            lambda: self.forgetting_lambda,
+            replay_ratio: self.replay_ratio,
+            fisher_samples: self.fisher_samples,
+            fisher_batch_size: self.fisher_batch_size,
+            sampled_fisher: self.sampled_fisher,
+            ewc_gamma: self.ewc_gamma,
+            checkpoint_layers,
+            seed: self.seed,
+            adapter_name: self.adapter_name.clone(),
+            ..ForgettingConfig::new(mitigation)
+        }
+    }
 }
 
-fn add_method(
-    model: &mut Llama,
+/// The adapter the options describe; `None` for full fine-tuning. Targets left unset are the
+/// model family's defaults (PEFT's mappings).
+fn adapter_config(
     args: &FinetuneArgs,
-    tokenizer: &burn_peft_models::TextTokenizer,
-) -> Result<(), String> {
-    let name = args.adapter_name.as_str();
+    tokenizer: &TextTokenizer,
+) -> Result<Option<AdapterConfig>, String> {
     let base = Some(args.model.clone());
-    match args.method {
+    let targets_given = !args.target_modules.is_empty();
+    Ok(Some(match args.method {
         Method::Lora | Method::Dora => {
             let mut c = LoraConfig::new(args.r)
                 .with_lora_alpha(args.lora_alpha.unwrap_or(2.0 * args.r as f64))
@@ -744,26 +754,24 @@ fn add_method(
                 .with_use_rslora(args.use_rslora)
                 .with_use_dora(args.method == Method::Dora)
                 // Drawn on the host: the same start on every --device.
-                .with_init_seed(args.seed)
-                .with_target_modules(if args.target_modules.is_empty() {
-                    TargetModules::names(["q_proj", "v_proj"])
-                } else {
-                    targets(&args.target_modules)
-                });
+                .with_init_seed(args.seed);
+            if targets_given {
+                c = c.with_target_modules(targets(&args.target_modules));
+            }
             c.base_model_name_or_path = base;
-            model.add_lora(name, &c).map_err(err)?;
+            AdapterConfig::Lora(c)
         }
         Method::Ia3 => {
-            // Either list may be given alone; the other keeps PEFT's Llama default.
+            // Either list may be given alone; the other keeps the model family's default.
             let mut c = Ia3Config::default();
-            if !args.target_modules.is_empty() {
+            if targets_given {
                 c.target_modules = Some(targets(&args.target_modules));
             }
             if !args.feedforward_modules.is_empty() {
                 c.feedforward_modules = Some(targets(&args.feedforward_modules));
             }
             c.base_model_name_or_path = base;
-            model.add_ia3(name, &c).map_err(err)?;
+            AdapterConfig::Ia3(c)
         }
         Method::Prefix => {
             let mut c = PrefixTuningConfig::new(args.num_virtual_tokens);
@@ -771,24 +779,20 @@ fn add_method(
             c.encoder_hidden_size = args.encoder_hidden_size;
             c.init_seed = Some(args.seed);
             c.base_model_name_or_path = base;
-            model.add_prefix_tuning(name, &c).map_err(err)?;
+            AdapterConfig::Prefix(c)
         }
         Method::Prompt => {
             let mut c = match &args.prompt_tuning_init_text {
-                Some(t) => PromptTuningConfig::from_text(args.num_virtual_tokens, t),
+                Some(t) => PromptTuningConfig::from_text(args.num_virtual_tokens, t)
+                    .with_init_token_ids(tokenizer.encode(t).map_err(err)?),
                 None => PromptTuningConfig::new(args.num_virtual_tokens),
             };
             c.init_seed = Some(args.seed);
             c.base_model_name_or_path = base;
-            model
-                .add_prompt_tuning(name, &c, Some(tokenizer))
-                .map_err(err)?;
+            AdapterConfig::Prompt(c)
         }
-        Method::Full => {
-            *model = make_trainable(model.clone());
-        }
-    }
-    Ok(())
+        Method::Full => return Ok(None),
+    }))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use burn_peft_adapters::AddAdapter;
 use burn_peft_core::{PeftModel, parse_device};
 use clap::Args;
 
@@ -45,7 +46,7 @@ pub fn run(args: &MergeArgs) -> Result<(), String> {
     let pretrained = load_model(&args.model, args.cache_dir.clone(), &device)?;
     let mut model = pretrained.model;
     load_adapters(&mut model, &args.adapter)?;
-    if model.prompt_name.is_some() {
+    if model.prompt_adapter_name().is_some() {
         return Err(
             "prefix and prompt tuning add virtual tokens and cannot be merged into weights".into(),
         );

@@ -1077,7 +1077,7 @@ fn bad_input_is_a_one_line_error() {
 /// assets cannot be fetched, unless `BURN_PEFT_REQUIRE_ASSETS` is set (CI sets it).
 #[test]
 fn smollm2_learns_rotten_tomatoes_labels() {
-    use burn_peft_models::assets::{AssetCache, ROTTEN_TOMATOES, SMOLLM2_GGUF};
+    use burn_peft_assets::{AssetCache, ROTTEN_TOMATOES, SMOLLM2_GGUF};
     for spec in [SMOLLM2_GGUF, ROTTEN_TOMATOES] {
         if let Err(e) = AssetCache::from_env(None).resolve(spec) {
             assert!(

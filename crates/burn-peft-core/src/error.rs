@@ -25,7 +25,7 @@ pub enum PeftError {
     #[error("unknown dtype '{0}': expected f32, bf16 or f16")]
     UnknownDtype(String),
     /// A precision the device's backend cannot store and compute in.
-    #[error("device {device} cannot compute in {dtype}: use --dtype f32 there")]
+    #[error("device {device} cannot compute in {dtype}: use f32 there")]
     UnsupportedDtype {
         /// The precision, as `--dtype` spells it.
         dtype: String,

@@ -79,19 +79,19 @@ pub struct AdaptedLinear<A: LinearAdapter> {
     /// The frozen base layer.
     pub base: Linear,
     /// The adapters, in the order they were added.
-    pub adapters: Vec<A>,
+    pub(crate) adapters: Vec<A>,
     /// The adapters' names, parallel to `adapters`.
     #[module(skip)]
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// Names of the adapters that run in `forward`.
     #[module(skip)]
-    pub active: Vec<String>,
+    pub(crate) active: Vec<String>,
     /// Names of the adapters folded into the base weight, in merge order.
     #[module(skip)]
-    pub merged: Vec<String>,
+    pub(crate) merged: Vec<String>,
     /// When true, `forward` runs the base alone.
     #[module(skip)]
-    pub disabled: bool,
+    pub(crate) disabled: bool,
 }
 
 impl<A: LinearAdapter> AdaptedLinear<A> {
@@ -110,6 +110,42 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
     /// `[in_features, out_features]` of the base layer.
     pub fn dims(&self) -> [usize; 2] {
         self.base.weight.shape().dims()
+    }
+
+    /// The adapters, in the order they were added (parallel to [`names`](Self::names)).
+    pub fn adapters(&self) -> &[A] {
+        &self.adapters
+    }
+
+    /// The adapters, mutably; they can be changed but not added or removed here.
+    pub fn adapters_mut(&mut self) -> &mut [A] {
+        &mut self.adapters
+    }
+
+    /// The adapters' names, in the order they were added.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The names of the adapters that run in `forward`.
+    pub fn active(&self) -> &[String] {
+        &self.active
+    }
+
+    /// The names of the adapters folded into the base weight, in merge order.
+    pub fn merged(&self) -> &[String] {
+        &self.merged
+    }
+
+    /// Whether adapters are switched off, so that `forward` runs the base alone.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
+    /// Switches this layer's adapters off (`forward` runs the base alone) or on again;
+    /// [`PeftModel::disable_adapters`](crate::PeftModel::disable_adapters) does it for every layer.
+    pub fn set_disabled(&mut self, disabled: bool) {
+        self.disabled = disabled;
     }
 
     /// Runs the base and every active, unmerged adapter.

@@ -5,7 +5,7 @@ use burn::nn::Linear;
 
 use crate::error::{PeftError, Result};
 use crate::host::{AdaptedLinear, LinearAdapter};
-use crate::target::TargetSelector;
+use crate::target::{TargetModules, TargetSelector};
 
 /// A model whose linear layers can host adapters.
 ///
@@ -51,6 +51,21 @@ pub trait AdapterHost: Module + Sized {
     /// Whether the layer at `path` is the model's output layer, which `all-linear` leaves out.
     fn is_output_layer(&self, path: &str) -> bool {
         path == "lm_head" || path.ends_with(".lm_head")
+    }
+
+    /// The modules a method adapts when its config names none, by PEFT's `peft_type`
+    /// (`"LORA"`, `"IA3"`): this model family's entry in PEFT's
+    /// `TRANSFORMERS_MODELS_TO_<METHOD>_TARGET_MODULES_MAPPING`. `None` (the default): the
+    /// family has no default, and a config must name its targets.
+    fn default_target_modules(&self, peft_type: &str) -> Option<TargetModules> {
+        let _ = peft_type;
+        None
+    }
+
+    /// The targets whose input IA3 scales when its config names none (PEFT's
+    /// `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING`); `None` by default.
+    fn default_feedforward_modules(&self) -> Option<TargetModules> {
+        None
     }
 }
 

@@ -2,29 +2,8 @@
 
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use burn_peft_core::PeftModel;
-use burn_peft_models::{Llama, linear_kl_divergence};
+use burn_peft_models::{BaseView, linear_kl_divergence};
 use burn_peft_train::{CausalLm, Regularizer, Result, Sample, SplitMix64, TrainError, collate};
-
-/// A model that can show its frozen base: the same weights with every adapter switched off.
-pub trait BaseView: Sized {
-    /// The base model sharing this model's weights, or `None` when nothing is switched off
-    /// (full fine-tuning: the base itself trains).
-    fn base_view(&self) -> Option<Self>;
-}
-
-impl BaseView for Llama {
-    fn base_view(&self) -> Option<Self> {
-        let mut base = self.clone();
-        let has_prompt = base.prompt_learning.take().is_some();
-        base.prompt_name = None;
-        let has_linear = !base.clone().adapter_names().is_empty();
-        if has_linear {
-            base.disable_adapters().ok()?;
-        }
-        (has_prompt || has_linear).then_some(base)
-    }
-}
 
 /// Distillation settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +48,7 @@ impl<M> Distill<M> {
         }
         if general.is_empty() || config.batch_size == 0 {
             return Err(TrainError::Config(
-                "distillation needs general samples (--general-data)".into(),
+                "distillation needs general samples".into(),
             ));
         }
         Ok(Self {

@@ -15,6 +15,7 @@
 //!   teacher is the same model with its adapters switched off ([`BaseView`]), so no second copy
 //!   of the weights is held (PEFT users keep a teacher copy; for full fine-tuning a snapshot of
 //!   the start is unavoidable and is what is kept).
+//! - [`ForgettingConfig`] builds any of them by name ([`Mitigation`]) with the CLI's defaults.
 //! - [`OLora`]: over a sequence of tasks, a LoRA per task, each kept orthogonal to the earlier
 //!   ones' input subspaces, joined into one PEFT LoRA at the end.
 //!
@@ -40,11 +41,14 @@
 mod distill;
 mod ewc;
 mod flat;
+mod mitigation;
 mod olora;
 mod replay;
 
-pub use distill::{BaseView, Distill, DistillConfig};
+pub use burn_peft_models::BaseView;
+pub use distill::{Distill, DistillConfig};
 pub use ewc::{Ewc, EwcConfig, FisherKind, L2Sp};
+pub use mitigation::{ForgettingConfig, Mitigation};
 pub use olora::OLora;
 pub use replay::{Replay, ReplayBuffer};
 

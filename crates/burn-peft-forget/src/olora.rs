@@ -2,7 +2,6 @@
 
 use burn::tensor::{Device, Tensor};
 use burn_peft_adapters::{Adapter, AddAdapter, LoraInit};
-use burn_peft_core::PeftModel;
 use burn_peft_train::{Regularizer, Result, SplitMix64, TrainError};
 
 /// O-LoRA (Wang et al. 2023, "Orthogonal Subspace Learning for Language Model Continual
@@ -75,7 +74,7 @@ impl OLora {
 
     /// Joins the trained adapter, as it is, to the earlier tasks' adapter (if any), as one
     /// adapter of the next name; the trained adapter and the old earlier one are deleted.
-    fn keep<M: PeftModel<Adapter = Adapter>>(&mut self, model: &mut M) -> Result<String> {
+    fn keep<M: AddAdapter>(&mut self, model: &mut M) -> Result<String> {
         let tasks = self.earlier.as_ref().map_or(0, |(_, n)| *n) + 1;
         let joined = format!("{}-earlier-{tasks}", self.adapter);
         let mut parts: Vec<(&str, f64)> = Vec::with_capacity(2);
@@ -91,10 +90,7 @@ impl OLora {
         Ok(joined)
     }
 
-    fn lora_config<M: PeftModel<Adapter = Adapter>>(
-        &self,
-        model: &M,
-    ) -> Result<burn_peft_adapters::LoraConfig> {
+    fn lora_config<M: AddAdapter>(&self, model: &M) -> Result<burn_peft_adapters::LoraConfig> {
         let mut config = None;
         let mut dora = false;
         model.clone().visit_adapter(&self.adapter, &mut |_, a| {
@@ -122,7 +118,7 @@ impl OLora {
     }
 }
 
-impl<M: PeftModel<Adapter = Adapter>> Regularizer<M> for OLora {
+impl<M: AddAdapter> Regularizer<M> for OLora {
     fn name(&self) -> String {
         "olora".into()
     }

@@ -125,7 +125,7 @@ impl Replay {
         }
         if buffer.is_empty() {
             return Err(TrainError::Config(
-                "the replay buffer is empty (--general-data)".into(),
+                "the replay buffer is empty: offer it general samples".into(),
             ));
         }
         Ok(Self { buffer, ratio })

@@ -29,9 +29,6 @@ pub enum ModelError {
         /// What the tokenizers crate said.
         message: String,
     },
-    /// An asset that cannot be found, fetched, verified or unpacked.
-    #[error("{0}")]
-    Asset(String),
     /// An input the model cannot take (a token id out of range, too long a sequence).
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -6,7 +6,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_peft_adapters::{
-    AddAdapter, Ia3Config, LoraConfig, LoraInit, PrefixTuningConfig, PromptTuningConfig,
+    AddAdapter, Ia3Config, LoraConfig, LoraInit, PrefixTuningConfig, PromptHost, PromptTuningConfig,
 };
 use burn_peft_core::{AdapterHost, Precision, TargetModules};
 use burn_peft_models::{Llama, LlamaConfig};
@@ -173,7 +173,7 @@ fn layerwise_gradients_equal_one_backward_pass() {
             Box::new(move |m| {
                 drop(m.add_lora("a", &lora(false)).unwrap());
                 m.visit_adapted_linears(&mut |path, linear| {
-                    linear.disabled = path.starts_with("model.layers.0.");
+                    linear.set_disabled(path.starts_with("model.layers.0."));
                 });
             }),
         ),
@@ -184,7 +184,7 @@ fn layerwise_gradients_equal_one_backward_pass() {
             Box::new(move |m| {
                 m.add_prefix_tuning("p", &PrefixTuningConfig::new(3))
                     .unwrap();
-                m.prompt_learning = m.prompt_learning.take().map(Module::no_grad);
+                m.prompt_slot_mut().map(Module::no_grad);
                 drop(m.add_lora("a", &lora(false)).unwrap());
             }),
         ),
@@ -206,7 +206,7 @@ fn layerwise_gradients_equal_one_backward_pass() {
             "prompt",
             true,
             Box::new(|m| {
-                m.add_prompt_tuning("a", &PromptTuningConfig::new(3), None)
+                m.add_prompt_tuning("a", &PromptTuningConfig::new(3))
                     .unwrap()
             }),
         ),

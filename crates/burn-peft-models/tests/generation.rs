@@ -27,7 +27,7 @@ fn models(device: &Device) -> Vec<(&'static str, Llama)> {
         .unwrap();
     let mut prompt = base.clone();
     prompt
-        .add_prompt_tuning("q", &PromptTuningConfig::new(2), None)
+        .add_prompt_tuning("q", &PromptTuningConfig::new(2))
         .unwrap();
     vec![
         ("base", base),

@@ -4,8 +4,8 @@
 use burn::module::Param;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_peft_adapters::{
-    Adapter, AddAdapter, Ia3Config, LoraConfig, LoraInit, PrefixTuningConfig, PromptLearning,
-    PromptTuningConfig,
+    Adapter, AddAdapter, Ia3Config, LoraConfig, LoraInit, PrefixTuningConfig, PromptHost,
+    PromptLearning, PromptTuningConfig,
 };
 use burn_peft_core::TargetModules;
 use burn_peft_models::{Llama, LlamaConfig};
@@ -90,7 +90,7 @@ fn check<const D: usize>(
 }
 
 fn lora_of(m: &mut Llama, layer: usize) -> &mut burn_peft_adapters::Lora {
-    match &mut m.layers[layer].mlp.down_proj.adapters[0] {
+    match &mut m.layers[layer].mlp.down_proj.adapters_mut()[0] {
         Adapter::Lora(l) => l,
         _ => unreachable!(),
     }
@@ -156,7 +156,7 @@ fn ia3_gradients_through_the_model() {
             } else {
                 &l.self_attn.k_proj
             };
-            match &host.adapters[0] {
+            match &host.adapters()[0] {
                 Adapter::Ia3(a) => a.scale.clone(),
                 _ => unreachable!(),
             }
@@ -168,7 +168,7 @@ fn ia3_gradients_through_the_model() {
             } else {
                 &mut l.self_attn.k_proj
             };
-            match &mut host.adapters[0] {
+            match &mut host.adapters_mut()[0] {
                 Adapter::Ia3(a) => a.scale = p,
                 _ => unreachable!(),
             }
@@ -191,26 +191,36 @@ fn prefix_and_prompt_gradients_through_the_model() {
         .unwrap();
     // Entries 0.. are layer 0's keys of the first virtual token; the table's far end holds
     // the last layer's values.
-    let get = |m: &Llama| match &m.prompt_learning {
+    let get = |m: &Llama| match m.prompt_slot().adapter() {
         Some(PromptLearning::Prefix(p)) => p.embedding.clone(),
         _ => unreachable!(),
     };
-    let set = |m: &mut Llama, p| match &mut m.prompt_learning {
-        Some(PromptLearning::Prefix(x)) => x.embedding = p,
-        _ => unreachable!(),
+    let set = |m: &mut Llama, p| {
+        m.prompt_slot_mut().map(|adapter| match adapter {
+            PromptLearning::Prefix(mut x) => {
+                x.embedding = p;
+                PromptLearning::Prefix(x)
+            }
+            _ => unreachable!(),
+        })
     };
     check("prefix", &m, get, set, 12);
 
     let mut m = tiny(&device);
-    m.add_prompt_tuning("q", &PromptTuningConfig::new(2), None)
+    m.add_prompt_tuning("q", &PromptTuningConfig::new(2))
         .unwrap();
-    let get = |m: &Llama| match &m.prompt_learning {
+    let get = |m: &Llama| match m.prompt_slot().adapter() {
         Some(PromptLearning::Prompt(p)) => p.embedding.clone(),
         _ => unreachable!(),
     };
-    let set = |m: &mut Llama, p| match &mut m.prompt_learning {
-        Some(PromptLearning::Prompt(x)) => x.embedding = p,
-        _ => unreachable!(),
+    let set = |m: &mut Llama, p| {
+        m.prompt_slot_mut().map(|adapter| match adapter {
+            PromptLearning::Prompt(mut x) => {
+                x.embedding = p;
+                PromptLearning::Prompt(x)
+            }
+            _ => unreachable!(),
+        })
     };
     check("prompt", &m, get, set, 12);
 }

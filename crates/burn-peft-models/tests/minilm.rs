@@ -7,10 +7,10 @@ use std::path::Path;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use burn_peft_adapters::{AddAdapter, LoraConfig, load_adapter, save_adapter};
+use burn_peft_adapters::{AddAdapter, Ia3Config, LoraConfig, load_adapter, save_adapter};
+use burn_peft_assets::{AssetCache, MINILM_DIR};
 use burn_peft_core::format::read_safetensors;
 use burn_peft_core::{PeftModel, TargetModules, TrainableParameters};
-use burn_peft_models::assets::{AssetCache, MINILM_DIR};
 use burn_peft_models::{Bert, BertClassifier};
 use serde_json::Value;
 
@@ -158,14 +158,16 @@ fn embeddings_match_sentence_transformers() {
 
     // Its linear layers host adapters under PEFT's names.
     let mut adapted = model.clone();
-    let paths = adapted
-        .add_lora(
-            "default",
-            &LoraConfig::new(4).with_target_modules(TargetModules::names(["query", "value"])),
-        )
-        .unwrap();
+    // No targets named: PEFT's BERT default, query and value.
+    let paths = adapted.add_lora("default", &LoraConfig::new(4)).unwrap();
     assert_eq!(paths.len(), 12);
     assert_eq!(paths[0], "encoder.layer.0.attention.self.query");
+    assert_eq!(paths[1], "encoder.layer.0.attention.self.value");
+    // IA3's BERT default: key, value and both output.dense layers, the latter two scaled at
+    // their input.
+    let ia3 = model.clone().add_ia3("d", &Ia3Config::default()).unwrap();
+    assert_eq!(ia3.len(), 24);
+    assert_eq!(ia3[2], "encoder.layer.0.attention.output.dense");
     assert_eq!(adapted.adapter_names(), vec!["default".to_string()]);
     // A fresh LoRA (B = 0) leaves the embedding unchanged.
     let v = adapted

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use burn::tensor::Device;
 use burn_peft_adapters::{
-    AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, load_adapter,
-    save_adapter,
+    AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig, PromptHost, PromptTuningConfig,
+    load_adapter, save_adapter,
 };
 use burn_peft_core::format::read_safetensors;
 use burn_peft_core::{PeftError, PeftModel, TargetModules, TrainableParameters};
@@ -179,7 +179,7 @@ fn prompt_learning_trainable_parameters_match_peft() {
         (
             "prompt",
             Box::new(|m| {
-                m.add_prompt_tuning("p", &PromptTuningConfig::new(6), None)
+                m.add_prompt_tuning("p", &PromptTuningConfig::new(6))
                     .unwrap()
             }),
         ),
@@ -329,14 +329,13 @@ fn bad_adapters_are_typed_errors_and_leave_the_model_alone() {
     let err = load_adapter(&mut m, &fixtures().join("tiny-llama"), "x").unwrap_err();
     assert!(matches!(err, PeftError::Io { .. }), "{err}");
     assert!(m.adapter_names().is_empty());
-    // Methods that this build cannot load yet say so.
-    for name in ["prefix", "prompt"] {
-        let err = load_adapter(&mut m, &dir.join(name), name).unwrap_err();
-        assert!(
-            matches!(err, PeftError::UnsupportedMethod(_)),
-            "{name}: {err}"
-        );
-    }
+    // Prefix and prompt tuning load through the same call as every method (the Llama hosts
+    // prompt learning), one at a time.
+    load_adapter(&mut m, &dir.join("prefix"), "prefix").unwrap();
+    assert_eq!(m.prompt_adapter_name().as_deref(), Some("prefix"));
+    let err = load_adapter(&mut m, &dir.join("prompt"), "prompt").unwrap_err();
+    assert!(matches!(err, PeftError::InvalidConfig(_)), "{err}");
+    assert_eq!(m.prompt_adapter_name().as_deref(), Some("prefix"));
     // A config that is not a Llama.
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("config.json"), r#"{"model_type":"bert"}"#).unwrap();
@@ -425,7 +424,7 @@ fn prefix_encoder_round_trips_and_refuses_other_shapes() {
         encoder_hidden_size: Some(hidden),
         ..PrefixTuningConfig::new(4)
     };
-    let table = |m: &Llama| match &m.prompt_learning {
+    let table = |m: &Llama| match m.prompt_slot().adapter() {
         Some(p) => p
             .prompt_embeddings()
             .into_data()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use burn::tensor::Device;
-use burn_peft_models::assets::{AssetCache, HAMLET_TXT, LEE_BACKGROUND, SMOLLM2_GGUF};
+use burn_peft_assets::{AssetCache, HAMLET_TXT, LEE_BACKGROUND, SMOLLM2_GGUF};
 use burn_peft_models::{GenerationConfig, Gguf, Pretrained};
 use serde_json::Value;
 

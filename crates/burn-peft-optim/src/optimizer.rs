@@ -104,6 +104,19 @@ pub struct LossScaleConfig {
 }
 
 impl PeftOptimizerConfig {
+    /// The peak learning rate a run takes when none is given: 2e-4 for adapters (PEFT's
+    /// recipes, and this config's default), 2e-5 when every weight trains (HF's full
+    /// fine-tuning recipes: a full model moves much further per step).
+    ///
+    /// ```
+    /// use burn_peft_optim::PeftOptimizerConfig;
+    /// assert_eq!(PeftOptimizerConfig::default_learning_rate(false), 2e-4);
+    /// assert_eq!(PeftOptimizerConfig::default_learning_rate(true), 2e-5);
+    /// ```
+    pub fn default_learning_rate(full_fine_tuning: bool) -> f64 {
+        if full_fine_tuning { 2e-5 } else { 2e-4 }
+    }
+
     /// Checks the values and builds the optimizer for a model of type `M`.
     pub fn init<M: Module>(&self) -> Result<PeftOptimizer<M>> {
         let bad = |m: String| Err(PeftError::InvalidConfig(m));

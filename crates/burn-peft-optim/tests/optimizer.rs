@@ -32,6 +32,8 @@ impl AdapterHost for Net {
     }
 }
 
+impl AddAdapter for Net {}
+
 impl Net {
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.out.forward(self.hidden.forward(x).tanh())

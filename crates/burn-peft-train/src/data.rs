@@ -487,7 +487,7 @@ impl Dataset {
         } else if stem.ends_with(".csv") {
             let task = csv.ok_or_else(|| {
                 TrainError::Config(format!(
-                    "{}: CSV data needs its text and label columns (--text-column, --label-column)",
+                    "{}: CSV data needs its text and label columns (a CsvTask)",
                     path.display()
                 ))
             })?;

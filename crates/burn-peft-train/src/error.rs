@@ -26,6 +26,17 @@ pub enum TrainError {
     /// A setting out of range or inconsistent with the data.
     #[error("invalid training configuration: {0}")]
     Config(String),
+    /// The training loss (with the regularizer's penalty) stopped being a finite number.
+    #[error(
+        "training diverged: the loss became {loss} at step {step} (a lower learning rate or \
+         penalty strength may help)"
+    )]
+    Diverged {
+        /// The optimizer step whose loss was not finite.
+        step: usize,
+        /// That loss.
+        loss: f64,
+    },
     /// A checkpoint that cannot be resumed.
     #[error("cannot resume from {path}: {message}")]
     Resume {

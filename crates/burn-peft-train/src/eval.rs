@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::collate;
 use crate::data::{Dataset, Sample, Task};
 use crate::error::{Result, TrainError};
-use crate::model::CausalLm;
+use burn_peft_models::CausalLm;
 
 /// What an evaluation measured.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

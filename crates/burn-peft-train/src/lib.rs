@@ -1,7 +1,7 @@
 //! # burn-peft-train
 //!
-//! The fine-tuning loop over any [`CausalLm`] (the Llama decoder of `burn-peft-models`, or
-//! your own model):
+//! The fine-tuning loop over any [`CausalLm`] (the model contract of `burn-peft-models`: its
+//! decoders, or your own model):
 //!
 //! - data: plain text as causal-LM chunks, JSONL (`prompt`/`completion`, chat `messages` with
 //!   the loss on the answers only, or `text`) and CSV classification rendered as an
@@ -27,14 +27,17 @@ mod model;
 mod regularizer;
 mod sequence;
 mod trainer;
+mod weights;
 
 pub use batch::{Batch, Batcher, BatcherState, collate, split_evenly};
 pub use burn_peft_core::SplitMix64;
+pub use burn_peft_models::CausalLm;
 pub use data::{CsvTask, Dataset, Encoder, PromptFormat, Sample, Task, read_text};
 pub use error::{Result, TrainError};
 pub use eval::{EvalMetrics, evaluate};
 pub use metrics::{MetricsLog, plot_metrics, read_metrics};
-pub use model::{CausalLm, batch_loss, loss_of_hidden, loss_of_hidden_with};
+pub use model::{batch_loss, loss_of_hidden, loss_of_hidden_with};
 pub use regularizer::Regularizer;
 pub use sequence::{SequenceSummary, SequenceTask, backward_transfer};
-pub use trainer::{RunSummary, TrainConfig, Trainer, WeightsIo, describe};
+pub use trainer::{RunSummary, TrainConfig, Trainer, describe};
+pub use weights::{LoadWeights, SaveWeights, WeightsIo};

@@ -1,101 +1,11 @@
-//! What the trainer needs from a model.
+//! The training loss of a batch, through any [`CausalLm`] (the model contract of
+//! `burn-peft-models`).
 
-use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
-use burn_peft_models::{Llama, linear_cross_entropy};
+use burn_peft_models::{CausalLm, linear_cross_entropy};
 
 use crate::batch::Batch;
-
-/// A causal language model: hidden states for token ids `[batch, seq]`, and the output layer
-/// that turns them into logits, where position `t` predicts token `t + 1`.
-pub trait CausalLm: Module + Clone {
-    /// Final hidden states `[batch, seq, hidden]`; `attention_mask` is 1 for real tokens and 0
-    /// for padding.
-    fn hidden_states(
-        &self,
-        input_ids: Tensor<2, Int>,
-        attention_mask: Option<Tensor<2, Int>>,
-    ) -> Tensor<3>;
-
-    /// Logits `[batch, seq, vocab]` of hidden states.
-    fn output_logits(&self, hidden: Tensor<3>) -> Tensor<3>;
-
-    /// The gradients of `scale(head(hidden))`, where `hidden` is what
-    /// [`hidden_states`](Self::hidden_states) returns, computed one decoder layer at a time:
-    /// the forward pass keeps each layer's input only, and the backward pass recomputes each
-    /// layer before its own backward pass. Returns `head`'s loss (detached) and the gradients.
-    /// Dropout masks are drawn from seeds derived from `seed`, the same in both passes.
-    ///
-    /// The default runs one plain forward and backward pass (no checkpointing), so a model
-    /// that has no layers to recompute still trains with `checkpoint_layers` on.
-    fn layerwise_gradients(
-        &self,
-        input_ids: Tensor<2, Int>,
-        attention_mask: Option<Tensor<2, Int>>,
-        head: &mut dyn FnMut(Tensor<3>) -> Tensor<1>,
-        scale: &dyn Fn(Tensor<1>) -> Tensor<1>,
-        seed: u64,
-    ) -> (Tensor<1>, GradientsParams) {
-        input_ids.device().seed(seed);
-        let loss = head(self.hidden_states(input_ids, attention_mask));
-        let grads = GradientsParams::from_grads(scale(loss.clone()).backward(), self);
-        (loss.detach(), grads)
-    }
-
-    /// Logits `[batch, seq, vocab]` for token ids.
-    fn token_logits(
-        &self,
-        input_ids: Tensor<2, Int>,
-        attention_mask: Option<Tensor<2, Int>>,
-    ) -> Tensor<3> {
-        self.output_logits(self.hidden_states(input_ids, attention_mask))
-    }
-
-    /// Logits `[rows, vocab]` of hidden states `[rows, hidden]` (rows picked from any
-    /// positions): what the chunked losses project a chunk of rows with.
-    fn row_logits(&self, hidden: Tensor<2>) -> Tensor<2> {
-        let [rows, _] = hidden.dims();
-        let logits = self.output_logits(hidden.unsqueeze());
-        let [_, _, vocab] = logits.dims();
-        logits.reshape([rows, vocab])
-    }
-}
-
-impl CausalLm for Llama {
-    fn hidden_states(
-        &self,
-        input_ids: Tensor<2, Int>,
-        attention_mask: Option<Tensor<2, Int>>,
-    ) -> Tensor<3> {
-        Llama::hidden_states(self, input_ids, attention_mask)
-    }
-
-    fn output_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        self.logits(hidden)
-    }
-
-    fn layerwise_gradients(
-        &self,
-        input_ids: Tensor<2, Int>,
-        attention_mask: Option<Tensor<2, Int>>,
-        head: &mut dyn FnMut(Tensor<3>) -> Tensor<1>,
-        scale: &dyn Fn(Tensor<1>) -> Tensor<1>,
-        seed: u64,
-    ) -> (Tensor<1>, GradientsParams) {
-        Llama::layerwise_gradients(
-            self,
-            input_ids,
-            attention_mask,
-            |hidden, virtual_tokens| {
-                let [b, s, h] = hidden.dims();
-                head(hidden.slice([0..b, virtual_tokens..s, 0..h]))
-            },
-            scale,
-            seed,
-        )
-    }
-}
 
 /// Mean cross-entropy of the target tokens of a batch.
 ///
@@ -136,11 +46,11 @@ pub(crate) fn batch_gradients<M: CausalLm>(
 ///
 /// ```
 /// use burn::tensor::Device;
-/// use burn_peft_models::{Llama, LlamaConfig};
+/// use burn_peft_models::LlamaConfig;
 /// use burn_peft_train::{CausalLm, Sample, batch_loss, collate, loss_of_hidden};
 ///
 /// let device = Device::flex();
-/// let model = Llama::init(&LlamaConfig::tiny(32), &device);
+/// let model = LlamaConfig::tiny(32).init(&device);
 /// let sample = Sample { ids: vec![1, 5, 9, 2], targets: vec![false, true, true, true], label: None };
 /// let batch = collate(&[&sample], 0, &device);
 /// let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));
@@ -159,11 +69,11 @@ pub fn loss_of_hidden<M: CausalLm>(model: &M, hidden: Tensor<3>, batch: &Batch) 
 ///
 /// ```
 /// use burn::tensor::{Device, Int, Tensor};
-/// use burn_peft_models::{Llama, LlamaConfig};
+/// use burn_peft_models::LlamaConfig;
 /// use burn_peft_train::{CausalLm, Sample, collate, loss_of_hidden, loss_of_hidden_with};
 ///
 /// let device = Device::flex();
-/// let model = Llama::init(&LlamaConfig::tiny(32), &device);
+/// let model = LlamaConfig::tiny(32).init(&device);
 /// let sample = Sample { ids: vec![1, 5, 9, 2], targets: vec![false, true, true, true], label: None };
 /// let batch = collate(&[&sample], 0, &device);
 /// let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask.clone()));

@@ -13,8 +13,8 @@ use crate::data::Dataset;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalMetrics, evaluate};
 use crate::metrics::plot_metrics;
-use crate::model::CausalLm;
 use crate::trainer::{RunSummary, Trainer};
+use burn_peft_models::CausalLm;
 
 /// One task of a sequence (see [`Trainer::fit_sequence`]).
 pub struct SequenceTask<'d> {

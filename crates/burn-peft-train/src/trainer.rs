@@ -21,8 +21,11 @@ type R<T> = crate::error::Result<T>;
 use crate::Batcher;
 use crate::eval::{EvalMetrics, evaluate};
 use crate::metrics::{MetricsLog, plot_metrics, step_record};
-use crate::model::{CausalLm, batch_gradients, batch_loss};
+use burn_peft_models::CausalLm;
+
+use crate::model::{batch_gradients, batch_loss};
 use crate::regularizer::Regularizer;
+use crate::weights::WeightsIo;
 use burn_peft_core::SplitMix64;
 
 /// How long and how to train; optimizer settings live in `PeftOptimizerConfig`.
@@ -87,19 +90,6 @@ impl TrainConfig {
     }
 }
 
-/// Writes the trained weights of a model into a directory.
-pub type SaveWeights<'a, M> = Box<dyn Fn(&M, &Path) -> R<()> + 'a>;
-/// Loads weights that a [`SaveWeights`] wrote into a freshly built model.
-pub type LoadWeights<'a, M> = Box<dyn Fn(M, &Path) -> R<M> + 'a>;
-
-/// Saves and loads the trained weights (an adapter directory, or a full model).
-pub struct WeightsIo<'a, M> {
-    /// Writes the trained weights of `model` into a directory.
-    pub save: SaveWeights<'a, M>,
-    /// Loads weights that `save` wrote into a freshly built model.
-    pub load: LoadWeights<'a, M>,
-}
-
 /// What a finished run measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -160,6 +150,91 @@ impl Evals {
             parts.push(format!("general-text loss {:.4}", g.loss));
         }
         parts.join("; ")
+    }
+}
+
+/// What a run carries from one step to the next.
+struct RunState {
+    batcher: Batcher,
+    tokens: usize,
+    train_seconds: f64,
+    metrics: MetricsLog,
+    before: Evals,
+    final_loss: f64,
+    first_step_seconds: Option<f64>,
+}
+
+impl RunState {
+    fn new(
+        batcher: Batcher,
+        tokens: usize,
+        train_seconds: f64,
+        metrics: MetricsLog,
+        before: Evals,
+    ) -> Self {
+        Self {
+            batcher,
+            tokens,
+            train_seconds,
+            metrics,
+            before,
+            final_loss: f64::NAN,
+            first_step_seconds: None,
+        }
+    }
+
+    /// What a checkpoint after `step` records.
+    fn state(&self, step: usize, config: &TrainConfig, train: &Dataset) -> TrainerState {
+        TrainerState {
+            step,
+            batcher: self.batcher.state(),
+            tokens: self.tokens,
+            train_seconds: self.train_seconds,
+            seed: config.seed,
+            batch_size: config.batch_size,
+            samples: train.samples.len(),
+            before: self.before.clone(),
+        }
+    }
+}
+
+/// What one optimizer step did.
+struct StepOutcome {
+    report: burn_peft_optim::StepReport,
+    /// Mean training loss over the micro-batches.
+    loss: f64,
+    /// Mean penalty over the micro-batches (0 without a regularizer).
+    penalty: f64,
+    tokens: usize,
+}
+
+/// Scores a model on the run's evaluation sets.
+struct Evaluator<'a> {
+    batch_size: usize,
+    threads: usize,
+    task: Option<&'a Dataset>,
+    general: Option<&'a Dataset>,
+    pad_id: u32,
+    device: Device,
+}
+
+impl Evaluator<'_> {
+    fn run<M: CausalLm>(&self, model: &M) -> R<Evals> {
+        let valid = model.valid();
+        let score = |d: &Dataset| {
+            evaluate(
+                &valid,
+                d,
+                self.batch_size,
+                self.pad_id,
+                &self.device,
+                self.threads,
+            )
+        };
+        Ok(Evals {
+            task: self.task.map(score).transpose()?,
+            general: self.general.map(score).transpose()?,
+        })
     }
 }
 
@@ -232,239 +307,276 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
     /// (and on the general text of [`with_general_eval`](Self::with_general_eval)).
     pub fn fit(
         &mut self,
-        mut model: M,
+        model: M,
         mut optim: PeftOptimizer<M>,
         train: &Dataset,
         eval: Option<&Dataset>,
         device: &Device,
         resume: bool,
     ) -> R<(M, RunSummary)> {
-        let cfg = self.config.clone();
         if train.samples.is_empty() {
             return Err(TrainError::Config("the training set is empty".into()));
         }
-        let metrics_path = self.out.join(METRICS);
-        let eval_device = device.clone().without_autodiff();
-        let (pad_id, general) = (self.pad_id, self.general);
-        let evaluate_now = |m: &M| -> R<Evals> {
-            let valid = m.valid();
-            let run = |d: &Dataset| {
-                let threads = cfg.eval_threads();
-                evaluate(
-                    &valid,
-                    d,
-                    cfg.eval_batch_size,
-                    pad_id,
-                    &eval_device,
-                    threads,
-                )
-            };
-            Ok(Evals {
-                task: eval.map(run).transpose()?,
-                general: general.map(run).transpose()?,
-            })
+        let evals = Evaluator {
+            batch_size: self.config.eval_batch_size,
+            threads: self.config.eval_threads(),
+            task: eval,
+            general: self.general,
+            pad_id: self.pad_id,
+            device: device.clone().without_autodiff(),
         };
-        let (mut batcher, mut tokens, mut train_seconds, metrics, before) = if resume {
-            let dir = Self::latest_checkpoint(&self.out).ok_or_else(|| TrainError::Resume {
-                path: self.out.clone(),
-                message: "no complete checkpoint (checkpoints/latest) to resume from".into(),
-            })?;
-            let state: TrainerState = read_json(&dir.join(STATE))?;
-            if state.seed != cfg.seed
-                || state.batch_size != cfg.batch_size
-                || state.samples != train.samples.len()
-            {
-                return Err(TrainError::Resume {
-                    path: dir,
-                    message: format!(
-                        "the run used seed {}, batch size {} and {} training samples; now {}, {} and {}",
-                        state.seed,
-                        state.batch_size,
-                        state.samples,
-                        cfg.seed,
-                        cfg.batch_size,
-                        train.samples.len()
-                    ),
-                });
-            }
-            // The regularizer sees the model as this run started it (distillation during full
-            // fine-tuning keeps it as the teacher), then the checkpoint's weights go in.
-            if let Some(r) = self.regularizer.as_mut() {
-                r.load(&model, &dir, device)?;
-            }
-            model = (self.weights.load)(model, &dir)?;
-            model = optim.load(model, &dir)?;
-            if optim.steps_taken() != state.step {
-                return Err(TrainError::Resume {
-                    path: dir,
-                    message: "optimizer and trainer states disagree on the step".into(),
-                });
-            }
-            (
-                Batcher::resume(train.samples.len(), cfg.seed, state.batcher),
-                state.tokens,
-                state.train_seconds,
-                MetricsLog::resume(&metrics_path, state.step)?,
-                state.before,
-            )
+        let (mut model, mut run) = if resume {
+            self.resume_run(model, &mut optim, train, device)?
         } else {
-            if metrics_path.exists() || self.out.join(CHECKPOINTS).exists() {
-                return Err(TrainError::Config(format!(
-                    "{} already holds a run: resume it or choose another output directory",
-                    self.out.display()
-                )));
-            }
-            std::fs::create_dir_all(&self.out).map_err(|e| TrainError::io(&self.out, e))?;
-            let metrics = MetricsLog::create(&metrics_path)?;
-            let before = evaluate_now(&model)?;
-            metrics.append(&eval_record(0, &before))?;
-            if let Some(r) = self.regularizer.as_mut() {
-                r.prepare(&model, device)?;
-            }
-            (
-                Batcher::new(train.samples.len(), cfg.seed),
-                0,
-                0.0,
-                metrics,
-                before,
-            )
+            let run = self.start_run(&model, train, device, &evals)?;
+            (model, run)
         };
-
-        let accum = optim.config().gradient_accumulation_steps;
+        let steps = self.config.steps;
         let bar = self.progress_bar(optim.steps_taken());
-        let mut final_loss = f64::NAN;
-        let mut window_start = Instant::now();
-        let mut first_step_seconds = None;
         // The first step compiles and autotunes the kernels on a GPU, which can take a minute:
         // say so, and keep the elapsed time ticking, so that it does not look like a hang.
         bar.set_message("first step: compiling and tuning kernels on a GPU can take a while");
         bar.enable_steady_tick(std::time::Duration::from_millis(500));
-        while optim.steps_taken() < cfg.steps {
-            let step = optim.steps_taken();
-            let mut loss_sum = 0.0;
-            let mut penalty_sum = 0.0;
-            let mut step_tokens = 0;
-            let mut report = None;
-            for micro in 0..accum {
-                let idx = batcher.next_batch(cfg.batch_size);
-                let mut samples: Vec<Sample> =
-                    idx.iter().map(|&i| train.samples[i].clone()).collect();
-                // Replay draws, dropout masks and distillation batches come from seeds fixed
-                // by (run, step, micro-batch), so a resumed run repeats them.
-                let seed = mix(cfg.seed, step as u64, micro as u64);
-                let mut rng = SplitMix64::new(seed);
-                if let Some(r) = self.regularizer.as_mut() {
-                    r.mix(&mut samples, &mut rng);
-                }
-                step_tokens += samples.iter().map(|s| s.ids.len()).sum::<usize>();
-                let slices = slices(&samples, cfg.batch_threads, pad_id, device);
-                device.seed(seed);
-                let (m, losses, r) = if cfg.checkpoint_layers {
-                    // The penalty's gradients first, layer by layer as well (distillation runs
-                    // the model); then each slice with its own dropout seed.
-                    let penalty = self.regularizer.as_mut().and_then(|r| {
-                        let scale = |loss| optim.scaled_loss(loss);
-                        r.penalty_gradients(&model, &mut rng, &scale, mix(seed, u64::MAX, 0))
-                    });
-                    let penalty = penalty.map(|(value, grads)| {
-                        penalty_sum += value.into_scalar::<f32>() as f64;
-                        grads
-                    });
-                    let slices: Vec<_> = slices.into_iter().enumerate().collect();
-                    optim.backward_step_parallel_with(
-                        model,
-                        slices,
-                        penalty,
-                        |m, (k, (batch, share)), scale| {
-                            let seed = mix(seed, k as u64, u64::MAX);
-                            batch_gradients(m, &batch, share, scale, seed)
-                        },
-                    )
-                } else {
-                    let penalty = self
-                        .regularizer
-                        .as_mut()
-                        .and_then(|r| r.penalty(&model, &mut rng));
-                    if let Some(p) = &penalty {
-                        penalty_sum += p.clone().into_scalar::<f32>() as f64;
-                    }
-                    optim.backward_step_parallel(model, slices, penalty, |m, (batch, share)| {
-                        let loss = batch_loss(m, &batch);
-                        if share == 1.0 { loss } else { loss * share }
-                    })
-                };
-                model = m;
-                for l in losses {
-                    loss_sum += l.into_scalar::<f32>() as f64;
-                }
-                report = report.or(r);
-            }
-            let report = report.ok_or_else(|| {
-                TrainError::Config(
-                    "the optimizer did not step after a full accumulation window".into(),
-                )
-            })?;
-            let seconds = window_start.elapsed().as_secs_f64();
-            first_step_seconds.get_or_insert(seconds);
-            train_seconds += seconds;
-            tokens += step_tokens;
-            final_loss = loss_sum / accum as f64;
-            if !(final_loss.is_finite() && penalty_sum.is_finite()) {
+        while optim.steps_taken() < steps {
+            let started = Instant::now();
+            let (m, step) = self.train_step(model, &mut optim, train, &mut run.batcher, device)?;
+            model = m;
+            let seconds = started.elapsed().as_secs_f64();
+            run.first_step_seconds.get_or_insert(seconds);
+            run.train_seconds += seconds;
+            run.tokens += step.tokens;
+            run.final_loss = step.loss;
+            if !(step.loss.is_finite() && step.penalty.is_finite()) {
                 bar.finish_and_clear();
-                return Err(TrainError::Config(format!(
-                    "the loss became {} at step {}: lower the learning rate or the penalty",
-                    final_loss + penalty_sum / accum as f64,
-                    report.step
-                )));
+                return Err(TrainError::Diverged {
+                    step: step.report.step,
+                    loss: step.loss + step.penalty,
+                });
             }
-            let tps = step_tokens as f64 / seconds.max(1e-9);
-            let mut record = step_record(
-                report.step,
-                final_loss,
-                report.lr,
-                report.grad_norm,
-                tokens,
-                train_seconds,
-                tps,
-            );
-            if self.regularizer.is_some() {
-                record["penalty"] = json!(penalty_sum / accum as f64);
-            }
-            if let Some(scale) = optim.loss_scale() {
-                // The scale the next step will use, and whether this one overflowed.
-                record["loss_scale"] = json!(scale);
-                record["skipped"] = json!(report.skipped);
-            }
-            metrics.append(&record)?;
-            bar.set_message(format!("loss {final_loss:.4}  {tps:.0} tok/s"));
+            let tps = step.tokens as f64 / seconds.max(1e-9);
+            self.record_step(&run, &step, &optim, tps)?;
+            bar.set_message(format!("loss {:.4}  {tps:.0} tok/s", step.loss));
             bar.inc(1);
-            let done = report.step == cfg.steps;
-            if cfg.eval_every > 0 && report.step % cfg.eval_every == 0 && !done {
-                let e = evaluate_now(&model)?;
-                metrics.append(&eval_record(report.step, &e))?;
-                let line = format!("step {}: {}", report.step, e.describe());
+            let done = step.report.step == steps;
+            let every = |n: usize| n > 0 && step.report.step % n == 0 && !done;
+            if every(self.config.eval_every) {
+                let e = evals.run(&model)?;
+                run.metrics.append(&eval_record(step.report.step, &e))?;
+                let line = format!("step {}: {}", step.report.step, e.describe());
                 bar.suspend(|| eprintln!("{line}"));
             }
-            if cfg.save_every > 0 && report.step % cfg.save_every == 0 && !done {
-                let state = TrainerState {
-                    step: report.step,
-                    batcher: batcher.state(),
-                    tokens,
-                    train_seconds,
-                    seed: cfg.seed,
-                    batch_size: cfg.batch_size,
-                    samples: train.samples.len(),
-                    before: before.clone(),
-                };
+            if every(self.config.save_every) {
+                let state = run.state(step.report.step, &self.config, train);
                 self.checkpoint(&model, &optim, &state)?;
             }
-            window_start = Instant::now();
         }
         bar.finish_and_clear();
-        let after = evaluate_now(&model)?;
-        metrics.append(&eval_record(cfg.steps, &after))?;
+        self.finish(model, run, &evals)
+    }
+
+    /// A new run: `out` must hold none. Creates `metrics.jsonl`, evaluates the starting model
+    /// and prepares the regularizer on it.
+    fn start_run(
+        &mut self,
+        model: &M,
+        train: &Dataset,
+        device: &Device,
+        evals: &Evaluator<'_>,
+    ) -> R<RunState> {
+        let metrics_path = self.out.join(METRICS);
+        if metrics_path.exists() || self.out.join(CHECKPOINTS).exists() {
+            return Err(TrainError::Config(format!(
+                "{} already holds a run: resume it or choose another output directory",
+                self.out.display()
+            )));
+        }
+        std::fs::create_dir_all(&self.out).map_err(|e| TrainError::io(&self.out, e))?;
+        let metrics = MetricsLog::create(&metrics_path)?;
+        let before = evals.run(model)?;
+        metrics.append(&eval_record(0, &before))?;
+        if let Some(r) = self.regularizer.as_mut() {
+            r.prepare(model, device)?;
+        }
+        Ok(RunState::new(
+            Batcher::new(train.samples.len(), self.config.seed),
+            0,
+            0.0,
+            metrics,
+            before,
+        ))
+    }
+
+    /// The run in `out` from its latest checkpoint: the checkpoint's weights, optimizer state,
+    /// data position and regularizer state, checked against this run's settings.
+    fn resume_run(
+        &mut self,
+        model: M,
+        optim: &mut PeftOptimizer<M>,
+        train: &Dataset,
+        device: &Device,
+    ) -> R<(M, RunState)> {
+        let cfg = &self.config;
+        let dir = Self::latest_checkpoint(&self.out).ok_or_else(|| TrainError::Resume {
+            path: self.out.clone(),
+            message: "no complete checkpoint (checkpoints/latest) to resume from".into(),
+        })?;
+        let state: TrainerState = read_json(&dir.join(STATE))?;
+        if state.seed != cfg.seed
+            || state.batch_size != cfg.batch_size
+            || state.samples != train.samples.len()
+        {
+            return Err(TrainError::Resume {
+                path: dir,
+                message: format!(
+                    "the run used seed {}, batch size {} and {} training samples; now {}, {} and {}",
+                    state.seed,
+                    state.batch_size,
+                    state.samples,
+                    cfg.seed,
+                    cfg.batch_size,
+                    train.samples.len()
+                ),
+            });
+        }
+        // The regularizer sees the model as this run started it (distillation during full
+        // fine-tuning keeps it as the teacher), then the checkpoint's weights go in.
+        if let Some(r) = self.regularizer.as_mut() {
+            r.load(&model, &dir, device)?;
+        }
+        let model = (self.weights.load)(model, &dir)?;
+        let model = optim.load(model, &dir)?;
+        if optim.steps_taken() != state.step {
+            return Err(TrainError::Resume {
+                path: dir,
+                message: "optimizer and trainer states disagree on the step".into(),
+            });
+        }
+        let run = RunState::new(
+            Batcher::resume(train.samples.len(), cfg.seed, state.batcher),
+            state.tokens,
+            state.train_seconds,
+            MetricsLog::resume(&self.out.join(METRICS), state.step)?,
+            state.before,
+        );
+        Ok((model, run))
+    }
+
+    /// One optimizer step: `gradient_accumulation_steps` micro-batches, each split into slices
+    /// that train on threads, with the regularizer's replay and penalty.
+    fn train_step(
+        &mut self,
+        mut model: M,
+        optim: &mut PeftOptimizer<M>,
+        train: &Dataset,
+        batcher: &mut Batcher,
+        device: &Device,
+    ) -> R<(M, StepOutcome)> {
+        let cfg = &self.config;
+        let step = optim.steps_taken();
+        let accum = optim.config().gradient_accumulation_steps;
+        let (mut loss_sum, mut penalty_sum, mut tokens) = (0.0, 0.0, 0);
+        let mut report = None;
+        for micro in 0..accum {
+            let idx = batcher.next_batch(cfg.batch_size);
+            let mut samples: Vec<Sample> = idx.iter().map(|&i| train.samples[i].clone()).collect();
+            // Replay draws, dropout masks and distillation batches come from seeds fixed by
+            // (run, step, micro-batch), so a resumed run repeats them.
+            let seed = mix(cfg.seed, step as u64, micro as u64);
+            let mut rng = SplitMix64::new(seed);
+            if let Some(r) = self.regularizer.as_mut() {
+                r.mix(&mut samples, &mut rng);
+            }
+            tokens += samples.iter().map(|s| s.ids.len()).sum::<usize>();
+            let slices = slices(&samples, cfg.batch_threads, self.pad_id, device);
+            device.seed(seed);
+            let (m, losses, r) = if cfg.checkpoint_layers {
+                // The penalty's gradients first, layer by layer as well (distillation runs the
+                // model); then each slice with its own dropout seed.
+                let penalty = self.regularizer.as_mut().and_then(|r| {
+                    let scale = |loss| optim.scaled_loss(loss);
+                    r.penalty_gradients(&model, &mut rng, &scale, mix(seed, u64::MAX, 0))
+                });
+                let penalty = penalty.map(|(value, grads)| {
+                    penalty_sum += value.into_scalar::<f32>() as f64;
+                    grads
+                });
+                let slices: Vec<_> = slices.into_iter().enumerate().collect();
+                optim.backward_step_parallel_with(
+                    model,
+                    slices,
+                    penalty,
+                    |m, (k, (batch, share)), scale| {
+                        let seed = mix(seed, k as u64, u64::MAX);
+                        batch_gradients(m, &batch, share, scale, seed)
+                    },
+                )
+            } else {
+                let penalty = self
+                    .regularizer
+                    .as_mut()
+                    .and_then(|r| r.penalty(&model, &mut rng));
+                if let Some(p) = &penalty {
+                    penalty_sum += p.clone().into_scalar::<f32>() as f64;
+                }
+                optim.backward_step_parallel(model, slices, penalty, |m, (batch, share)| {
+                    let loss = batch_loss(m, &batch);
+                    if share == 1.0 { loss } else { loss * share }
+                })
+            };
+            model = m;
+            for l in losses {
+                loss_sum += l.into_scalar::<f32>() as f64;
+            }
+            report = report.or(r);
+        }
+        let report = report.ok_or_else(|| {
+            TrainError::Config("the optimizer did not step after a full accumulation window".into())
+        })?;
+        let outcome = StepOutcome {
+            report,
+            loss: loss_sum / accum as f64,
+            penalty: penalty_sum / accum as f64,
+            tokens,
+        };
+        Ok((model, outcome))
+    }
+
+    /// The step's line in `metrics.jsonl`.
+    fn record_step(
+        &self,
+        run: &RunState,
+        step: &StepOutcome,
+        optim: &PeftOptimizer<M>,
+        tokens_per_s: f64,
+    ) -> R<()> {
+        let mut record = step_record(
+            step.report.step,
+            step.loss,
+            step.report.lr,
+            step.report.grad_norm,
+            run.tokens,
+            run.train_seconds,
+            tokens_per_s,
+        );
+        if self.regularizer.is_some() {
+            record["penalty"] = json!(step.penalty);
+        }
+        if let Some(scale) = optim.loss_scale() {
+            // The scale the next step will use, and whether this one overflowed.
+            record["loss_scale"] = json!(scale);
+            record["skipped"] = json!(step.report.skipped);
+        }
+        run.metrics.append(&record)
+    }
+
+    /// After the last step: the final evaluation, the weights, `loss.svg` and
+    /// `train_summary.json`.
+    fn finish(&self, model: M, run: RunState, evals: &Evaluator<'_>) -> R<(M, RunSummary)> {
+        let steps = self.config.steps;
+        let after = evals.run(&model)?;
+        run.metrics.append(&eval_record(steps, &after))?;
         (self.weights.save)(&model, &self.out)?;
-        let records = metrics.read()?;
+        let records = run.metrics.read()?;
         plot_metrics(
             &records,
             &[
@@ -476,10 +588,11 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             "loss",
             &self.out.join("loss.svg"),
         )?;
+        let before = run.before;
         let loss = |m: &Option<EvalMetrics>| m.as_ref().map(|m| m.loss);
         let summary = RunSummary {
-            steps: cfg.steps,
-            final_loss,
+            steps,
+            final_loss: run.final_loss,
             eval_before: before.task,
             eval_after: after.task,
             general_loss_before: loss(&before.general),
@@ -487,9 +600,9 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             forgetting: loss(&after.general)
                 .zip(loss(&before.general))
                 .map(|(a, b)| a - b),
-            train_seconds,
-            tokens_per_s: tokens as f64 / train_seconds.max(1e-9),
-            first_step_seconds,
+            train_seconds: run.train_seconds,
+            tokens_per_s: run.tokens as f64 / run.train_seconds.max(1e-9),
+            first_step_seconds: run.first_step_seconds,
             output: self.out.clone(),
         };
         let text = serde_json::to_string_pretty(&summary)

@@ -59,7 +59,7 @@ fn target_only_loss_equals_the_full_masked_loss() {
             "round {round}: {full} vs {ours}"
         );
         if round == 0 {
-            m.add_prompt_tuning("p", &PromptTuningConfig::new(3), None)
+            m.add_prompt_tuning("p", &PromptTuningConfig::new(3))
                 .unwrap();
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use burn_peft_core::{PeftError, Result, TargetModules, TargetSelector};
+use burn_peft_core::{AdapterHost, PeftError, Result, TargetModules, TargetSelector};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// How the LoRA factors start (PEFT's `init_lora_weights`).
@@ -169,11 +169,9 @@ impl Default for LoraConfig {
     }
 }
 
-/// PEFT's default LoRA targets for Llama-family models.
-pub const LLAMA_DEFAULT_TARGETS: [&str; 2] = ["q_proj", "v_proj"];
-
 impl LoraConfig {
-    /// Rank `r` with PEFT's other defaults (alpha 8, no dropout, `q_proj`/`v_proj`).
+    /// Rank `r` with PEFT's other defaults (alpha 8, no dropout, the model family's default
+    /// targets: `q_proj`/`v_proj` on Llama, `query`/`value` on BERT).
     pub fn new(r: usize) -> Self {
         Self {
             r,
@@ -284,11 +282,24 @@ impl LoraConfig {
             target_modules: self
                 .target_modules
                 .clone()
-                .unwrap_or_else(|| TargetModules::names(LLAMA_DEFAULT_TARGETS)),
+                .unwrap_or_else(|| TargetModules::Names(Vec::new())),
             exclude_modules: self.exclude_modules.clone(),
             layers_to_transform: self.layers_to_transform.as_ref().map(OneOrMany::to_vec),
             layers_pattern: self.layers_pattern.as_ref().map(OneOrMany::to_vec),
         }
+    }
+
+    /// This config with `target_modules` taken from `host`'s family default when it is unset
+    /// (PEFT's LoRA mapping); an error when the model has none.
+    pub fn with_defaults_of<H: AdapterHost>(mut self, host: &H) -> Result<Self> {
+        if self.target_modules.is_none() {
+            self.target_modules = Some(host.default_target_modules("LORA").ok_or_else(|| {
+                PeftError::InvalidConfig(
+                    "LoRA target_modules is not set and the model has no default for LORA".into(),
+                )
+            })?);
+        }
+        Ok(self)
     }
 
     /// Rank and alpha for the module at `path`, after `rank_pattern` and `alpha_pattern`.

@@ -4,8 +4,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::module::linear;
 use burn::tensor::{Distribution, FloatDType, Tensor};
-use burn_peft_core::format::NamedTensor;
-use burn_peft_core::{PeftError, Result, SplitMix64, seeded_random};
+use burn_peft_core::format::{NamedTensor, PeftTensors};
+use burn_peft_core::{LinearAdapter, PeftError, Result, SplitMix64, seeded_random};
 
 use super::config::{LoraConfig, LoraInit};
 
@@ -129,7 +129,7 @@ impl Lora {
     }
 
     /// The adapter's contribution added to `out`.
-    pub(crate) fn apply<const D: usize>(
+    fn apply<const D: usize>(
         &self,
         x: &Tensor<D>,
         base: &Linear,
@@ -181,7 +181,7 @@ impl Lora {
         (out + (scale.clone() - 1.0) * base_no_bias + scale * lora).cast(dtype)
     }
 
-    pub(crate) fn merge_into(&mut self, weight: Tensor<2>) -> Tensor<2> {
+    fn merge_into(&mut self, weight: Tensor<2>) -> Tensor<2> {
         let combined = weight + self.delta_weight().detach();
         match &self.magnitude {
             None => combined,
@@ -194,7 +194,7 @@ impl Lora {
         }
     }
 
-    pub(crate) fn unmerge_from(&mut self, weight: Tensor<2>) -> Result<Tensor<2>> {
+    fn unmerge_from(&mut self, weight: Tensor<2>) -> Result<Tensor<2>> {
         let delta = self.delta_weight().detach();
         match &self.magnitude {
             None => Ok(weight - delta),
@@ -207,12 +207,38 @@ impl Lora {
             }
         }
     }
+}
 
-    pub(crate) fn take_base_update(&mut self) -> Option<Tensor<2>> {
-        self.base_update.take()
+impl LinearAdapter for Lora {
+    fn peft_type(&self) -> &'static str {
+        "LORA"
     }
 
-    pub(crate) fn export(&self) -> Vec<(String, NamedTensor)> {
+    fn forward<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+        base: &Linear,
+        base_out: &Tensor<D>,
+        out: Tensor<D>,
+    ) -> Tensor<D> {
+        self.apply(x, base, base_out, out)
+    }
+
+    fn merge(&mut self, weight: Tensor<2>) -> Result<Tensor<2>> {
+        Ok(self.merge_into(weight))
+    }
+
+    fn unmerge(&mut self, weight: Tensor<2>) -> Result<Tensor<2>> {
+        self.unmerge_from(weight)
+    }
+
+    fn take_base_update(&mut self) -> Option<Tensor<2>> {
+        self.base_update.take()
+    }
+}
+
+impl PeftTensors for Lora {
+    fn export(&self) -> Vec<(String, NamedTensor)> {
         let mut out = vec![
             (
                 "lora_A.weight".to_string(),
@@ -232,7 +258,7 @@ impl Lora {
         out
     }
 
-    pub(crate) fn import(
+    fn import(
         &mut self,
         take: &mut dyn FnMut(&str, &[usize]) -> Result<NamedTensor>,
     ) -> Result<()> {

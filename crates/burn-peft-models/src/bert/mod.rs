@@ -8,9 +8,9 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use burn_peft_adapters::Adapter;
+use burn_peft_adapters::{Adapter, AddAdapter};
 use burn_peft_core::format::{NamedTensor, check_shape, read_safetensors};
-use burn_peft_core::{AdaptedLinear, AdapterHost, PeftError};
+use burn_peft_core::{AdaptedLinear, AdapterHost, PeftError, TargetModules};
 use serde::Deserialize;
 
 use crate::attention::{padding_mask, scaled_dot_attention};
@@ -120,6 +120,25 @@ impl AdapterHost for Bert {
             f(&format!("{p}.intermediate.dense"), &mut l.intermediate);
             f(&format!("{p}.output.dense"), &mut l.output);
         }
+    }
+
+    fn default_target_modules(&self, peft_type: &str) -> Option<TargetModules> {
+        bert_targets(peft_type)
+    }
+
+    fn default_feedforward_modules(&self) -> Option<TargetModules> {
+        Some(TargetModules::names(["output.dense"]))
+    }
+}
+
+impl AddAdapter for Bert {}
+
+/// PEFT's BERT entries: LoRA on `query`/`value`, IA3 on `key`/`value`/`output.dense`.
+fn bert_targets(peft_type: &str) -> Option<TargetModules> {
+    match peft_type {
+        "LORA" => Some(TargetModules::names(["query", "value"])),
+        "IA3" => Some(TargetModules::names(["key", "value", "output.dense"])),
+        _ => None,
     }
 }
 
@@ -353,7 +372,17 @@ impl AdapterHost for BertClassifier {
     fn visit_modules_to_save(&mut self, f: &mut dyn FnMut(&str, &mut Linear)) {
         f("classifier", &mut self.classifier);
     }
+
+    fn default_target_modules(&self, peft_type: &str) -> Option<TargetModules> {
+        bert_targets(peft_type)
+    }
+
+    fn default_feedforward_modules(&self) -> Option<TargetModules> {
+        self.bert.default_feedforward_modules()
+    }
 }
+
+impl AddAdapter for BertClassifier {}
 
 impl BertClassifier {
     /// A new, randomly initialized head with `num_labels` outputs on `bert`.

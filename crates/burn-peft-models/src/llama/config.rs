@@ -6,6 +6,62 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 
+/// The `model_type`s of `config.json` that the Llama decoder implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelType {
+    /// `llama` (Llama 2 and SmolLM2 shapes).
+    Llama,
+    /// `mistral`.
+    Mistral,
+    /// `qwen2`: biases on the query, key and value projections (not the output projection).
+    Qwen2,
+}
+
+impl ModelType {
+    /// Every supported type, in the order errors list them.
+    pub const ALL: [ModelType; 3] = [ModelType::Llama, ModelType::Mistral, ModelType::Qwen2];
+
+    /// The type `config.json` names, if it is supported.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// The name `config.json` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelType::Llama => "llama",
+            ModelType::Mistral => "mistral",
+            ModelType::Qwen2 => "qwen2",
+        }
+    }
+
+    /// transformers' class for the causal-LM head (`architectures` in `config.json`).
+    pub fn architecture(self) -> &'static str {
+        match self {
+            ModelType::Llama => "LlamaForCausalLM",
+            ModelType::Mistral => "MistralForCausalLM",
+            ModelType::Qwen2 => "Qwen2ForCausalLM",
+        }
+    }
+
+    /// Whether q/k/v have biases when `config.json` does not say (`attention_bias`).
+    pub fn default_attention_bias(self) -> bool {
+        self == ModelType::Qwen2
+    }
+
+    /// Whether the output projection has a bias, given `attention_bias` (Qwen2 has none there).
+    pub fn output_projection_bias(self, attention_bias: bool) -> bool {
+        attention_bias && self != ModelType::Qwen2
+    }
+}
+
+impl std::fmt::Display for ModelType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The shape of a Llama-family decoder, with HF's field names.
 ///
 /// ```
@@ -18,7 +74,7 @@ use crate::error::{ModelError, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
     /// `llama`, `mistral` or `qwen2`.
-    pub model_type: String,
+    pub model_type: ModelType,
     /// Tokens in the vocabulary.
     pub vocab_size: usize,
     /// Width of the residual stream.
@@ -117,12 +173,14 @@ impl LlamaConfig {
         };
         let raw: RawConfig =
             serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        let model_type = raw.model_type.ok_or_else(|| bad("no model_type".into()))?;
-        if !["llama", "mistral", "qwen2"].contains(&model_type.as_str()) {
-            return Err(bad(format!(
-                "model_type '{model_type}' (supported: llama, mistral, qwen2)"
-            )));
-        }
+        let name = raw.model_type.ok_or_else(|| bad("no model_type".into()))?;
+        let model_type = ModelType::parse(&name).ok_or_else(|| {
+            let known: Vec<&str> = ModelType::ALL.iter().map(|t| t.as_str()).collect();
+            bad(format!(
+                "model_type '{name}' (supported: {})",
+                known.join(", ")
+            ))
+        })?;
         let need = |v: Option<usize>, name: &str| {
             v.filter(|&v| v > 0)
                 .ok_or_else(|| bad(format!("missing or zero '{name}'")))
@@ -151,7 +209,9 @@ impl LlamaConfig {
             rope_theta,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-            attention_bias: raw.attention_bias.unwrap_or(model_type == "qwen2"),
+            attention_bias: raw
+                .attention_bias
+                .unwrap_or(model_type.default_attention_bias()),
             mlp_bias: raw.mlp_bias.unwrap_or(false),
             bos_token_id: raw.bos_token_id.and_then(OneOrList::first),
             eos_token_id: raw.eos_token_id.and_then(OneOrList::first),

@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor};
 use burn_peft_core::format::{NamedTensor, check_shape};
 
-use super::config::LlamaConfig;
+use super::config::{LlamaConfig, ModelType};
 use super::model::{Llama, WeightSource};
 use crate::error::{ModelError, Result};
 use crate::gguf::{Gguf, GgufValue};
@@ -63,7 +63,7 @@ impl LlamaConfig {
                 .map(|v| v as u32)
         };
         let config = LlamaConfig {
-            model_type: "llama".into(),
+            model_type: ModelType::Llama,
             vocab_size: vocab,
             hidden_size: hidden,
             intermediate_size: uint("llama.feed_forward_length")?,

@@ -2,14 +2,15 @@
 
 mod config;
 mod gguf_load;
-mod layerwise;
+mod lm;
 mod load;
 mod model;
 mod prompt;
 mod save;
 
-pub use config::LlamaConfig;
+pub use config::{LlamaConfig, ModelType};
 pub use load::weight_files;
 pub(crate) use model::contiguous_transpose;
-pub use model::{Attention, DecoderLayer, KvCache, Llama, Mlp, PeftLinear, RmsNorm, rope_tables};
-pub use prompt::PREFIX_ENCODER_FILE;
+pub use model::{
+    Attention, DecoderLayer, KvCache, LayerContext, Llama, Mlp, PeftLinear, RmsNorm, rope_tables,
+};

@@ -4,12 +4,13 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Distribution, FloatDType, Int, Tensor, TensorData};
-use burn_peft_adapters::{Adapter, PrefixTuning, PromptLearning};
-use burn_peft_core::{AdaptedLinear, AdapterHost, Precision, cast_if_frozen};
+use burn_peft_adapters::{Adapter, PrefixTuning, PromptSlot};
+use burn_peft_core::{AdaptedLinear, AdapterHost, Precision, TargetModules, cast_if_frozen};
 
-use super::config::LlamaConfig;
+use super::config::{LlamaConfig, ModelType};
 use crate::attention::scaled_dot_attention;
 use crate::error::{ModelError, Result};
+use crate::layerwise::prefix_table;
 use crate::loss::linear_cross_entropy;
 use crate::swiglu::swiglu;
 
@@ -134,11 +135,8 @@ pub struct Llama {
     pub norm: RmsNorm,
     /// Output layer; `None` when tied to the embedding.
     pub lm_head: Option<Linear>,
-    /// A prefix- or prompt-tuning adapter, if one is attached.
-    pub prompt_learning: Option<PromptLearning>,
-    /// The name of `prompt_learning`.
-    #[module(skip)]
-    pub prompt_name: Option<String>,
+    /// The prefix- or prompt-tuning adapter, if one is attached (see `PromptHost`).
+    pub(super) prompt: PromptSlot,
     /// The shape the model was built from.
     #[module(skip)]
     pub config: LlamaConfig,
@@ -164,13 +162,41 @@ impl AdapterHost for Llama {
             f(&format!("{p}.mlp.down_proj"), &mut m.down_proj);
         }
     }
+
+    /// PEFT's Llama entries (also used for Mistral and Qwen2): LoRA on `q_proj`/`v_proj`,
+    /// IA3 on `k_proj`/`v_proj`/`down_proj`.
+    fn default_target_modules(&self, peft_type: &str) -> Option<TargetModules> {
+        match peft_type {
+            "LORA" => Some(TargetModules::names(["q_proj", "v_proj"])),
+            "IA3" => Some(TargetModules::names(["k_proj", "v_proj", "down_proj"])),
+            _ => None,
+        }
+    }
+
+    /// PEFT's Llama entry: IA3 scales `down_proj`'s input.
+    fn default_feedforward_modules(&self) -> Option<TargetModules> {
+        Some(TargetModules::names(["down_proj"]))
+    }
 }
 
 impl LlamaConfig {
+    /// A model of this shape with random weights (burn's `Config::init` pattern; the same as
+    /// [`Llama::init`]).
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use burn_peft_models::LlamaConfig;
+    /// let model = LlamaConfig::tiny(32).init(&Device::flex());
+    /// assert_eq!(model.layers.len(), 2);
+    /// ```
+    pub fn init(&self, device: &Device) -> Llama {
+        Llama::init(self, device)
+    }
+
     /// A tiny random-weight shape for tests and examples: 2 layers, hidden 32, 4 heads, 2 KV heads.
     pub fn tiny(vocab_size: usize) -> Self {
         LlamaConfig {
-            model_type: "llama".into(),
+            model_type: ModelType::Llama,
             vocab_size,
             hidden_size: 32,
             intermediate_size: 64,
@@ -278,7 +304,7 @@ impl Llama {
                     &format!("{p}.self_attn.o_proj"),
                     q_out,
                     h,
-                    ab && config.model_type != "qwen2",
+                    config.model_type.output_projection_bias(ab),
                 )?,
                 num_heads: config.num_attention_heads,
                 num_kv_heads: config.num_key_value_heads,
@@ -328,8 +354,7 @@ impl Llama {
             layers,
             norm: final_norm,
             lm_head,
-            prompt_learning: None,
-            prompt_name: None,
+            prompt: PromptSlot::new(),
             config: config.clone(),
             precision: Precision::F32,
         })
@@ -444,7 +469,7 @@ impl Llama {
         let first = !cache.primed;
         cache.primed = true;
         let (mut x, mask, prompt_len) = self.embed(input_ids, attention_mask, first);
-        if first && let Some(table) = self.prefix_table() {
+        if first && let Some(table) = prefix_table(self) {
             cache.layers = (0..self.layers.len())
                 .map(|i| self.prefix_keys_values(table.clone(), i, b))
                 .collect();
@@ -473,8 +498,8 @@ impl Llama {
         let [b, _] = input_ids.dims();
         let dtype = self.precision.float_dtype();
         let x = self.embed_tokens.forward(input_ids).cast(dtype);
-        match &self.prompt_learning {
-            Some(PromptLearning::Prompt(p)) if with_prompt => {
+        match self.prompt.prompt() {
+            Some(p) if with_prompt => {
                 let e = p.embedding.val().cast(dtype);
                 let [n, h] = e.dims();
                 let x = Tensor::cat(vec![e.unsqueeze::<3>().expand([b, n, h]), x], 1);
@@ -483,15 +508,6 @@ impl Llama {
                 (x, mask, n)
             }
             _ => (x, attention_mask, 0),
-        }
-    }
-
-    /// A prefix-tuning adapter's key/value table (`[prefix, 2·layers·kv_heads·head_dim]`), if
-    /// one is attached.
-    pub(super) fn prefix_table(&self) -> Option<Tensor<2>> {
-        match &self.prompt_learning {
-            Some(PromptLearning::Prefix(p)) => Some(p.table()),
-            _ => None,
         }
     }
 
@@ -674,7 +690,7 @@ impl Llama {
 }
 
 /// The rotary tables and the attention mask that the decoder layers of one forward pass share.
-pub(super) struct LayerContext {
+pub struct LayerContext {
     /// `[1, 1, seq, head_dim]`.
     cos: Tensor<4>,
     /// `[1, 1, seq, head_dim]`, its first half negated (see [`apply_rope`]).

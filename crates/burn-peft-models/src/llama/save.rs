@@ -16,14 +16,10 @@ use crate::tokenizer::TextTokenizer;
 impl LlamaConfig {
     /// The config as HF `transformers` writes it for this architecture.
     pub fn to_hf_json(&self) -> serde_json::Value {
-        let arch = match self.model_type.as_str() {
-            "mistral" => "MistralForCausalLM",
-            "qwen2" => "Qwen2ForCausalLM",
-            _ => "LlamaForCausalLM",
-        };
+        let arch = self.model_type.architecture();
         json!({
             "architectures": [arch],
-            "model_type": self.model_type,
+            "model_type": self.model_type.as_str(),
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -58,7 +54,7 @@ impl Llama {
         chat_template: Option<&str>,
     ) -> Result<()> {
         let names = self.clone().adapter_names();
-        if !names.is_empty() || self.prompt_learning.is_some() {
+        if !names.is_empty() || self.prompt.adapter().is_some() {
             return Err(ModelError::InvalidInput(format!(
                 "the model still holds adapters ({}): merge_and_unload them before saving a full model",
                 if names.is_empty() {

