@@ -4,11 +4,11 @@ through burn on flex, through the `gemm` crate that flex calls, and through PyTo
 threads, one process after the other, several rounds. Prints a markdown table of median
 GFLOP/s and the ratios.
 
-Usage (after `cargo build --release --example flex_matmul`):
+Usage (it builds the Rust side with `cargo bench --no-run` unless --binary is given):
 
     python3 scripts/bench_matmul.py --python /path/to/venv/bin/python [--rounds 3] [--reps 20]
 
-The Rust side is `examples/flex_matmul.rs` (see its header for what each variant does).
+The Rust side is `benches/flex_matmul.rs` (see its header for what each variant does).
 """
 
 import argparse
@@ -44,17 +44,32 @@ def run(cmd, env):
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
+def build_bench():
+    """Builds benches/flex_matmul.rs (release, as `cargo bench` does) and returns its path."""
+    out = subprocess.run(
+        ["cargo", "bench", "--no-run", "--bench", "flex_matmul", "--message-format=json"],
+        check=True, stdout=subprocess.PIPE, text=True).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") \
+                and msg["target"]["name"] == "flex_matmul":
+            return msg["executable"]
+    sys.exit("cargo built no flex_matmul bench")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--python", required=True, help="a Python with torch")
-    ap.add_argument("--binary", default="target/release/examples/flex_matmul")
+    ap.add_argument("--binary", help="the built bench (default: built here with cargo)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json", help="also append every record to this file")
     args = ap.parse_args()
+    if args.binary is None:
+        args.binary = build_bench()
     if not os.path.exists(args.binary):
-        sys.exit(f"{args.binary} not found: cargo build --release --example flex_matmul")
+        sys.exit(f"{args.binary} not found: cargo bench --no-run --bench flex_matmul")
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     records = []
     for round_ in range(args.rounds):

@@ -49,11 +49,11 @@ pub mod prelude {
         AdaptedLinear, AdapterHost, DeviceSpec, PeftError, PeftModel, TargetModules,
         TargetSelector, TrainableParameters, parse_device,
     };
+    pub use burn_peft_forget::{ForgettingConfig, Mitigation};
     pub use burn_peft_models::{
         CausalLm, GenerationConfig, Llama, LlamaConfig, ModelError, Pretrained, TextTokenizer,
     };
     pub use burn_peft_optim::{PeftOptimizer, PeftOptimizerConfig, ScheduleKind};
-    pub use burn_peft_forget::{ForgettingConfig, Mitigation};
     pub use burn_peft_train::{
         CsvTask, Dataset, Encoder, PromptFormat, TrainConfig, TrainError, Trainer, WeightsIo,
         evaluate,

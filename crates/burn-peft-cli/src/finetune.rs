@@ -108,11 +108,11 @@ pub struct FinetuneArgs {
     /// Dropout on the LoRA input.
     #[arg(long, default_value_t = 0.0)]
     pub lora_dropout: f64,
-    /// Target modules, comma-separated names, or all-linear [default: q_proj,v_proj for LoRA;
-    /// k_proj,v_proj,down_proj for IA3].
+    /// Target modules, comma-separated names, or all-linear [default: the model family's PEFT
+    /// default; Llama: q_proj,v_proj for LoRA, k_proj,v_proj,down_proj for IA3].
     #[arg(long, value_delimiter = ',')]
     pub target_modules: Vec<String>,
-    /// IA3: the targets whose input is scaled [default: down_proj].
+    /// IA3: the targets whose input is scaled [default: the model family's; Llama: down_proj].
     #[arg(long, value_delimiter = ',')]
     pub feedforward_modules: Vec<String>,
     /// rsLoRA scaling alpha / sqrt(r).

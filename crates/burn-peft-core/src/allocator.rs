@@ -5,9 +5,8 @@
 //! threshold (128 KiB at first, raised up to 32 MiB as such buffers are freed) get an `mmap` of
 //! their own, and free memory at the top of a heap goes back to the kernel once it passes a
 //! trim threshold (twice the mmap threshold). Either way the next step's buffers arrive as
-//! fresh pages, and the kernel zeroes each one on its first touch. A LoRA step at the
-//! SmolLM2-135M shape (batch 4, sequence 128, 2 cores) spent 4-6 s of system time in those page
-//! faults over 5 steps, about 1 million of them.
+//! fresh pages, and the kernel zeroes each one on its first touch: on a 2-core CPU a LoRA step
+//! at the SmolLM2-135M shape spent much of its system time in those page faults.
 //!
 //! [`tune_for_training`] keeps freed memory in the process instead (64-bit Linux with glibc):
 //!
@@ -17,9 +16,8 @@
 //! | `M_TRIM_THRESHOLD` | 2 GiB − 1 | free memory at the top of a heap is kept |
 //! | `M_TOP_PAD` | 1 GiB | the main heap grows in large steps (address space under the kernel's default overcommit; pages count once touched) |
 //!
-//! The same step then took 0.46 million page faults (about one per page of its peak memory) and
-//! 1.6-2.2 s of system time, and ran a median 16% faster over five alternating pairs; its peak
-//! RSS rose by 2% (`docs/benchmarks.md`, "glibc's malloc keeps freed memory"). The price: memory
+//! The same step then faults about once per page of its peak memory, and runs faster for a
+//! slightly higher peak RSS (measured in `docs/perf-log/2026-11-28-malloc.md`). The price: memory
 //! freed by the process is not handed back to the kernel until it exits, and under strict
 //! overcommit (`vm.overcommit_memory=2`) or an address-space limit the large top pad can make
 //! an allocation fail. The `burn-peft` command-line tool calls it first thing in `main`; a

@@ -103,8 +103,8 @@ impl DeviceSpec {
     /// burn-flex multiplies matrices on all cores but runs element-wise operations on one, so
     /// a lone forward and backward pass leaves cores idle; slices in flight at once fill them.
     /// One per core, not more: every slice's matrix products pack the weights again, and
-    /// fewer, larger slices amortize that better (docs/benchmarks.md, "Slices of a batch on
-    /// threads"). A GPU runs one stream of kernels, and LibTorch's CPU operations are
+    /// fewer, larger slices amortize that better (measured in
+    /// `docs/perf-log/2026-11-27-batch-threads.md` and `2026-11-28-fold.md`). A GPU runs one stream of kernels, and LibTorch's CPU operations are
     /// multi-threaded already.
     ///
     /// ```

@@ -2,11 +2,12 @@
 //!
 //! A fresh process on a GPU compiles every kernel it launches and autotunes every matmul
 //! shape. cubecl keeps its autotune results on disk by default but not its compiled kernels:
-//! with autotune results alone, a second run's first LoRA step still took 77 s on an H100.
+//! with autotune results alone, a second run's first LoRA step still compiles every kernel.
 //! burn-peft turns the compiled-kernel cache on too, so a second run of the same model loads
-//! its kernels instead of compiling them (1-2 s there). cubecl caches compiled kernels for
-//! CUDA and for the SPIR-V path (`vulkan` feature); the WGSL path (`wgpu` alone) compiles its
-//! shaders in every process and keeps only the autotune results.
+//! its kernels instead of compiling them (the H100 figures are in `docs/benchmarks.md`).
+//! cubecl caches compiled kernels for CUDA and for the SPIR-V path (`vulkan` feature); the
+//! WGSL path (`wgpu` alone) compiles its shaders in every process and keeps only the autotune
+//! results.
 //!
 //! `BURN_PEFT_KERNEL_CACHE` decides, read once when the first GPU device is opened:
 //!

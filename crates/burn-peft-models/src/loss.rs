@@ -11,9 +11,8 @@ use crate::attention::untracked_softmax;
 /// chunk. A trainable output layer's chunks have at least as many rows as there are features,
 /// so that its weight gradient (features × vocabulary, once per chunk) never outweighs a
 /// chunk's logits. Smaller chunks would cost time: each one's products pass over the whole
-/// output layer (on burn-flex, packing it anew). At the SmolLM2-135M shape with a frozen output
-/// layer (85 rows per chunk), LoRA's peak fell by 8% against whole 254-row chunks and its
-/// speed stayed within noise; 42 rows saved 3% more and cost about 4% of the speed.
+/// output layer (on burn-flex, packing it anew); the size was chosen by measuring peak memory
+/// against speed (`docs/perf-log/2026-11-28-frozen-head-loss.md`).
 const CHUNK_ELEMENTS: usize = 1 << 22;
 
 /// Mean cross-entropy of `targets` (`[rows]`) under the logits `project(hidden)`, where
@@ -31,11 +30,9 @@ const CHUNK_ELEMENTS: usize = 1 << 22;
 ///   steps, each with its own buffers;
 /// - when the output layer is frozen (adapters, prompt learning), that gradient is taken
 ///   through the layer right away, chunk by chunk, and the step keeps `[rows, features]` for
-///   the backward pass instead of `[rows, vocab]`. At the SmolLM2-135M shape (LoRA, batch
-///   4 × 128, f32) this and smaller chunks cut the step's peak memory by 8%.
+///   the backward pass instead of `[rows, vocab]`.
 ///
-/// On the SmolLM2-135M shape (vocabulary 49152, 512 rows, f32, 2 CPU cores) the forward and
-/// backward pass of this head took 0.75 s against 1.45 s for `log_softmax` + `gather`.
+/// Measured against `log_softmax` + `gather` in `docs/perf-log/`.
 ///
 /// Gradients reach whatever `project` tracks: the hidden states, and the output layer's
 /// weights when they train (tied embeddings in full fine-tuning, or an adapter on `lm_head`).

@@ -3,7 +3,7 @@
 //!
 //! burn's `ModuleOptimizer` records about fifteen operations per parameter tensor. A LoRA model
 //! has hundreds of small tensors, and on a GPU the host's time to record those operations is
-//! what bounds the step (docs/benchmarks.md, "third lease": 84 µs per tensor on an H100 host).
+//! what bounds the step (`docs/perf-log/2026-11-27-h100-lease-3.md`).
 //! Here the gradients and values of parameters that share a learning rate, a dtype and an Adam
 //! step count are concatenated, AdamW's own [`Optimizer::step`] runs once per bucket, and each
 //! parameter takes back its slice: a few operations per tensor plus one AdamW per bucket. The
@@ -17,8 +17,7 @@ use burn::tensor::{DType, Device, FloatDType, Tensor};
 
 /// The most elements one bucket holds (1 MiB in f32); a larger tensor gets a bucket of its own,
 /// with nothing concatenated. On a CPU, AdamW's fifteen passes over a bucket then stay in
-/// cache: with 16 Mi-element buckets a full fine-tuning step's optimizer took 2.5 s on flex
-/// instead of 0.6 s. A GPU gains as much from this size as from larger ones, since the
+/// cache, which much larger buckets lose (`docs/perf-log/2026-11-28-optimizer-buckets.md`). A GPU gains as much from this size as from larger ones, since the
 /// operations per tensor (slices, reshapes) are what is left.
 const BUCKET_ELEMENTS: usize = 1 << 18;
 

@@ -13,7 +13,7 @@
 //! runs it beside PyTorch on the same shapes and prints the table.
 //!
 //! ```sh
-//! cargo run --release --example flex_matmul -- [repetitions]
+//! cargo bench --bench flex_matmul -- [repetitions]
 //! ```
 
 use std::alloc::{Layout, alloc, dealloc};
