@@ -34,7 +34,9 @@ const SHAPES: [(usize, usize); 5] = [
 ];
 
 fn main() {
-    let reps: usize = match std::env::args().nth(1).map(|s| s.parse()) {
+    // `cargo bench` passes `--bench`; the one argument of our own is the repetition count.
+    let count = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let reps: usize = match count.map(|s| s.parse()) {
         None => 20,
         Some(Ok(n)) if n > 0 => n,
         Some(_) => {

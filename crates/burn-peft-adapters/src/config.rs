@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::ia3::Ia3Config;
 use crate::lora::LoraConfig;
-use crate::model::AddAdapter;
+use crate::model::{AddAdapter, check_name_free};
 use crate::prefix::PrefixTuningConfig;
 use crate::prompt::PromptTuningConfig;
 
@@ -31,15 +31,19 @@ pub trait MethodConfig: Clone + Serialize + DeserializeOwned {
     /// file's weights: no initialization that rewrites the base (PiSSA), not in inference mode.
     fn for_loading(self) -> Self;
 
-    /// Puts a saved adapter's tensors into adapter `name`, which [`add_to`](Self::add_to) has
-    /// just added. The default reads the linear layers' PEFT keys (every tensor must be used).
-    fn import_weights<M: AddAdapter>(
+    /// Adds adapter `name` with a saved adapter's tensors (`file` names them in errors). The
+    /// default adds it ([`add_to`](Self::add_to)) and reads the linear layers' PEFT keys, every
+    /// tensor used; a method whose initialization would be wasted or impossible on load (prompt
+    /// tuning's `TEXT` init needs a tokenizer) builds the adapter from the tensors instead.
+    fn load_into<M: AddAdapter>(
         &self,
         model: &mut M,
         name: &str,
         tensors: BTreeMap<String, NamedTensor>,
         file: &Path,
     ) -> Result<()> {
+        check_name_free(model, name)?;
+        self.add_to(model, name)?;
         import_adapter(model, name, tensors, file)
     }
 
@@ -147,7 +151,7 @@ macro_rules! adapter_methods {
                 }
             }
 
-            pub(crate) fn import_weights<M: AddAdapter>(
+            pub(crate) fn load_into<M: AddAdapter>(
                 &self,
                 model: &mut M,
                 name: &str,
@@ -155,7 +159,7 @@ macro_rules! adapter_methods {
                 file: &Path,
             ) -> Result<()> {
                 match self {
-                    $(AdapterConfig::$variant(c) => c.import_weights(model, name, tensors, file),)*
+                    $(AdapterConfig::$variant(c) => c.load_into(model, name, tensors, file),)*
                 }
             }
         }

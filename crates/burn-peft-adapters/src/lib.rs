@@ -132,6 +132,12 @@ macro_rules! linear_adapters {
                     $(Adapter::$variant(a) => a.merged_bias_factor(),)*
                 }
             }
+
+            fn draws_dropout(&self) -> bool {
+                match self {
+                    $(Adapter::$variant(a) => a.draws_dropout(),)*
+                }
+            }
         }
 
         impl PeftTensors for Adapter {
@@ -175,11 +181,6 @@ impl Adapter {
             Adapter::Lora(l) => Some(l),
             _ => None,
         }
-    }
-
-    /// Whether this adapter draws dropout masks while training.
-    pub fn draws_dropout(&self) -> bool {
-        self.as_lora().is_some_and(|l| l.dropout.prob > 0.0)
     }
 }
 

@@ -137,6 +137,7 @@ pub trait AddAdapter: PeftModel<Adapter = Adapter> {
     ///
     /// [`AdapterHost::default_target_modules`]: burn_peft_core::AdapterHost::default_target_modules
     fn add_adapter(&mut self, name: &str, config: &AdapterConfig) -> Result<Vec<String>> {
+        check_name_free(self, name)?;
         config.add_to(self, name)
     }
 
@@ -236,13 +237,7 @@ pub(crate) fn attach_prompt<M: AddAdapter>(
     name: &str,
     prompt: PromptLearning,
 ) -> Result<()> {
-    let unsupported = || {
-        PeftError::UnsupportedMethod(format!(
-            "{} on a model without prompt-learning support (it implements no PromptHost)",
-            prompt.peft_type()
-        ))
-    };
-    let host = model.prompt_host().ok_or_else(unsupported)?;
+    let host = prompt_host(model, prompt.peft_type())?;
     if let Some(existing) = host.prompt_slot().name() {
         return Err(PeftError::InvalidConfig(format!(
             "the model already has the prompt-learning adapter '{existing}': remove it first"
@@ -254,7 +249,7 @@ pub(crate) fn attach_prompt<M: AddAdapter>(
     let mut frozen = model.clone().no_grad();
     frozen
         .prompt_host_mut()
-        .ok_or_else(unsupported)?
+        .ok_or_else(|| no_prompt_host(prompt.peft_type()))?
         .prompt_slot_mut()
         .set(name, prompt.set_require_grad(true));
     *model = frozen;
@@ -266,12 +261,46 @@ pub(crate) fn prompt_host<'a, M: AddAdapter>(
     model: &'a M,
     method: &str,
 ) -> Result<&'a dyn PromptHost> {
-    model.prompt_host().ok_or_else(|| {
-        PeftError::UnsupportedMethod(format!(
-            "{method} on a model without prompt-learning support (it implements no PromptHost)"
-        ))
-    })
+    model.prompt_host().ok_or_else(|| no_prompt_host(method))
 }
+
+/// The error for prompt learning (`method`) on a model that implements no [`PromptHost`].
+pub(crate) fn no_prompt_host(method: &str) -> PeftError {
+    PeftError::UnsupportedMethod(format!(
+        "{method} on a model without prompt-learning support (it implements no PromptHost)"
+    ))
+}
+
+/// Replaces the module in `model`'s prompt slot, keeping its name.
+pub(crate) fn set_prompt_adapter<M: AddAdapter>(
+    model: &mut M,
+    adapter: PromptLearning,
+) -> Result<()> {
+    let method = adapter.peft_type();
+    let host = model
+        .prompt_host_mut()
+        .ok_or_else(|| no_prompt_host(method))?;
+    host.prompt_slot_mut().map(|_| adapter);
+    Ok(())
+}
+
+/// The saved table of a prompt-learning adapter (PEFT's `prompt_embeddings`), checked against
+/// `dims`; every other tensor in the file is refused.
+pub(crate) fn read_prompt_table(
+    mut tensors: std::collections::BTreeMap<String, burn_peft_core::format::NamedTensor>,
+    file: &Path,
+    dims: [usize; 2],
+    device: &Device,
+) -> Result<Tensor<2>> {
+    use burn_peft_core::format::{check_shape, ensure_all_used, take_tensor};
+    let table = take_tensor(&mut tensors, file, PROMPT_KEY)?;
+    ensure_all_used(&tensors, file)?;
+    check_shape(PROMPT_KEY, &table, &dims)?;
+    table.to_tensor(device, PROMPT_KEY)
+}
+
+/// The key PEFT saves prompt-learning adapters under.
+pub(crate) const PROMPT_KEY: &str = "prompt_embeddings";
 
 /// A linear-layer method refuses a name the prompt-learning adapter holds.
 pub(crate) fn check_name_free<M: AddAdapter>(model: &M, name: &str) -> Result<()> {

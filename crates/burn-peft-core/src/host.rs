@@ -53,6 +53,12 @@ pub trait LinearAdapter: Module + Sized {
         None
     }
 
+    /// Whether the forward pass draws random masks (dropout) while training: checkpointing by
+    /// layer then seeds each layer's draws so that its two passes see the same masks.
+    fn draws_dropout(&self) -> bool {
+        false
+    }
+
     /// Sets whether this adapter's parameters get gradients.
     fn set_trainable(self, trainable: bool) -> Self {
         self.set_require_grad(trainable)

@@ -48,7 +48,7 @@ mod replay;
 pub use burn_peft_models::BaseView;
 pub use distill::{Distill, DistillConfig};
 pub use ewc::{Ewc, EwcConfig, FisherKind, L2Sp};
-pub use mitigation::{ForgettingConfig, Mitigation};
+pub use mitigation::{ForgettingConfig, Mitigation, Unfit};
 pub use olora::OLora;
 pub use replay::{Replay, ReplayBuffer};
 

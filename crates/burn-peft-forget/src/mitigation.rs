@@ -48,6 +48,26 @@ impl Mitigation {
     }
 }
 
+/// Why a mitigation does not fit a run ([`ForgettingConfig::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unfit {
+    /// O-LoRA keeps one LoRA per task: the run must train LoRA.
+    #[error("O-LoRA keeps one LoRA per task: it needs LoRA")]
+    NeedsLora,
+    /// O-LoRA needs a sequence of at least two tasks.
+    #[error("O-LoRA needs a sequence of tasks: two or more training sets")]
+    NeedsTaskSequence,
+    /// The mitigation draws on general (old-skill) samples and none were given.
+    #[error("{0:?} needs general (old-skill) samples")]
+    NeedsGeneralSamples(Mitigation),
+}
+
+impl From<Unfit> for TrainError {
+    fn from(e: Unfit) -> Self {
+        TrainError::Config(e.to_string())
+    }
+}
+
 /// A mitigation and its settings, with the CLI's defaults.
 ///
 /// ```
@@ -107,16 +127,18 @@ impl ForgettingConfig {
 
     /// Checks that the mitigation fits the run: O-LoRA needs LoRA (`lora`) and a sequence of
     /// at least two tasks; the others need general samples.
-    pub fn check(&self, lora: bool, tasks: usize, has_general_samples: bool) -> Result<()> {
-        let bad = |m: &str| Err(TrainError::Config(m.to_string()));
+    pub fn check(
+        &self,
+        lora: bool,
+        tasks: usize,
+        has_general_samples: bool,
+    ) -> std::result::Result<(), Unfit> {
         match self.mitigation {
-            Mitigation::OLora if !lora => bad("O-LoRA keeps one LoRA per task: it needs LoRA"),
-            Mitigation::OLora if tasks < 2 => {
-                bad("O-LoRA needs a sequence of tasks: two or more training sets")
+            Mitigation::OLora if !lora => Err(Unfit::NeedsLora),
+            Mitigation::OLora if tasks < 2 => Err(Unfit::NeedsTaskSequence),
+            m if m.needs_general_samples() && !has_general_samples => {
+                Err(Unfit::NeedsGeneralSamples(m))
             }
-            m if m.needs_general_samples() && !has_general_samples => Err(TrainError::Config(
-                format!("{m:?} needs general (old-skill) samples"),
-            )),
             _ => Ok(()),
         }
     }

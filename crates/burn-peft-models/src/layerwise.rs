@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Gradients, Int, Tensor};
-use burn_peft_adapters::{Adapter, AddAdapter};
+use burn_peft_adapters::AddAdapter;
+use burn_peft_core::LinearAdapter;
 
 /// A decoder seen as a stack of layers: what [`layerwise_gradients`] needs of a model family.
 /// A family implements it in its own folder next to its forward pass, which it can then write
@@ -76,7 +77,7 @@ pub fn prefix_table<M: AddAdapter>(model: &M) -> Option<Tensor<2>> {
 fn draws_dropout<M: AddAdapter>(model: &M) -> bool {
     let mut any = false;
     model.clone().visit_adapted_linears(&mut |_, linear| {
-        any |= linear.adapters().iter().any(Adapter::draws_dropout);
+        any |= linear.adapters().iter().any(LinearAdapter::draws_dropout);
     });
     any
 }

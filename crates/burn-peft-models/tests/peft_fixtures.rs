@@ -460,3 +460,54 @@ fn prefix_encoder_round_trips_and_refuses_other_shapes() {
     let empty = tempfile::tempdir().unwrap();
     assert!(!fresh.load_prefix_encoder(empty.path()).unwrap());
 }
+
+#[test]
+fn text_initialized_prompt_tuning_saves_and_loads_without_a_tokenizer() {
+    let device = Device::flex();
+    let tok = TextTokenizer::from_file(&fixtures().join("tiny-llama/tokenizer.json")).unwrap();
+    let text = "the cat sat";
+    let ids = tok.encode(text).unwrap();
+    assert!(!ids.is_empty() && ids.len() < 6);
+    // TEXT without the text's ids is refused, naming what to set; nothing is attached.
+    let mut m = model(&device);
+    let err = m
+        .add_prompt_tuning("p", &PromptTuningConfig::from_text(6, text))
+        .unwrap_err();
+    assert!(err.to_string().contains("with_init_token_ids"), "{err}");
+    assert!(m.prompt_adapter_name().is_none());
+    // With them, the virtual tokens start at the text's embeddings, repeated to 6.
+    let config = PromptTuningConfig::from_text(6, text).with_init_token_ids(ids.clone());
+    m.add_prompt_tuning("p", &config).unwrap();
+    let table = |m: &Llama| {
+        m.prompt_slot()
+            .adapter()
+            .unwrap()
+            .prompt_embeddings()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let start = table(&m);
+    let rows = m.embed_tokens.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    let h = m.config.hidden_size;
+    for (k, id) in ids.iter().cycle().take(6).enumerate() {
+        let id = *id as usize;
+        assert_eq!(start[k * h..(k + 1) * h], rows[id * h..(id + 1) * h], "row {k}");
+    }
+    // Saved with its TEXT config, and loaded back (as PEFT's own TEXT files are) with no
+    // tokenizer: the table is the file's, not a new initialization.
+    let dir = tempfile::tempdir().unwrap();
+    m.save_adapter("p", dir.path()).unwrap();
+    let saved: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["prompt_tuning_init"], "TEXT");
+    let mut fresh = model(&device);
+    fresh.load_adapter(dir.path(), "p").unwrap();
+    assert_eq!(table(&fresh), start);
+    let ids: Vec<u32> = vec![1, 5, 9, 2, 7];
+    let a = m.sequence_loss(&ids, &device).unwrap();
+    let b = fresh.sequence_loss(&ids, &device).unwrap();
+    assert_eq!(a, b);
+}

@@ -12,7 +12,7 @@ pub use layer::Ia3;
 
 use burn_peft_core::Result;
 
-use crate::model::{AddAdapter, check_name_free};
+use crate::model::AddAdapter;
 use crate::{Adapter, MethodConfig};
 
 impl MethodConfig for Ia3Config {
@@ -25,7 +25,6 @@ impl MethodConfig for Ia3Config {
     fn add_to<M: AddAdapter>(&self, model: &mut M, name: &str) -> Result<Vec<String>> {
         let config = self.clone().with_defaults_of(model)?;
         config.validate()?;
-        check_name_free(model, name)?;
         model.add_adapter_with(name, &config.selector(), |path, base| {
             let dims = base.weight.shape().dims::<2>();
             Ok(Adapter::Ia3(Ia3::init(
@@ -44,9 +43,5 @@ impl MethodConfig for Ia3Config {
 
     fn set_modules_to_save(&mut self, modules: Option<Vec<String>>) {
         self.modules_to_save = modules;
-    }
-
-    fn to_peft_json(&self) -> Result<String> {
-        Ia3Config::to_peft_json(self)
     }
 }

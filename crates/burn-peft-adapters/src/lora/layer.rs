@@ -235,6 +235,10 @@ impl LinearAdapter for Lora {
     fn take_base_update(&mut self) -> Option<Tensor<2>> {
         self.base_update.take()
     }
+
+    fn draws_dropout(&self) -> bool {
+        self.dropout.prob > 0.0
+    }
 }
 
 impl PeftTensors for Lora {

@@ -11,7 +11,7 @@ pub(crate) use layer::replace;
 
 use burn_peft_core::Result;
 
-use crate::model::{AddAdapter, check_name_free};
+use crate::model::AddAdapter;
 use crate::{Adapter, MethodConfig};
 
 impl MethodConfig for LoraConfig {
@@ -24,7 +24,6 @@ impl MethodConfig for LoraConfig {
     fn add_to<M: AddAdapter>(&self, model: &mut M, name: &str) -> Result<Vec<String>> {
         let config = self.clone().with_defaults_of(model)?;
         config.validate()?;
-        check_name_free(model, name)?;
         model.add_adapter_with(name, &config.selector(), |path, base| {
             Ok(Adapter::Lora(Lora::init(&config, path, base)?))
         })
@@ -39,9 +38,5 @@ impl MethodConfig for LoraConfig {
 
     fn set_modules_to_save(&mut self, modules: Option<Vec<String>>) {
         self.modules_to_save = modules;
-    }
-
-    fn to_peft_json(&self) -> Result<String> {
-        LoraConfig::to_peft_json(self)
     }
 }

@@ -78,15 +78,7 @@ impl PrefixTuningConfig {
     /// Fills missing geometry from the model and checks what is given against it.
     pub fn fill(mut self, g: &PromptGeometry) -> Result<Self> {
         let bad = |m: String| Err(PeftError::InvalidConfig(m));
-        if self.peft_type != "PREFIX_TUNING" {
-            return bad(format!(
-                "peft_type '{}' is not PREFIX_TUNING",
-                self.peft_type
-            ));
-        }
-        if self.num_virtual_tokens == 0 {
-            return bad("num_virtual_tokens must be at least 1".into());
-        }
+        super::check_prompt_config(&self.peft_type, "PREFIX_TUNING", self.num_virtual_tokens)?;
         let token_dim = g.head_dim * g.num_kv_heads;
         let checks = [
             ("token_dim", &mut self.token_dim, token_dim),

@@ -15,15 +15,11 @@ pub use layer::{PrefixProjection, PrefixTuning};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::Module;
-use burn_peft_core::format::{NamedTensor, check_shape, ensure_all_used, take_tensor};
+use burn_peft_core::format::NamedTensor;
 use burn_peft_core::{PeftError, Result};
 
-use crate::model::{AddAdapter, attach_prompt, prompt_host};
+use crate::model::{AddAdapter, attach_prompt, prompt_host, read_prompt_table};
 use crate::{MethodConfig, PromptLearning};
-
-/// The key PEFT saves prompt-learning adapters under.
-pub(crate) const PROMPT_KEY: &str = "prompt_embeddings";
 
 impl MethodConfig for PrefixTuningConfig {
     const PEFT_TYPE: &'static str = "PREFIX_TUNING";
@@ -46,32 +42,27 @@ impl MethodConfig for PrefixTuningConfig {
     }
 
     /// PEFT's file holds the table (projected, when trained with `prefix_projection`); the
-    /// adapter becomes that table, without the MLP.
-    fn import_weights<M: AddAdapter>(
+    /// adapter becomes that table, without the MLP, and nothing is initialized.
+    fn load_into<M: AddAdapter>(
         &self,
         model: &mut M,
-        _name: &str,
-        mut tensors: BTreeMap<String, NamedTensor>,
+        name: &str,
+        tensors: BTreeMap<String, NamedTensor>,
         file: &Path,
     ) -> Result<()> {
-        let table = take_tensor(&mut tensors, file, PROMPT_KEY)?;
-        ensure_all_used(&tensors, file)?;
         let host = prompt_host(model, Self::PEFT_TYPE)?;
         let g = host.prompt_geometry();
         let config = self.clone().fill(&g)?;
         let width = 2 * g.num_layers * g.head_dim * g.num_kv_heads;
-        check_shape(PROMPT_KEY, &table, &[config.num_virtual_tokens, width])?;
-        let table = table.to_tensor(&host.prompt_device(), PROMPT_KEY)?;
-        let prefix = PromptLearning::Prefix(PrefixTuning::from_table(&config, table));
-        set_prompt_adapter(model, prefix.set_require_grad(true))
-    }
-
-    fn to_peft_json(&self) -> Result<String> {
-        PrefixTuningConfig::to_peft_json(self)
+        let dims = [config.num_virtual_tokens, width];
+        let table = read_prompt_table(tensors, file, dims, &host.prompt_device())?;
+        let prefix = PrefixTuning::from_table(&config, table);
+        attach_prompt(model, name, PromptLearning::Prefix(prefix))
     }
 }
 
-/// What every prompt-learning config must say.
+/// What every prompt-learning config must say: its own `peft_type`, and at least one virtual
+/// token.
 pub(crate) fn check_prompt_config(peft_type: &str, expected: &str, tokens: usize) -> Result<()> {
     if peft_type != expected {
         return Err(PeftError::InvalidConfig(format!(
@@ -83,17 +74,5 @@ pub(crate) fn check_prompt_config(peft_type: &str, expected: &str, tokens: usize
             "num_virtual_tokens must be at least 1".into(),
         ));
     }
-    Ok(())
-}
-
-/// Replaces the module in `model`'s prompt slot, keeping its name.
-pub(crate) fn set_prompt_adapter<M: AddAdapter>(
-    model: &mut M,
-    adapter: PromptLearning,
-) -> Result<()> {
-    let host = model.prompt_host_mut().ok_or_else(|| {
-        PeftError::UnsupportedMethod("a model without prompt-learning support".into())
-    })?;
-    host.prompt_slot_mut().map(|_| adapter);
     Ok(())
 }

@@ -112,15 +112,7 @@ impl PromptTuningConfig {
     /// Fills missing geometry from the model and checks what is given against it.
     pub fn fill(mut self, g: &PromptGeometry) -> Result<Self> {
         let bad = |m: String| Err(PeftError::InvalidConfig(m));
-        if self.peft_type != "PROMPT_TUNING" {
-            return bad(format!(
-                "peft_type '{}' is not PROMPT_TUNING",
-                self.peft_type
-            ));
-        }
-        if self.num_virtual_tokens == 0 {
-            return bad("num_virtual_tokens must be at least 1".into());
-        }
+        super::check_prompt_config(&self.peft_type, "PROMPT_TUNING", self.num_virtual_tokens)?;
         match self.token_dim {
             Some(d) if d != g.hidden_size => {
                 return bad(format!(

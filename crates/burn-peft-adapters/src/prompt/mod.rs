@@ -10,12 +10,11 @@ pub use layer::PromptTuning;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::Module;
-use burn_peft_core::format::{NamedTensor, check_shape, ensure_all_used, take_tensor};
+use burn_peft_core::format::NamedTensor;
 use burn_peft_core::{PeftError, Result};
 
-use crate::model::{AddAdapter, attach_prompt, prompt_host};
-use crate::prefix::{PROMPT_KEY, check_prompt_config, set_prompt_adapter};
+use crate::model::{AddAdapter, attach_prompt, prompt_host, read_prompt_table};
+use crate::prefix::check_prompt_config;
 use crate::{MethodConfig, PromptLearning};
 
 impl MethodConfig for PromptTuningConfig {
@@ -54,29 +53,21 @@ impl MethodConfig for PromptTuningConfig {
         self
     }
 
-    fn import_weights<M: AddAdapter>(
+    /// The virtual tokens are the file's table; nothing is initialized (a `TEXT` config keeps
+    /// its text, and needs no tokenizer here).
+    fn load_into<M: AddAdapter>(
         &self,
         model: &mut M,
-        _name: &str,
-        mut tensors: BTreeMap<String, NamedTensor>,
+        name: &str,
+        tensors: BTreeMap<String, NamedTensor>,
         file: &Path,
     ) -> Result<()> {
-        let table = take_tensor(&mut tensors, file, PROMPT_KEY)?;
-        ensure_all_used(&tensors, file)?;
         let host = prompt_host(model, Self::PEFT_TYPE)?;
         let g = host.prompt_geometry();
         let config = self.clone().fill(&g)?;
-        check_shape(
-            PROMPT_KEY,
-            &table,
-            &[config.num_virtual_tokens, g.hidden_size],
-        )?;
-        let table = table.to_tensor(&host.prompt_device(), PROMPT_KEY)?;
-        let prompt = PromptLearning::Prompt(PromptTuning::from_embeddings(&config, table));
-        set_prompt_adapter(model, prompt.set_require_grad(true))
-    }
-
-    fn to_peft_json(&self) -> Result<String> {
-        PromptTuningConfig::to_peft_json(self)
+        let dims = [config.num_virtual_tokens, g.hidden_size];
+        let table = read_prompt_table(tensors, file, dims, &host.prompt_device())?;
+        let prompt = PromptTuning::from_embeddings(&config, table);
+        attach_prompt(model, name, PromptLearning::Prompt(prompt))
     }
 }

@@ -6,6 +6,7 @@ use burn_peft_adapters::{AddAdapter, PromptGeometry, PromptHost, PromptSlot};
 use burn_peft_core::{PeftError, Result};
 
 use super::model::Llama;
+use crate::error::ModelError;
 
 impl PromptHost for Llama {
     fn prompt_geometry(&self) -> PromptGeometry {
@@ -26,8 +27,10 @@ impl PromptHost for Llama {
     }
 
     fn token_embeddings(&self, ids: &[u32]) -> Result<Tensor<2>> {
-        self.check_ids(ids)
-            .map_err(|e| PeftError::InvalidConfig(e.to_string()))?;
+        self.check_ids(ids).map_err(|e| match e {
+            ModelError::InvalidInput(m) => PeftError::InvalidConfig(m),
+            other => PeftError::InvalidConfig(other.to_string()),
+        })?;
         let n = ids.len();
         let ids = Tensor::<2, Int>::from_data(
             TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]),
