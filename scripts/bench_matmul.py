@@ -18,6 +18,8 @@ import statistics
 import subprocess
 import sys
 
+import machine
+
 # Runs in the venv: one JSON line per (shape, op), as the example prints them.
 TORCH = r"""
 import json, sys, time, torch
@@ -90,6 +92,7 @@ def main():
 
     copied = "gemm, zeroed and copied output"
     print(f"{args.threads} threads, {args.rounds} rounds, median GFLOP/s\n")
+    print(f"Machine: {machine.describe()}, {args.threads} threads\n")
     print("| shape m×k×n | product | burn (flex) | gemm | gemm, zeroed + copied output | PyTorch "
           "| burn / gemm | burn / PyTorch | gemm / PyTorch |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

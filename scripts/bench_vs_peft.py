@@ -18,6 +18,8 @@ import statistics
 import subprocess
 import sys
 
+import machine
+
 WRAP = ("import resource, subprocess, sys\n"
         "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
         "sys.stdout.write(r.stdout)\n"
@@ -90,6 +92,7 @@ def main():
             r["theirs_peak"].append(theirs_peak)
             print(f"round {rnd} {m}: PEFT {theirs['tokens_per_s']:.0f} tok/s ({theirs_peak / 2**30:.2f} GiB)",
                   file=sys.stderr, flush=True)
+    print(f"Machine: {machine.describe()}\n")
     print("| method | backend | burn-peft tokens/s | PyTorch+PEFT tokens/s | speed ratio | burn-peft peak RSS | PyTorch peak RSS | memory ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for m, r in rows.items():

@@ -145,12 +145,21 @@ impl FromStr for AssetSpec {
             && inner_path
                 .components()
                 .all(|c| matches!(c, Component::Normal(_)));
+        // The package index's grammar: a name is letters, digits, `-`, `_` and `.`, starting
+        // and ending with a letter or digit (PEP 508); a version starts with a digit (PEP 440's
+        // normalized form). Neither can then be read as one of pip's options.
         let name_ok = |v: &str| {
-            !v.is_empty()
+            v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.ends_with(|c: char| c.is_ascii_alphanumeric())
                 && v.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
-        if !safe || !name_ok(package) || !name_ok(version) {
+        let version_ok = |v: &str| {
+            v.starts_with(|c: char| c.is_ascii_digit())
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".!+_-".contains(c))
+        };
+        if !safe || !name_ok(package) || !version_ok(version) {
             return Err(bad());
         }
         Ok(AssetSpec::Pypi {
@@ -339,8 +348,7 @@ impl AssetCache {
             "--quiet",
             "-d",
         ])
-        .arg(wheels)
-        .arg(format!("{package}=={version}"));
+        .arg(wheels);
         if let Some(pin) = pin {
             // Take the pinned file whatever this machine's Python is: wheels carry the data.
             let tags: Vec<&str> = pin.file.trim_end_matches(".whl").splitn(3, '-').collect();
@@ -356,6 +364,8 @@ impl AssetCache {
                 }
             }
         }
+        // After `--`: whatever the requirement says, pip reads it as a requirement.
+        cmd.arg("--").arg(format!("{package}=={version}"));
         let output = cmd.output();
         match output {
             Ok(o) if o.status.success() => Ok(()),
@@ -443,6 +453,13 @@ mod tests {
             "pypi:x==1",
             "pypi:x y==1#a",
             "pypi:==1#a",
+            // Names and versions that pip would read as its own options.
+            "pypi:-r==x#y",
+            "pypi:--index-url==1#a",
+            "pypi:x==-e#a",
+            "pypi:x==--pre#a",
+            "pypi:x-==1#a",
+            "pypi:x==v1#a",
         ] {
             assert!(bad.parse::<AssetSpec>().is_err(), "{bad}");
         }

@@ -16,7 +16,7 @@ use burn_peft_optim::{
 };
 use burn_peft_train::{
     CsvTask, Dataset, Encoder, PromptFormat, RunSummary, SequenceSummary, SequenceTask,
-    TrainConfig, Trainer, WeightsIo, describe,
+    TrainConfig, Trainer, WeightsIo, check_fresh_output, describe,
 };
 use clap::{Args, ValueEnum};
 
@@ -493,12 +493,17 @@ impl Setup {
                 }
             });
         }
+        if !args.resume {
+            // Before any work: a model, an adapter or another run there is never overwritten.
+            check_fresh_output(&args.out).map_err(err)?;
+        }
         let resumable = ["checkpoints", "sequence.json"]
             .iter()
             .any(|f| args.out.join(f).exists());
         if args.resume && !resumable {
             return Err(format!(
-                "{}: no checkpoints to resume from",
+                "{}: no checkpoints to resume from (a run stopped before its first checkpoint \
+                 starts over without --resume)",
                 args.out.display()
             ));
         }

@@ -1415,3 +1415,46 @@ fn safetensors_dtypes(path: &Path) -> Vec<String> {
         .map(|(_, v)| v["dtype"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A new run writes only into a new or empty directory, or over what a run of its own left
+/// before its first checkpoint; a model, an adapter or anything else already there is refused
+/// and left as it was, and a link planted where the run writes is replaced, not followed.
+#[test]
+fn finetune_never_writes_over_files_it_did_not_make() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quick = ["--steps", "1", "--eval-samples", "4"];
+    // A model directory: refused, untouched.
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("model.safetensors"), b"weights").unwrap();
+    std::fs::write(model.join("config.json"), b"{}").unwrap();
+    one_line_error(&finetune(&model, &quick), "already holds files");
+    assert_eq!(
+        std::fs::read(model.join("model.safetensors")).unwrap(),
+        b"weights"
+    );
+    assert_eq!(std::fs::read(model.join("config.json")).unwrap(), b"{}");
+    assert_eq!(std::fs::read_dir(&model).unwrap().count(), 2);
+    // The root directory.
+    one_line_error(&finetune(Path::new("/"), &quick), "already holds files");
+    // A file, not a directory.
+    one_line_error(
+        &finetune(&model.join("config.json"), &quick),
+        "not a directory",
+    );
+    // What a run killed before its first checkpoint leaves: it starts over. Its metrics log
+    // is a link to a file elsewhere here, which must not be written through.
+    let killed = tmp.path().join("killed");
+    std::fs::create_dir_all(killed.join("checkpoints/.step-000001.tmp")).unwrap();
+    let victim = tmp.path().join("victim.txt");
+    std::fs::write(&victim, b"keep me").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&victim, killed.join("metrics.jsonl")).unwrap();
+    ok(finetune(&killed, &quick));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    let log = std::fs::symlink_metadata(killed.join("metrics.jsonl")).unwrap();
+    assert!(log.file_type().is_file());
+    assert!(killed.join("adapter_model.safetensors").is_file());
+    // The finished run is a result now: a new run there is refused.
+    one_line_error(&finetune(&killed, &quick), "already holds files");
+}

@@ -150,11 +150,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // The temporary file is created exclusively (`O_EXCL`): a file or symbolic link already
+    // at its name is never written through; another name is tried instead.
+    static TEMPORARIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let (tmp, mut file) = loop {
+        let n = TEMPORARIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n % 64 != 63 => continue,
+            Err(e) => return Err(PeftError::io(&tmp, e)),
+        }
+    };
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        // `rename` replaces whatever is at `path` (a link included) and follows nothing.
         fs::rename(&tmp, path)
     })();
     if let Err(e) = result {

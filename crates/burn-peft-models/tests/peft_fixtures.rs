@@ -488,11 +488,21 @@ fn text_initialized_prompt_tuning_saves_and_loads_without_a_tokenizer() {
             .unwrap()
     };
     let start = table(&m);
-    let rows = m.embed_tokens.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    let rows = m
+        .embed_tokens
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     let h = m.config.hidden_size;
     for (k, id) in ids.iter().cycle().take(6).enumerate() {
         let id = *id as usize;
-        assert_eq!(start[k * h..(k + 1) * h], rows[id * h..(id + 1) * h], "row {k}");
+        assert_eq!(
+            start[k * h..(k + 1) * h],
+            rows[id * h..(id + 1) * h],
+            "row {k}"
+        );
     }
     // Saved with its TEXT config, and loaded back (as PEFT's own TEXT files are) with no
     // tokenizer: the table is the file's, not a new initialization.

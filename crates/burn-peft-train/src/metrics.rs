@@ -26,7 +26,14 @@ impl MetricsLog {
     /// A log at `path` that keeps only the records up to `step` (the records of a killed run
     /// after its last checkpoint are dropped, so a resumed run does not repeat them).
     pub fn resume(path: &Path, step: usize) -> Result<Self> {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // A missing log starts empty; one that cannot be read is an error, never taken as
+        // empty (that would drop every record).
+        let text = match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map_err(|_| TrainError::data(path, 0, "not UTF-8 text: not a metrics log"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(TrainError::io(path, e)),
+        };
         let kept: String = text
             .lines()
             .filter(|l| {
@@ -45,9 +52,12 @@ impl MetricsLog {
 
     /// Appends one record.
     pub fn append(&self, record: &Value) -> Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
+        let mut options = std::fs::OpenOptions::new();
+        options.append(true).create(true);
+        // The log is a file this run made: a symbolic link put in its place is not followed.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        let mut file = options
             .open(&self.path)
             .map_err(|e| TrainError::io(&self.path, e))?;
         writeln!(file, "{record}").map_err(|e| TrainError::io(&self.path, e))

@@ -194,6 +194,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                     root.display()
                 )));
             }
+            crate::trainer::check_fresh_output(&root)?;
             std::fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
             let (initial, metrics, g) = score_all(&model, None)?;
             SequenceSummary {

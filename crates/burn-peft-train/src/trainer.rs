@@ -384,11 +384,11 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         evals: &Evaluator<'_>,
     ) -> R<RunState> {
         let metrics_path = self.out.join(METRICS);
-        if metrics_path.exists() || self.out.join(CHECKPOINTS).exists() {
-            return Err(TrainError::Config(format!(
-                "{} already holds a run: resume it or choose another output directory",
-                self.out.display()
-            )));
+        check_fresh_output(&self.out)?;
+        // A run killed before its first complete checkpoint left only what it starts over.
+        let checkpoints = self.out.join(CHECKPOINTS);
+        if checkpoints.is_dir() {
+            std::fs::remove_dir_all(&checkpoints).map_err(|e| TrainError::io(&checkpoints, e))?;
         }
         std::fs::create_dir_all(&self.out).map_err(|e| TrainError::io(&self.out, e))?;
         let metrics = MetricsLog::create(&metrics_path)?;
@@ -733,6 +733,61 @@ fn mix(seed: u64, step: u64, micro: u64) -> u64 {
     let mut r =
         SplitMix64::new(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ micro.rotate_left(32));
     r.next_u64()
+}
+
+/// Checks that a new run may write into `out`: it does not exist, is empty, or holds only what
+/// a run that never completed a checkpoint left (`metrics.jsonl`, its plots, a `checkpoints/`
+/// folder without `latest`), which the run starts over. Anything else is refused, so that no
+/// model, adapter or earlier run is overwritten: a run with a complete checkpoint is resumed,
+/// other files are kept. [`Trainer::fit`] checks it; a program can check it before any work.
+///
+/// ```
+/// use burn_peft_train::check_fresh_output;
+/// let dir = tempfile::tempdir().unwrap();
+/// assert!(check_fresh_output(&dir.path().join("new")).is_ok());
+/// std::fs::write(dir.path().join("model.safetensors"), b"weights").unwrap();
+/// assert!(check_fresh_output(dir.path()).is_err());
+/// ```
+pub fn check_fresh_output(out: &Path) -> R<()> {
+    const RESTARTABLE: [&str; 3] = [METRICS, "loss.svg", "tasks.svg"];
+    let Ok(meta) = std::fs::symlink_metadata(out) else {
+        return Ok(());
+    };
+    if !meta.is_dir() {
+        return Err(TrainError::Config(format!(
+            "the output {} exists and is not a directory",
+            out.display()
+        )));
+    }
+    if out.join(CHECKPOINTS).join(LATEST).exists() {
+        return Err(TrainError::Config(format!(
+            "{} already holds a run with a checkpoint: resume it or choose another output \
+             directory",
+            out.display()
+        )));
+    }
+    let entries = std::fs::read_dir(out).map_err(|e| TrainError::io(out, e))?;
+    let mut others = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| TrainError::io(out, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let ours = (name == CHECKPOINTS && is_dir) || (!is_dir && RESTARTABLE.contains(&&*name));
+        if !ours {
+            others.push(name);
+        }
+    }
+    if others.is_empty() {
+        return Ok(());
+    }
+    others.sort();
+    others.truncate(3);
+    Err(TrainError::Config(format!(
+        "{} already holds files ({}{}): choose a new or empty output directory",
+        out.display(),
+        others.join(", "),
+        if others.len() == 3 { ", ..." } else { "" }
+    )))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> R<T> {
