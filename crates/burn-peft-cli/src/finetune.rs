@@ -454,6 +454,12 @@ impl Setup {
         let spec: DeviceSpec = args.device.parse().map_err(err)?;
         let device = spec.device().map_err(err)?;
         args.dtype.check(&device).map_err(err)?;
+        if !(args.max_grad_norm.is_finite() && args.max_grad_norm >= 0.0) {
+            return Err(format!(
+                "--max-grad-norm {} must be >= 0 (0 turns clipping off)",
+                args.max_grad_norm
+            ));
+        }
         let dropout = args.lora_dropout > 0.0 && matches!(args.method, Method::Lora | Method::Dora);
         let layerwise = args.gradient_checkpointing == Some(Checkpointing::Layers);
         let train_threads = match args.batch_threads {

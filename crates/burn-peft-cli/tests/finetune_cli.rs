@@ -1043,6 +1043,19 @@ fn bad_input_is_a_one_line_error() {
         &finetune(&out, &["--steps", "2", "--lr-scheduler", "step"]),
         "unknown schedule",
     );
+    // Values that would silently turn something off or train nonsense.
+    one_line_error(
+        &finetune(&out, &["--steps", "2", "--max-grad-norm", "NaN"]),
+        "--max-grad-norm NaN must be >= 0",
+    );
+    one_line_error(
+        &finetune(&out, &["--steps", "2", "--max-grad-norm=-1"]),
+        "--max-grad-norm -1 must be >= 0",
+    );
+    one_line_error(
+        &finetune(&out, &["--steps", "2", "--weight-decay=-0.1"]),
+        "weight_decay -0.1 must be >= 0",
+    );
     one_line_error(
         &finetune(&out, &["--steps", "2", "--target-modules", "nothing"]),
         "matched no",

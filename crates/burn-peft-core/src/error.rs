@@ -8,6 +8,14 @@ use std::path::PathBuf;
 /// one-line message.
 #[derive(Debug, thiserror::Error)]
 pub enum PeftError {
+    /// A tensor read from a file with NaN or infinite values.
+    #[error("tensor '{key}' holds {count} NaN or infinite values")]
+    NonFinite {
+        /// The tensor's key in its file.
+        key: String,
+        /// How many values are not finite.
+        count: usize,
+    },
     /// A `--device` string that is not one of the known forms.
     #[error("unknown device '{0}': expected flex, cpu, wgpu, vulkan, cuda[:N] or tch[:cuda:N]")]
     UnknownDevice(String),

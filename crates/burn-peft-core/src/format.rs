@@ -43,13 +43,21 @@ impl NamedTensor {
         Self { shape, data }
     }
 
-    /// Builds a tensor of rank `D` on `device`; `key` names it in errors.
+    /// Builds a tensor of rank `D` on `device`; `key` names it in errors. Values that are NaN
+    /// or infinite are refused: a file holding them would only spread them.
     pub fn to_tensor<const D: usize>(&self, device: &Device, key: &str) -> Result<Tensor<D>> {
         if self.shape.len() != D || self.shape.iter().product::<usize>() != self.data.len() {
             return Err(PeftError::InvalidConfig(format!(
                 "tensor '{key}' has shape {:?}, expected rank {D}",
                 self.shape
             )));
+        }
+        let bad = self.data.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(PeftError::NonFinite {
+                key: key.to_string(),
+                count: bad,
+            });
         }
         Ok(Tensor::from_data(
             TensorData::new(self.data.clone(), self.shape.clone()),
@@ -359,6 +367,43 @@ pub fn check_shape(key: &str, tensor: &NamedTensor, expected: &[usize]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nan_and_infinite_values_are_refused_when_a_tensor_is_built() {
+        let device = Device::flex();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let t = NamedTensor {
+                shape: vec![2],
+                data: vec![1.0, bad],
+            };
+            match t.to_tensor::<1>(&device, "w") {
+                Err(PeftError::NonFinite { key, count }) => {
+                    assert_eq!((key.as_str(), count), ("w", 1))
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_a_link_without_writing_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep me").unwrap();
+        let path = dir.path().join("config.json");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_file());
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        // No temporary is left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
 
     #[test]
     fn safetensors_round_trip_with_pt_metadata() {

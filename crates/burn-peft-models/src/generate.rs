@@ -108,9 +108,13 @@ impl Llama {
         if prompt.is_empty() {
             return Err(ModelError::InvalidInput("the prompt has no tokens".into()));
         }
-        if !(config.top_p > 0.0 && config.top_p <= 1.0 && config.temperature.is_finite()) {
+        if !(config.top_p > 0.0
+            && config.top_p <= 1.0
+            && config.temperature.is_finite()
+            && config.temperature >= 0.0)
+        {
             return Err(ModelError::InvalidInput(format!(
-                "top_p must be in (0, 1] and temperature finite (got {} and {})",
+                "top_p must be in (0, 1] and temperature >= 0 (0: greedy) (got {} and {})",
                 config.top_p, config.temperature
             )));
         }

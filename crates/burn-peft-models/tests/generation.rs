@@ -110,3 +110,26 @@ fn bad_generation_input_is_an_error() {
     let bad = GenerationConfig { top_p: 0.0, ..c };
     assert!(model.generate(&[1], &bad, &device, |_| {}).is_err());
 }
+
+#[test]
+fn a_negative_temperature_or_an_empty_nucleus_is_refused_not_run_greedy() {
+    let device = Device::flex();
+    let model = LlamaConfig::tiny(32).init(&device);
+    for (temperature, top_p) in [(-1.0, 1.0), (f64::NAN, 1.0), (0.7, 0.0), (0.7, 1.5)] {
+        let config = GenerationConfig {
+            temperature,
+            top_p,
+            max_new_tokens: 2,
+            ..Default::default()
+        };
+        let err = model
+            .generate(&[1, 2], &config, &device, |_| {})
+            .unwrap_err();
+        assert!(err.to_string().contains("temperature >= 0"), "{err}");
+    }
+    let greedy = GenerationConfig {
+        max_new_tokens: 2,
+        ..Default::default()
+    };
+    assert!(model.generate(&[1, 2], &greedy, &device, |_| {}).is_ok());
+}

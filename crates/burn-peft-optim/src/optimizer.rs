@@ -129,6 +129,9 @@ impl PeftOptimizerConfig {
         if self.gradient_accumulation_steps == 0 {
             return bad("gradient_accumulation_steps must be at least 1".into());
         }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("weight_decay {} must be >= 0", self.weight_decay));
+        }
         if let Some(n) = self.max_grad_norm
             && !(n.is_finite() && n > 0.0)
         {

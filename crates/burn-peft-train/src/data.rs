@@ -292,14 +292,29 @@ struct Message {
     content: String,
 }
 
-/// Reads a file, decompressing `.bz2`.
+/// The most a compressed data file may decompress to (1 GiB).
+pub const MAX_TEXT_BYTES: u64 = 1 << 30;
+
+/// Reads a file, decompressing `.bz2` (to at most [`MAX_TEXT_BYTES`]).
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     let bytes = if path.extension().is_some_and(|e| e == "bz2") {
+        // Decompressed up to a bound: a few bytes of bzip2 can expand to gigabytes.
         let mut out = Vec::new();
         bzip2::read::BzDecoder::new(bytes.as_slice())
+            .take(MAX_TEXT_BYTES + 1)
             .read_to_end(&mut out)
             .map_err(|e| TrainError::data(path, 0, format!("not a valid bzip2 file: {e}")))?;
+        if out.len() as u64 > MAX_TEXT_BYTES {
+            return Err(TrainError::data(
+                path,
+                0,
+                format!(
+                    "decompresses to more than {} MiB, the most a data file may hold",
+                    MAX_TEXT_BYTES >> 20
+                ),
+            ));
+        }
         out
     } else {
         bytes

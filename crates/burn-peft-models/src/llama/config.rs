@@ -221,7 +221,7 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    fn check(&self) -> std::result::Result<(), String> {
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
         if self.num_key_value_heads == 0
             || !self
                 .num_attention_heads
@@ -234,6 +234,23 @@ impl LlamaConfig {
         }
         if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err("hidden_size is not a multiple of num_attention_heads".into());
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(format!("rms_norm_eps {} must be > 0", self.rms_norm_eps));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(format!("rope_theta {} must be > 0", self.rope_theta));
+        }
+        for (name, id) in [
+            ("bos_token_id", self.bos_token_id),
+            ("eos_token_id", self.eos_token_id),
+        ] {
+            if let Some(id) = id.filter(|&id| id as usize >= self.vocab_size) {
+                return Err(format!(
+                    "{name} {id} is outside the vocabulary of {}",
+                    self.vocab_size
+                ));
+            }
         }
         if !self.head_dim().is_multiple_of(2) {
             return Err(format!(
@@ -280,5 +297,27 @@ mod tests {
         let gqa = NEW_FORM.replace("\"num_key_value_heads\":1", "\"num_key_value_heads\":3");
         assert!(LlamaConfig::from_json_str(&gqa).is_err());
         assert!(LlamaConfig::from_json_str("not json").is_err());
+    }
+
+    #[test]
+    fn rejects_values_that_would_compute_nonsense() {
+        let with =
+            |field: &str| NEW_FORM.replace("\"model_type\"", &format!("{field},\"model_type\""));
+        for (field, needle) in [
+            ("\"rms_norm_eps\":-1e-6", "rms_norm_eps"),
+            ("\"rms_norm_eps\":0", "rms_norm_eps"),
+            ("\"rope_theta\":0", "rope_theta"),
+            (
+                "\"eos_token_id\":10",
+                "eos_token_id 10 is outside the vocabulary of 10",
+            ),
+            ("\"bos_token_id\":[99]", "bos_token_id 99"),
+        ] {
+            let e = LlamaConfig::from_json_str(&with(field))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{field}: {e}");
+        }
+        assert!(LlamaConfig::from_json_str(&with("\"eos_token_id\":9")).is_ok());
     }
 }

@@ -84,6 +84,7 @@ impl LlamaConfig {
             bos_token_id: id("tokenizer.ggml.bos_token_id"),
             eos_token_id: id("tokenizer.ggml.eos_token_id"),
         };
+        config.check().map_err(bad)?;
         Ok(config)
     }
 }
