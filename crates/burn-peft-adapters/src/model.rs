@@ -165,6 +165,24 @@ pub trait AddAdapter: PeftModel<Adapter = Adapter> {
             .map(drop)
     }
 
+    /// The configuration adapter `name` was added with (PEFT's `peft_config[name]`), of any
+    /// method; `None` when the model has no such adapter.
+    fn adapter_config(&self, name: &str) -> Option<AdapterConfig> {
+        let prompt = self
+            .prompt_host()
+            .map(|h| h.prompt_slot())
+            .filter(|slot| slot.name() == Some(name))
+            .and_then(|slot| slot.adapter());
+        if let Some(prompt) = prompt {
+            return Some(prompt.config());
+        }
+        let mut config = None;
+        self.clone().visit_adapter(name, &mut |_, adapter| {
+            config.get_or_insert_with(|| adapter.config());
+        });
+        config
+    }
+
     /// The name of the prompt-learning adapter, if one is attached.
     fn prompt_adapter_name(&self) -> Option<String> {
         self.prompt_host()

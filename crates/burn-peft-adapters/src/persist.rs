@@ -42,11 +42,9 @@ pub fn save_adapter<M: AddAdapter>(model: &M, name: &str, dir: &Path) -> Result<
         }
         None => {
             let tensors = export_adapter(model, name)?;
-            let mut config = None;
-            model.clone().visit_adapter(name, &mut |_, adapter| {
-                config.get_or_insert_with(|| adapter.config());
-            });
-            let mut config = config.ok_or_else(|| PeftError::UnknownAdapter(name.to_string()))?;
+            let mut config = model
+                .adapter_config(name)
+                .ok_or_else(|| PeftError::UnknownAdapter(name.to_string()))?;
             let saved = model.modules_to_save();
             config.set_modules_to_save((!saved.is_empty()).then_some(saved));
             (tensors, config.to_peft_json()?)

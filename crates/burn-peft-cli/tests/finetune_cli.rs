@@ -1471,3 +1471,33 @@ fn finetune_never_writes_over_files_it_did_not_make() {
     // The finished run is a result now: a new run there is refused.
     one_line_error(&finetune(&killed, &quick), "already holds files");
 }
+
+/// `--resume` with another rank (or method, or targets) than the checkpoint's is refused,
+/// naming what changed, instead of training the checkpoint's adapter under the new banner.
+#[test]
+fn resuming_with_another_adapter_config_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let quick = ["--steps", "2", "--save-every", "1", "--eval-samples", "4"];
+    ok(finetune(&out, &quick));
+    let before = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
+    // The error is the last line (after the run's banner), and nothing panics.
+    let refused = |extra: &[&str], needle: &str| {
+        let o = finetune(&out, &[&quick[..], &["--resume"], extra].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && !err.contains("panicked"), "{err}");
+        let last = err.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            last.contains("differs from this run's") && last.contains(needle),
+            "{err}"
+        );
+    };
+    refused(&["--r", "4"], "r (8, now 4)");
+    refused(&["--target-modules", "q_proj"], "target_modules");
+    refused(&["--use-rslora"], "use_rslora (false, now true)");
+    assert_eq!(
+        std::fs::read(out.join("adapter_model.safetensors")).unwrap(),
+        before
+    );
+    ok(finetune(&out, &[&quick[..], &["--resume"]].concat()));
+}

@@ -4,12 +4,12 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use burn_peft_adapters::AddAdapter;
+use burn_peft_adapters::{AdapterConfig, AddAdapter, read_adapter_config};
 use burn_peft_core::Precision;
 use burn_peft_models::{PretrainedWeights, TextTokenizer};
 use burn_peft_optim::make_trainable;
 
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 
 /// Writes the trained weights of a model into a directory.
 pub type SaveWeights<'a, M> = Box<dyn Fn(&M, &Path) -> Result<()> + 'a>;
@@ -62,7 +62,23 @@ impl<'a, M: AddAdapter + 'a> WeightsIo<'a, M> {
                 Ok(())
             }),
             load: Box::new(move |mut m: M, dir: &Path| {
-                // The model holds this run's freshly added adapter: the encoder goes into it.
+                // The model holds this run's freshly added adapter, which must be the one the
+                // checkpoint was made with: a changed method, rank or target is refused, not
+                // silently replaced by the checkpoint's.
+                if let Some(current) = m.adapter_config(&name) {
+                    let saved = read_adapter_config(dir)?;
+                    let changed = differences(&saved, &current)?;
+                    if !changed.is_empty() {
+                        return Err(TrainError::Resume {
+                            path: dir.to_path_buf(),
+                            message: format!(
+                                "the checkpoint's adapter differs from this run's in {}",
+                                changed.join(", ")
+                            ),
+                        });
+                    }
+                }
+                // The encoder goes into the freshly added adapter.
                 if m.load_prefix_encoder(dir)? {
                     return Ok(m);
                 }
@@ -89,6 +105,34 @@ impl<'a, M: AddAdapter + 'a> WeightsIo<'a, M> {
             }),
         }
     }
+}
+
+/// The fields of PEFT's config that differ between a checkpoint's adapter and this run's, as
+/// `field (was, now)`; where the base model came from and the layers saved in full are not
+/// compared (the first is informative, the second is filled in on save).
+fn differences(saved: &AdapterConfig, current: &AdapterConfig) -> Result<Vec<String>> {
+    let value = |c: &AdapterConfig| -> Result<serde_json::Value> {
+        let text = c.to_peft_json()?;
+        serde_json::from_str(&text).map_err(|e| TrainError::Config(e.to_string()))
+    };
+    let (was, now) = (value(saved)?, value(current)?);
+    let empty = serde_json::Map::new();
+    let (was, now) = (
+        was.as_object().unwrap_or(&empty),
+        now.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = was.keys().chain(now.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let null = serde_json::Value::Null;
+    Ok(keys
+        .into_iter()
+        .filter(|k| !["base_model_name_or_path", "modules_to_save"].contains(&k.as_str()))
+        .filter_map(|k| {
+            let (a, b) = (was.get(k).unwrap_or(&null), now.get(k).unwrap_or(&null));
+            (a != b).then(|| format!("{k} ({a}, now {b})"))
+        })
+        .collect())
 }
 
 impl<'a, M: PretrainedWeights + burn::module::Module + 'a> WeightsIo<'a, M> {
