@@ -61,6 +61,11 @@ impl PromptSlot {
         self.adapter.as_ref()
     }
 
+    /// The adapter, if one is attached under `name`.
+    pub fn named(&self, name: &str) -> Option<&PromptLearning> {
+        self.adapter.as_ref().filter(|_| self.name() == Some(name))
+    }
+
     /// The prefix-tuning adapter, if that is what is attached.
     pub fn prefix(&self) -> Option<&crate::PrefixTuning> {
         match &self.adapter {
@@ -168,11 +173,7 @@ pub trait AddAdapter: PeftModel<Adapter = Adapter> {
     /// The configuration adapter `name` was added with (PEFT's `peft_config[name]`), of any
     /// method; `None` when the model has no such adapter.
     fn adapter_config(&self, name: &str) -> Option<AdapterConfig> {
-        let prompt = self
-            .prompt_host()
-            .map(|h| h.prompt_slot())
-            .filter(|slot| slot.name() == Some(name))
-            .and_then(|slot| slot.adapter());
+        let prompt = self.prompt_host().and_then(|h| h.prompt_slot().named(name));
         if let Some(prompt) = prompt {
             return Some(prompt.config());
         }

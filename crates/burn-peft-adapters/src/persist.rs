@@ -28,9 +28,7 @@ pub const PREFIX_ENCODER_FILE: &str = "prefix_encoder.safetensors";
 pub fn save_adapter<M: AddAdapter>(model: &M, name: &str, dir: &Path) -> Result<()> {
     let prompt = model
         .prompt_host()
-        .map(|h| h.prompt_slot())
-        .filter(|slot| slot.name() == Some(name))
-        .and_then(|slot| slot.adapter());
+        .and_then(|h| h.prompt_slot().named(name));
     let (tensors, config) = match prompt {
         Some(prompt) => {
             let mut tensors = BTreeMap::new();
