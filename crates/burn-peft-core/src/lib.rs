@@ -16,6 +16,7 @@ mod error;
 pub mod format;
 mod host;
 pub mod kernel_cache;
+pub mod limits;
 mod peft_model;
 mod precision;
 mod report;

@@ -72,14 +72,27 @@ struct GatheredBucket {
 }
 
 impl Gathered {
-    /// The global L2 norm of the gradients (as PyTorch's `clip_grad_norm_`), read back from the
-    /// device once. `None` when no parameter has a gradient.
-    pub fn grad_norm(&self) -> Option<f32> {
-        self.buckets
+    /// The global L2 norm of the gradients (as PyTorch's `clip_grad_norm_`) when `with_grad`,
+    /// and the root mean square of the parameters' values, read back from the device together.
+    /// `None` when no parameter has a gradient.
+    pub fn norms(&self, with_grad: bool) -> Option<(Option<f32>, f32)> {
+        let square_sum = |t: &Tensor<1>| t.clone().cast(FloatDType::F32).square().sum();
+        let sums = self
+            .buckets
             .iter()
-            .map(|b| b.grad.clone().cast(FloatDType::F32).square().sum())
-            .reduce(|a, b| a + b)
-            .map(|s| s.into_scalar::<f32>().sqrt())
+            .map(|b| {
+                let v = square_sum(&b.value);
+                if with_grad {
+                    Tensor::cat(vec![v, square_sum(&b.grad)], 0)
+                } else {
+                    v
+                }
+            })
+            .reduce(|a, b| a + b)?;
+        let sums: Vec<f32> = sums.into_data().convert::<f32>().try_to_vec().ok()?;
+        let count: usize = self.buckets.iter().map(|b| b.value.dims()[0]).sum();
+        let rms = (sums[0] / count.max(1) as f32).sqrt();
+        Some((sums.get(1).map(|g| g.sqrt()), rms))
     }
 
     /// Multiplies every gradient by `coef`.

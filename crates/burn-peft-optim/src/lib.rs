@@ -30,5 +30,7 @@ mod params;
 mod schedule;
 
 pub use optimizer::{LossScaleConfig, PeftOptimizer, PeftOptimizerConfig, StepReport};
-pub use params::{clip_global_norm, global_grad_norm, make_trainable, trainable_param_ids};
+pub use params::{
+    clip_global_norm, global_grad_norm, make_trainable, trainable_param_ids, trainable_weight_rms,
+};
 pub use schedule::{LrSchedule, ScheduleKind};

@@ -212,6 +212,10 @@ pub struct StepReport {
     /// HF's Trainer with `max_grad_norm=0`, it is then not computed, which spares a reduction
     /// and a wait for the device on every step.
     pub grad_norm: Option<f32>,
+    /// The root mean square of the trained parameters' values before this step's update (read
+    /// back with the gradient norm): what the trainer watches for a divergence that the loss
+    /// does not show yet.
+    pub weight_rms: f32,
     /// Whether the update was skipped because the loss-scaled gradients overflowed.
     pub skipped: bool,
 }
@@ -537,8 +541,9 @@ impl<M: Module> PeftOptimizer<M> {
             _ => base_lr,
         };
         let mut gathered = self.optim.gather(&model, grads, &lr_of);
-        let grad_norm = (self.config.max_grad_norm.is_some() || self.scaler.is_some())
-            .then(|| gathered.grad_norm().map_or(0.0, |n| n * unscale));
+        let with_grad = self.config.max_grad_norm.is_some() || self.scaler.is_some();
+        let (grad_norm, weight_rms) = gathered.norms(with_grad).unwrap_or((Some(0.0), 0.0));
+        let grad_norm = grad_norm.map(|n| n * unscale);
         let skipped = grad_norm.is_some_and(|n| !n.is_finite()) && self.scaler.is_some();
         if let (Some(scaler), Some(config)) = (&mut self.scaler, &self.config.loss_scale) {
             if skipped {
@@ -557,6 +562,7 @@ impl<M: Module> PeftOptimizer<M> {
             step: self.step,
             lr: base_lr,
             grad_norm,
+            weight_rms,
             skipped,
         };
         if skipped {

@@ -37,6 +37,53 @@ pub(crate) fn trainable_params<M: Module>(module: &M) -> BTreeMap<String, Traina
     v.params
 }
 
+/// The root mean square of the values of the parameters that get a gradient (0 when none
+/// do), read back from the device once: what [`StepReport::weight_rms`] reports before a
+/// step, for a model as it is now (after the last update).
+///
+/// ```
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::Device;
+/// use burn_peft_optim::trainable_weight_rms;
+///
+/// let device = Device::flex().autodiff();
+/// let linear = LinearConfig::new(3, 2).init(&device);
+/// let weight: Vec<f32> = linear.weight.val().into_data().to_vec().unwrap();
+/// let bias: Vec<f32> = linear.bias.as_ref().unwrap().val().into_data().to_vec().unwrap();
+/// let squares: f32 = weight.iter().chain(&bias).map(|v| v * v).sum();
+/// let expected = (squares / 8.0).sqrt();
+/// assert!((trainable_weight_rms(&linear) - expected).abs() < 1e-6);
+/// ```
+///
+/// [`StepReport::weight_rms`]: crate::StepReport::weight_rms
+pub fn trainable_weight_rms<M: Module>(module: &M) -> f32 {
+    struct Squares {
+        sum: Option<Tensor<1>>,
+        count: usize,
+    }
+    impl ModuleVisitor for Squares {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.is_require_grad() {
+                let value = param.val().inner().cast(FloatDType::F32);
+                self.count += value.shape().num_elements();
+                let sum = value.square().sum();
+                self.sum = Some(match self.sum.take() {
+                    Some(s) => s + sum,
+                    None => sum,
+                });
+            }
+        }
+    }
+    let mut v = Squares {
+        sum: None,
+        count: 0,
+    };
+    module.visit(&mut v);
+    v.sum.map_or(0.0, |s| {
+        (s.into_scalar::<f32>() / v.count.max(1) as f32).sqrt()
+    })
+}
+
 /// Makes every floating-point parameter trainable: full fine-tuning through the same optimizer
 /// path as adapters.
 ///

@@ -444,6 +444,34 @@ impl Dataset {
                 l
             }
         };
+        if let Some(asked) = &task.labels {
+            // A label asked for and never found is a typo or the wrong column: its rows would
+            // be missing without a word.
+            for (i, label) in asked.iter().enumerate() {
+                if asked[..i].contains(label) {
+                    return Err(TrainError::data(
+                        path,
+                        0,
+                        format!("label '{label}' is given twice"),
+                    ));
+                }
+                if !rows.iter().any(|(_, l)| l == label) {
+                    let mut found: Vec<&str> = rows.iter().map(|(_, l)| l.as_str()).collect();
+                    found.sort_unstable();
+                    found.dedup();
+                    found.truncate(10);
+                    return Err(TrainError::data(
+                        path,
+                        0,
+                        format!(
+                            "label '{label}' has no rows in column '{}' (labels there: {})",
+                            task.label_column,
+                            found.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
         if labels.len() < 2 {
             return Err(TrainError::data(
                 path,

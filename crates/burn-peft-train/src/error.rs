@@ -14,7 +14,7 @@ pub enum TrainError {
         source: std::io::Error,
     },
     /// A data file whose content is not what its format promises.
-    #[error("{path}:{line}: {message}")]
+    #[error("{}{}: {message}", path.display(), line_suffix(*line))]
     Data {
         /// The file.
         path: PathBuf,
@@ -36,6 +36,18 @@ pub enum TrainError {
         step: usize,
         /// That loss.
         loss: f64,
+    },
+    /// The weights or gradients ran away while the loss was still finite; see
+    /// [`WEIGHT_GROWTH_LIMIT`](crate::WEIGHT_GROWTH_LIMIT).
+    #[error(
+        "training diverged at step {step}: {what} (a lower learning rate may help; the last \
+         checkpoint is kept)"
+    )]
+    WeightsDiverged {
+        /// The optimizer step after which it was seen.
+        step: usize,
+        /// What ran away.
+        what: String,
     },
     /// A checkpoint that cannot be resumed.
     #[error("cannot resume from {path}: {message}")]
@@ -67,6 +79,15 @@ impl TrainError {
             line,
             message: message.to_string(),
         }
+    }
+}
+
+/// `:N` for a line number, nothing for 0 (the whole file).
+fn line_suffix(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
     }
 }
 

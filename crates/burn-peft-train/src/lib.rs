@@ -39,5 +39,7 @@ pub use metrics::{MetricsLog, plot_metrics, read_metrics};
 pub use model::{batch_loss, loss_of_hidden, loss_of_hidden_with};
 pub use regularizer::Regularizer;
 pub use sequence::{SequenceSummary, SequenceTask, backward_transfer};
-pub use trainer::{RunSummary, TrainConfig, Trainer, check_fresh_output, describe};
+pub use trainer::{
+    RunSummary, TrainConfig, Trainer, WEIGHT_GROWTH_LIMIT, check_fresh_output, describe,
+};
 pub use weights::{LoadWeights, SaveWeights, WeightsIo};

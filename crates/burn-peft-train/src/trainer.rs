@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::tensor::Device;
-use burn_peft_core::format::write_atomic;
-use burn_peft_optim::PeftOptimizer;
+use burn_peft_core::format::{remove_stale_temporaries, temporary_owner, write_atomic};
+use burn_peft_optim::{PeftOptimizer, trainable_weight_rms};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -120,6 +120,12 @@ pub struct RunSummary {
     pub output: PathBuf,
 }
 
+/// How many times the trained weights' root mean square may grow over a run's start before the
+/// run is stopped as diverged. Adam moves each weight by about the learning rate per step, so a
+/// sound run grows its adapter weights by a small factor; a learning rate of 10⁶ grows them
+/// ten-million-fold while the loss can stay finite.
+pub const WEIGHT_GROWTH_LIMIT: f32 = 1000.0;
+
 /// `trainer_state.json` in a checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
 struct TrainerState {
@@ -131,6 +137,10 @@ struct TrainerState {
     batch_size: usize,
     samples: usize,
     before: Evals,
+    /// The trained weights' root mean square at the run's first step (the divergence watch's
+    /// reference); absent in checkpoints written before it existed.
+    #[serde(default)]
+    start_weight_rms: Option<f32>,
 }
 
 /// The evaluations at one point of a run.
@@ -162,6 +172,7 @@ struct RunState {
     before: Evals,
     final_loss: f64,
     first_step_seconds: Option<f64>,
+    start_weight_rms: Option<f32>,
 }
 
 impl RunState {
@@ -180,7 +191,37 @@ impl RunState {
             before,
             final_loss: f64::NAN,
             first_step_seconds: None,
+            start_weight_rms: None,
         }
+    }
+
+    /// A divergence the loss does not show yet: gradients that are not finite (outside loss
+    /// scaling's skipped steps), or trained weights whose root mean square (`rms`: before
+    /// the step's update, or of the model about to be saved) grew [`WEIGHT_GROWTH_LIMIT`]
+    /// times past the run's start (at least 0.01).
+    fn watch(
+        &mut self,
+        report: &burn_peft_optim::StepReport,
+        rms: f32,
+    ) -> std::result::Result<(), TrainError> {
+        let start = *self.start_weight_rms.get_or_insert(report.weight_rms);
+        let diverged = |what: String| TrainError::WeightsDiverged {
+            step: report.step,
+            what,
+        };
+        if let Some(norm) = report
+            .grad_norm
+            .filter(|n| !n.is_finite() && !report.skipped)
+        {
+            return Err(diverged(format!("the gradient norm became {norm}")));
+        }
+        let limit = WEIGHT_GROWTH_LIMIT * start.max(0.01);
+        if !(rms.is_finite() && rms <= limit) {
+            return Err(diverged(format!(
+                "the trained weights' root mean square grew from {start:.3e} to {rms:.3e}"
+            )));
+        }
+        Ok(())
     }
 
     /// What a checkpoint after `step` records.
@@ -194,6 +235,7 @@ impl RunState {
             batch_size: config.batch_size,
             samples: train.samples.len(),
             before: self.before.clone(),
+            start_weight_rms: self.start_weight_rms,
         }
     }
 }
@@ -337,6 +379,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         // say so, and keep the elapsed time ticking, so that it does not look like a hang.
         bar.set_message("first step: compiling and tuning kernels on a GPU can take a while");
         bar.enable_steady_tick(std::time::Duration::from_millis(500));
+        let every = |n: usize, step: usize| n > 0 && step.is_multiple_of(n);
         while optim.steps_taken() < steps {
             let started = Instant::now();
             let (m, step) = self.train_step(model, &mut optim, train, &mut run.batcher, device)?;
@@ -353,19 +396,30 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                     loss: step.loss + step.penalty,
                 });
             }
+            // Before each step's update every step, and of the model itself before it is saved,
+            // so that a checkpoint never holds weights that ran away.
+            let done = step.report.step == steps;
+            let save = done || every(self.config.save_every, step.report.step);
+            let rms = if save {
+                trainable_weight_rms(&model)
+            } else {
+                step.report.weight_rms
+            };
+            if let Err(e) = run.watch(&step.report, rms) {
+                bar.finish_and_clear();
+                return Err(e);
+            }
             let tps = step.tokens as f64 / seconds.max(1e-9);
             self.record_step(&run, &step, &optim, tps)?;
             bar.set_message(format!("loss {:.4}  {tps:.0} tok/s", step.loss));
             bar.inc(1);
-            let done = step.report.step == steps;
-            let every = |n: usize| n > 0 && step.report.step % n == 0 && !done;
-            if every(self.config.eval_every) {
+            if every(self.config.eval_every, step.report.step) && !done {
                 let e = evals.run(&model)?;
                 run.metrics.append(&eval_record(step.report.step, &e))?;
                 let line = format!("step {}: {}", step.report.step, e.describe());
                 bar.suspend(|| eprintln!("{line}"));
             }
-            if every(self.config.save_every) {
+            if every(self.config.save_every, step.report.step) && !done {
                 let state = run.state(step.report.step, &self.config, train);
                 self.checkpoint(&model, &optim, &state)?;
             }
@@ -391,6 +445,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             std::fs::remove_dir_all(&checkpoints).map_err(|e| TrainError::io(&checkpoints, e))?;
         }
         std::fs::create_dir_all(&self.out).map_err(|e| TrainError::io(&self.out, e))?;
+        self.remove_leftovers()?;
         let metrics = MetricsLog::create(&metrics_path)?;
         let before = evals.run(model)?;
         metrics.append(&eval_record(0, &before))?;
@@ -415,6 +470,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         train: &Dataset,
         device: &Device,
     ) -> R<(M, RunState)> {
+        self.remove_leftovers()?;
         let cfg = &self.config;
         let dir = Self::latest_checkpoint(&self.out).ok_or_else(|| TrainError::Resume {
             path: self.out.clone(),
@@ -451,13 +507,14 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 message: "optimizer and trainer states disagree on the step".into(),
             });
         }
-        let run = RunState::new(
+        let mut run = RunState::new(
             Batcher::resume(train.samples.len(), cfg.seed, state.batcher),
             state.tokens,
             state.train_seconds,
             MetricsLog::resume(&self.out.join(METRICS), state.step)?,
             state.before,
         );
+        run.start_weight_rms = state.start_weight_rms;
         Ok((model, run))
     }
 
@@ -558,6 +615,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             run.train_seconds,
             tokens_per_s,
         );
+        record["weight_rms"] = json!(step.report.weight_rms);
         if self.regularizer.is_some() {
             record["penalty"] = json!(step.penalty);
         }
@@ -628,6 +686,30 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         bar.set_position(start as u64);
         bar.reset_eta();
         bar
+    }
+
+    /// Deletes what a killed run left in `out`: temporary files of dead processes (in `out`,
+    /// `checkpoints/` and each checkpoint) and unfinished checkpoint folders
+    /// (`checkpoints/.step-N.tmp`).
+    fn remove_leftovers(&self) -> R<()> {
+        let root = self.out.join(CHECKPOINTS);
+        let mut dirs = vec![self.out.clone(), root.clone()];
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if name.starts_with(".step-") && name.ends_with(".tmp") && is_dir {
+                    let path = entry.path();
+                    std::fs::remove_dir_all(&path).map_err(|e| TrainError::io(&path, e))?;
+                } else if name.starts_with("step-") && is_dir {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+        for dir in dirs {
+            remove_stale_temporaries(&dir)?;
+        }
+        Ok(())
     }
 
     /// Writes `checkpoints/step-NNNNNN` through a temporary directory and a rename, then
@@ -772,7 +854,11 @@ pub fn check_fresh_output(out: &Path) -> R<()> {
         let entry = entry.map_err(|e| TrainError::io(out, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let ours = (name == CHECKPOINTS && is_dir) || (!is_dir && RESTARTABLE.contains(&&*name));
+        let ours = if is_dir {
+            name == CHECKPOINTS
+        } else {
+            RESTARTABLE.contains(&&*name) || temporary_owner(&name).is_some()
+        };
         if !ours {
             others.push(name);
         }

@@ -10,6 +10,7 @@ pub use layer::Lora;
 pub(crate) use layer::replace;
 
 use burn_peft_core::Result;
+use burn_peft_core::limits::MemoryBudget;
 
 use crate::model::AddAdapter;
 use crate::{Adapter, MethodConfig};
@@ -24,7 +25,13 @@ impl MethodConfig for LoraConfig {
     fn add_to<M: AddAdapter>(&self, model: &mut M, name: &str) -> Result<Vec<String>> {
         let config = self.clone().with_defaults_of(model)?;
         config.validate()?;
+        // The factors of every targeted layer, added up before each is allocated.
+        let mut budget = MemoryBudget::new(format!("LoRA adapter '{name}'"));
         model.add_adapter_with(name, &config.selector(), |path, base| {
+            let (r, _) = config.rank_and_alpha(path)?;
+            let [d_in, d_out] = base.weight.dims();
+            budget.reserve(&format!("{path} lora_A"), &[r, d_in], 4)?;
+            budget.reserve(&format!("{path} lora_B"), &[d_out, r], 4)?;
             Ok(Adapter::Lora(Lora::init(&config, path, base)?))
         })
     }

@@ -3,6 +3,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
+use burn_peft_core::limits::MemoryBudget;
 use burn_peft_core::{PeftError, Result, SplitMix64, host_random, seeded_random};
 
 use super::config::PrefixTuningConfig;
@@ -38,11 +39,24 @@ impl PrefixTuning {
             ));
         };
         let p = config.num_virtual_tokens;
-        let width = 2 * l * d;
+        let width = [2, l, d]
+            .iter()
+            .try_fold(1usize, |n, &v| n.checked_mul(v))
+            .ok_or_else(|| {
+                PeftError::InvalidConfig("prefix width 2 · layers · token_dim overflows".into())
+            })?;
         let mut rng = config
             .init_seed
             .map(|seed| SplitMix64::for_stream(seed, "prefix_encoder"));
         let rows = if config.prefix_projection { d } else { width };
+        let mut budget = MemoryBudget::new("prefix-tuning adapter");
+        budget.reserve("prefix table", &[p, rows], 4)?;
+        if config.prefix_projection {
+            let hidden = config.encoder_hidden_size.unwrap_or(d);
+            budget.reserve("prefix projection", &[d, hidden], 4)?;
+            budget.reserve("prefix projection", &[hidden, width], 4)?;
+            budget.reserve("projected prefix", &[p, width], 4)?;
+        }
         let normal = Distribution::Normal(0.0, 1.0);
         let embedding = seeded_random([p, rows], normal, rng.as_mut(), device);
         let projection = config.prefix_projection.then(|| {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn_peft_core::format::NamedTensor;
+use burn_peft_core::limits::MemoryBudget;
 use burn_peft_core::{PeftError, Result};
 
 use crate::model::{AddAdapter, attach_prompt, prompt_host, read_prompt_table};
@@ -28,6 +29,11 @@ impl MethodConfig for PromptTuningConfig {
         let host = prompt_host(model, Self::PEFT_TYPE)?;
         let g = host.prompt_geometry();
         let config = self.clone().fill(&g)?;
+        MemoryBudget::new(format!("prompt-tuning adapter '{name}'")).reserve(
+            "virtual token embeddings",
+            &[config.num_virtual_tokens, g.hidden_size],
+            4,
+        )?;
         let prompt = match config.prompt_tuning_init {
             PromptTuningInit::Random => {
                 PromptTuning::random(&config, g.hidden_size, &host.prompt_device())

@@ -135,9 +135,13 @@ impl GgufTensorInfo {
         self.dims.iter().rev().map(|&d| d as usize).collect()
     }
 
-    /// Number of elements.
+    /// Number of elements (`usize::MAX` when the dimensions' product overflows).
     pub fn len(&self) -> usize {
-        self.dims.iter().product::<u64>() as usize
+        self.dims
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX)
     }
 
     /// Whether the tensor has no elements.

@@ -252,6 +252,18 @@ impl LlamaConfig {
                 ));
             }
         }
+        if self.parameter_count().is_none() {
+            return Err(format!(
+                "the sizes overflow: {} layers of width {}, {} heads of {}, feed-forward {}, \
+                 vocabulary {}",
+                self.num_hidden_layers,
+                self.hidden_size,
+                self.num_attention_heads,
+                self.head_dim(),
+                self.intermediate_size,
+                self.vocab_size
+            ));
+        }
         if !self.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "head_dim {} is odd: RoPE needs pairs",
@@ -259,6 +271,47 @@ impl LlamaConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The number of parameters of a model of this shape (weights, biases, norms; the output
+    /// layer unless tied), `None` when it overflows.
+    ///
+    /// ```
+    /// use burn_peft_models::LlamaConfig;
+    /// let config = LlamaConfig::tiny(32);
+    /// assert!(config.parameter_count().unwrap() > 0);
+    /// ```
+    pub fn parameter_count(&self) -> Option<u64> {
+        let n = |v: usize| u64::try_from(v).ok();
+        let (h, f, hd) = (
+            n(self.hidden_size)?,
+            n(self.intermediate_size)?,
+            n(self.head_dim())?,
+        );
+        let q = n(self.num_attention_heads)?.checked_mul(hd)?;
+        let kv = n(self.num_key_value_heads)?.checked_mul(hd)?;
+        let attention = h
+            .checked_mul(q.checked_add(kv.checked_mul(2)?)?)?
+            .checked_mul(2)?;
+        let attention_bias = if self.attention_bias {
+            q + 2 * kv + h
+        } else {
+            0
+        };
+        let mlp = h.checked_mul(f)?.checked_mul(3)?;
+        let mlp_bias = if self.mlp_bias { 2 * f + h } else { 0 };
+        let layer = attention
+            .checked_add(attention_bias)?
+            .checked_add(mlp)?
+            .checked_add(mlp_bias)?
+            .checked_add(2 * h)?;
+        let embeddings = n(self.vocab_size)?
+            .checked_mul(h)?
+            .checked_mul(if self.tie_word_embeddings { 1 } else { 2 })?;
+        n(self.num_hidden_layers)?
+            .checked_mul(layer)?
+            .checked_add(embeddings)?
+            .checked_add(h)
     }
 
     /// Per-head width.

@@ -5,6 +5,7 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Distribution, FloatDType, Int, Tensor, TensorData};
 use burn_peft_adapters::{Adapter, PrefixTuning, PromptSlot};
+use burn_peft_core::limits::MemoryBudget;
 use burn_peft_core::{AdaptedLinear, AdapterHost, Precision, TargetModules, cast_if_frozen};
 
 use super::config::{LlamaConfig, ModelType};
@@ -253,11 +254,32 @@ impl WeightSource for RandomWeights {
 
 impl Llama {
     /// A model with random weights of `config`'s shape.
+    ///
+    /// # Panics
+    ///
+    /// When the model would not fit in this machine's memory; [`try_init`](Self::try_init)
+    /// returns that as an error.
     pub fn init(config: &LlamaConfig, device: &Device) -> Self {
-        match Self::build(config, &mut RandomWeights, device) {
+        match Self::try_init(config, device) {
             Ok(model) => model,
-            Err(e) => unreachable!("random weights cannot fail: {e}"),
+            Err(e) => panic!("{e}"),
         }
+    }
+
+    /// A model with random weights of `config`'s shape, or [`PeftError::TooLarge`] when its
+    /// weights would not fit in this machine's memory (checked before allocating).
+    ///
+    /// ```
+    /// use burn_peft_models::{Llama, LlamaConfig};
+    /// let device = burn::tensor::Device::default();
+    /// let mut config = LlamaConfig::tiny(32);
+    /// config.num_hidden_layers = 1_000_000_000_000;
+    /// assert!(Llama::try_init(&config, &device).is_err());
+    /// ```
+    ///
+    /// [`PeftError::TooLarge`]: burn_peft_core::PeftError::TooLarge
+    pub fn try_init(config: &LlamaConfig, device: &Device) -> Result<Self> {
+        Self::build(config, &mut RandomWeights, device)
     }
 
     pub(crate) fn build(
@@ -291,7 +313,14 @@ impl Llama {
                 bias,
             }))
         };
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        // Checked before anything is allocated: a config can say 10⁹ layers.
+        let params = config.parameter_count().unwrap_or(u64::MAX);
+        MemoryBudget::new("model").reserve(
+            "its f32 weights",
+            &[usize::try_from(params).unwrap_or(usize::MAX)],
+            4,
+        )?;
+        let mut layers = Vec::new();
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let ab = config.attention_bias;
