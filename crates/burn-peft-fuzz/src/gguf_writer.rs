@@ -25,7 +25,8 @@ fn string(out: &mut Vec<u8>, s: &str) {
     out.extend(s.as_bytes());
 }
 
-/// The GGUF file (version 3, F32 tensors) of `fixtures/tiny-llama`'s first layer.
+/// The GGUF file (version 3, F32 tensors) of `fixtures/tiny-llama`'s first layer, its
+/// tokenizer in the metadata.
 pub fn tiny_llama(fixtures: &Path) -> Vec<u8> {
     let dir = fixtures.join("tiny-llama");
     let config: serde_json::Value =

@@ -18,6 +18,7 @@ use burn_peft_train::{CsvTask, Dataset, Encoder, PromptFormat, read_text};
 mod gguf_writer;
 mod mutate;
 
+pub use gguf_writer::tiny_llama as tiny_llama_gguf;
 pub use mutate::Mutator;
 
 /// One fuzz target: a name, the function under test, and its seed inputs.

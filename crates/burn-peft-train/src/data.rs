@@ -295,13 +295,14 @@ struct Message {
 /// The most a compressed data file may decompress to (1 GiB).
 pub const MAX_TEXT_BYTES: u64 = 1 << 30;
 
-/// Reads a file, decompressing `.bz2` (to at most [`MAX_TEXT_BYTES`]).
+/// Reads a file, decompressing `.bz2` (every stream of a multi-stream file, as `pbzip2` and
+/// Wikipedia dumps write, to at most [`MAX_TEXT_BYTES`] in all).
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     let bytes = if path.extension().is_some_and(|e| e == "bz2") {
         // Decompressed up to a bound: a few bytes of bzip2 can expand to gigabytes.
         let mut out = Vec::new();
-        bzip2::read::BzDecoder::new(bytes.as_slice())
+        bzip2::read::MultiBzDecoder::new(bytes.as_slice())
             .take(MAX_TEXT_BYTES + 1)
             .read_to_end(&mut out)
             .map_err(|e| TrainError::data(path, 0, format!("not a valid bzip2 file: {e}")))?;

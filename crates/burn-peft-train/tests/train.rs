@@ -10,7 +10,7 @@ use burn_peft_core::TargetModules;
 use burn_peft_models::{Llama, LlamaConfig, TextTokenizer};
 use burn_peft_train::{
     Batcher, CsvTask, Dataset, Encoder, MetricsLog, PromptFormat, Sample, Task, TrainError,
-    batch_loss, collate, evaluate,
+    batch_loss, collate, evaluate, read_text,
 };
 
 fn fixtures() -> PathBuf {
@@ -196,6 +196,29 @@ fn bad_data_gives_typed_errors_with_places() {
             .contains("bzip2")
     );
     assert!(Encoder::new(&tok, PromptFormat::Plain, 1, None).is_err());
+}
+
+fn bzip2(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn bzip2_files_are_read_whole_and_bombs_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two streams one after the other (pbzip2, Wikipedia dumps): both are the text.
+    let multi = dir.path().join("multi.txt.bz2");
+    std::fs::write(&multi, [bzip2(b"hello "), bzip2(b"world")].concat()).unwrap();
+    assert_eq!(read_text(&multi).unwrap(), "hello world");
+    // 17 streams of 64 MiB: 1088 MiB from 17 small streams, past the 1 GiB cap.
+    let stream = bzip2(&vec![b'a'; 64 << 20]);
+    assert!(stream.len() < 1 << 16, "{}", stream.len());
+    let bomb = dir.path().join("bomb.txt.bz2");
+    std::fs::write(&bomb, stream.repeat(17)).unwrap();
+    let e = read_text(&bomb).unwrap_err().to_string();
+    assert!(e.contains("decompresses to more than 1024 MiB"), "{e}");
 }
 
 #[test]

@@ -169,6 +169,10 @@ impl Default for LoraConfig {
     }
 }
 
+/// The largest scaling (`lora_alpha / r`, or `/ √r` with rsLoRA) accepted, in magnitude: usual
+/// values are 0.5 to 4, and 10⁶ already drowns the base layer's output.
+const MAX_SCALING: f64 = 1e6;
+
 impl LoraConfig {
     /// Rank `r` with PEFT's other defaults (alpha 8, no dropout, the model family's default
     /// targets: `q_proj`/`v_proj` on Llama, `query`/`value` on BERT).
@@ -252,8 +256,17 @@ impl LoraConfig {
         if self.r == 0 || self.rank_pattern.values().any(|&r| r == 0) {
             return bad("r must be at least 1".into());
         }
-        if !self.lora_alpha.is_finite() {
-            return bad(format!("lora_alpha {} is not finite", self.lora_alpha));
+        // A finite but absurd alpha (1e308) scales the adapter's output to infinity.
+        let alphas = std::iter::once(&self.lora_alpha).chain(self.alpha_pattern.values());
+        let ranks = std::iter::once(&self.r).chain(self.rank_pattern.values());
+        for (&alpha, &r) in alphas.flat_map(|a| ranks.clone().map(move |r| (a, r))) {
+            let scaling = self.scaling_for(r, alpha);
+            if scaling.is_nan() || scaling.abs() > MAX_SCALING {
+                return bad(format!(
+                    "lora_alpha {alpha} at rank {r} scales the adapter by {scaling:e}: at most \
+                     {MAX_SCALING:e} in magnitude"
+                ));
+            }
         }
         if !(0.0..1.0).contains(&self.lora_dropout) {
             return bad(format!(

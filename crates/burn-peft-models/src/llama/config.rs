@@ -185,13 +185,18 @@ impl LlamaConfig {
             v.filter(|&v| v > 0)
                 .ok_or_else(|| bad(format!("missing or zero '{name}'")))
         };
-        let rope = raw.rope_parameters.or(raw.rope_scaling);
-        if let Some(rope) = &rope {
+        // Both spellings are checked: a config can carry the new `rope_parameters` and a
+        // legacy `rope_scaling` side by side, and a scaling in either changes the positions.
+        for rope in [&raw.rope_parameters, &raw.rope_scaling]
+            .into_iter()
+            .flatten()
+        {
             let kind = rope.rope_type.as_deref().or(rope.kind.as_deref());
             if let Some(kind) = kind.filter(|k| *k != "default") {
                 return Err(bad(format!("rope type '{kind}' is not supported yet")));
             }
         }
+        let rope = raw.rope_parameters.or(raw.rope_scaling);
         let rope_theta = raw
             .rope_theta
             .or(rope.as_ref().and_then(|r| r.rope_theta))
