@@ -1501,3 +1501,37 @@ fn resuming_with_another_adapter_config_is_refused() {
     );
     ok(finetune(&out, &[&quick[..], &["--resume"]].concat()));
 }
+
+/// On Mistral with a sliding window of 8 (shorter than the 128 evaluated tokens), adapters of
+/// each kind that sit in the attention (LoRA, a prefix counted as positions, virtual tokens)
+/// give PEFT's loss on transformers' Mistral.
+#[test]
+fn adapters_on_a_windowed_mistral_evaluate_the_same_in_peft() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = "families/mistral-window";
+    for method in ["lora", "prefix", "prompt"] {
+        let out = tmp.path().join(method);
+        let extra = [
+            "--model",
+            model,
+            "--method",
+            method,
+            "--num-virtual-tokens",
+            "4",
+            "--steps",
+            "3",
+            "--seq-len",
+            "64",
+            "--lr",
+            "3e-2",
+        ];
+        ok(finetune(&out, &extra));
+        let ours = eval_loss(&["--model", model, "--adapter", out.to_str().unwrap()]);
+        if let Some(peft) = python_loss(&fixtures().join(model), Some(&out)) {
+            assert!(
+                (ours - peft).abs() < 1e-4,
+                "{method}: {ours} vs PEFT {peft}"
+            );
+        }
+    }
+}

@@ -101,6 +101,9 @@ pub struct LlamaConfig {
     pub attention_bias: bool,
     /// Biases on the feed-forward projections.
     pub mlp_bias: bool,
+    /// Mistral's sliding window: a query attends to the `sliding_window` most recent positions,
+    /// itself included (transformers' `kv_idx > q_idx - sliding_window`); `None`: to all.
+    pub sliding_window: Option<usize>,
     /// Beginning-of-sequence token.
     pub bos_token_id: Option<u32>,
     /// End-of-sequence token.
@@ -125,8 +128,21 @@ struct RawConfig {
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
+    /// Absent and `null` differ for Mistral: absent is transformers' default of 4096.
+    #[serde(default, deserialize_with = "present")]
+    sliding_window: Option<Option<usize>>,
+    use_sliding_window: Option<bool>,
     bos_token_id: Option<OneOrList>,
     eos_token_id: Option<OneOrList>,
+}
+
+/// `Some(value)` for a field that is present, `null` included.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -201,6 +217,22 @@ impl LlamaConfig {
             .rope_theta
             .or(rope.as_ref().and_then(|r| r.rope_theta))
             .unwrap_or(10000.0);
+        // As transformers reads it: Mistral windows every layer (4096 unless the config says
+        // otherwise, `null` for none); Qwen2 only with `use_sliding_window`, and then only the
+        // layers from `max_window_layers` on, which is not implemented; Llama never.
+        let sliding_window = match model_type {
+            ModelType::Mistral => raw.sliding_window.unwrap_or(Some(4096)),
+            ModelType::Qwen2 if raw.use_sliding_window == Some(true) => {
+                return Err(bad(
+                    "use_sliding_window (a window on some of Qwen2's layers) is not supported yet"
+                        .into(),
+                ));
+            }
+            _ => None,
+        };
+        if sliding_window == Some(0) {
+            return Err(bad("sliding_window 0 lets no position see any other".into()));
+        }
         let heads = need(raw.num_attention_heads, "num_attention_heads")?;
         let config = LlamaConfig {
             vocab_size: need(raw.vocab_size, "vocab_size")?,
@@ -218,6 +250,7 @@ impl LlamaConfig {
                 .attention_bias
                 .unwrap_or(model_type.default_attention_bias()),
             mlp_bias: raw.mlp_bias.unwrap_or(false),
+            sliding_window,
             bos_token_id: raw.bos_token_id.and_then(OneOrList::first),
             eos_token_id: raw.eos_token_id.and_then(OneOrList::first),
             model_type,

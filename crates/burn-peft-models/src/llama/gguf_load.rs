@@ -81,6 +81,7 @@ impl LlamaConfig {
             tie_word_embeddings: file.info("output.weight").is_err(),
             attention_bias: false,
             mlp_bias: false,
+            sliding_window: None,
             bos_token_id: id("tokenizer.ggml.bos_token_id"),
             eos_token_id: id("tokenizer.ggml.eos_token_id"),
         };

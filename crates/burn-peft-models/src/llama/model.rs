@@ -211,6 +211,7 @@ impl LlamaConfig {
             tie_word_embeddings: false,
             attention_bias: false,
             mlp_bias: false,
+            sliding_window: None,
             bos_token_id: None,
             eos_token_id: None,
         }
@@ -576,7 +577,8 @@ impl Llama {
             1,
         );
         let groups = self.config.num_attention_heads / self.config.num_key_value_heads;
-        let mask = attention_bias_mask(seq, past, mask, device).map(|m| {
+        let window = self.config.sliding_window;
+        let mask = attention_bias_mask(seq, past, window, mask, device).map(|m| {
             if groups == 1 {
                 return m;
             }
@@ -855,6 +857,7 @@ fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
 fn attention_bias_mask(
     seq: usize,
     past: usize,
+    window: Option<usize>,
     attention_mask: Option<Tensor<2, Int>>,
     device: &Device,
 ) -> Option<Tensor<4, Bool>> {
@@ -862,6 +865,14 @@ fn attention_bias_mask(
     if past > 0 {
         let open = Tensor::<2, Int>::zeros([seq, past], device).equal_elem(1);
         causal = Tensor::cat(vec![open, causal], 1);
+    }
+    // A sliding window also hides the keys `window` or more positions back (query at
+    // `past + i`, key at `j`, the prefix or cache counted as positions, as transformers does).
+    if let Some(w) = window.filter(|&w| past + seq > w) {
+        let queries = Tensor::<1, Int>::arange(past as i64..(past + seq) as i64, device);
+        let keys = Tensor::<1, Int>::arange(0..(past + seq) as i64, device);
+        let distance = queries.reshape([seq, 1]) - keys.reshape([1, past + seq]);
+        causal = causal.bool_or(distance.greater_equal_elem(w as i64));
     }
     let causal = causal.unsqueeze::<4>();
     let keys = past + seq;

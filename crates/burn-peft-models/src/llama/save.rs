@@ -8,7 +8,7 @@ use burn_peft_core::format::{NamedTensor, write_atomic, write_safetensors};
 use burn_peft_core::{PeftError, PeftModel};
 use serde_json::json;
 
-use super::config::LlamaConfig;
+use super::config::{LlamaConfig, ModelType};
 use super::model::Llama;
 use crate::error::{ModelError, Result};
 use crate::tokenizer::TextTokenizer;
@@ -17,7 +17,7 @@ impl LlamaConfig {
     /// The config as HF `transformers` writes it for this architecture.
     pub fn to_hf_json(&self) -> serde_json::Value {
         let arch = self.model_type.architecture();
-        json!({
+        let mut config = json!({
             "architectures": [arch],
             "model_type": self.model_type.as_str(),
             "vocab_size": self.vocab_size,
@@ -37,7 +37,11 @@ impl LlamaConfig {
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
             "torch_dtype": "float32",
-        })
+        });
+        if self.model_type == ModelType::Mistral {
+            config["sliding_window"] = json!(self.sliding_window);
+        }
+        config
     }
 }
 

@@ -1,0 +1,117 @@
+//! Llama-shaped families other than Llama against transformers 5.24
+//! (`scripts/make_family_fixtures.py`): Mistral with a sliding window shorter than the text,
+//! Qwen2 with its q/k/v biases. The loss on 48 tokens within 1e-4 of transformers', and 16
+//! greedy tokens equal (the cached decoder, past the window).
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use burn_peft_models::{GenerationConfig, Llama, LlamaConfig};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn check(name: &str) -> Llama {
+    let device = Device::flex();
+    let expected = json(&fixtures().join("families/expected.json"));
+    let ids: Vec<u32> = json(&fixtures().join("expected.json"))["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let tokens = expected["tokens"].as_u64().unwrap() as usize;
+    let prompt = expected["prompt"].as_u64().unwrap() as usize;
+    let reference = &expected["models"][name];
+    let model = Llama::from_pretrained(&fixtures().join("families").join(name), &device).unwrap();
+    let loss = model.sequence_loss(&ids[..tokens], &device).unwrap() as f64;
+    let want = reference["loss"].as_f64().unwrap();
+    assert!(
+        (loss - want).abs() < 1e-4,
+        "{name}: loss {loss}, transformers {want}"
+    );
+    let config = GenerationConfig {
+        max_new_tokens: expected["new_tokens"].as_u64().unwrap() as usize,
+        ..GenerationConfig::default()
+    };
+    let greedy = model
+        .generate(&ids[..prompt], &config, &device, |_| {})
+        .unwrap();
+    let want: Vec<u32> = reference["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(greedy, want, "{name}: greedy tokens");
+    model
+}
+
+#[test]
+fn mistral_applies_its_sliding_window_as_transformers_does() {
+    let model = check("mistral-window");
+    assert_eq!(model.config.sliding_window, Some(8));
+    // The window matters here: without it the loss is transformers' windowless one.
+    let mut open = model.clone();
+    open.config.sliding_window = None;
+    let device = Device::flex();
+    let expected = json(&fixtures().join("families/expected.json"));
+    let ids: Vec<u32> = json(&fixtures().join("expected.json"))["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(48)
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let loss = open.sequence_loss(&ids, &device).unwrap() as f64;
+    let want = expected["models"]["mistral-window"]["loss_without_window"]
+        .as_f64()
+        .unwrap();
+    assert!((loss - want).abs() < 1e-4, "{loss} vs {want}");
+    assert!(
+        (want
+            - expected["models"]["mistral-window"]["loss"]
+                .as_f64()
+                .unwrap())
+        .abs()
+            > 1e-2
+    );
+}
+
+#[test]
+fn qwen2_loads_its_query_key_value_biases_as_transformers_does() {
+    let model = check("qwen2-bias");
+    assert!(model.config.attention_bias);
+}
+
+#[test]
+fn sliding_window_is_read_as_transformers_reads_it() {
+    let text =
+        std::fs::read_to_string(fixtures().join("families/mistral-window/config.json")).unwrap();
+    let with = |from: &str, to: &str| LlamaConfig::from_json_str(&text.replace(from, to));
+    // Mistral: absent is transformers' default of 4096; null is none.
+    let absent = with("\"sliding_window\": 8,", "").unwrap();
+    assert_eq!(absent.sliding_window, Some(4096));
+    let null = with("\"sliding_window\": 8", "\"sliding_window\": null").unwrap();
+    assert_eq!(null.sliding_window, None);
+    assert!(with("\"sliding_window\": 8", "\"sliding_window\": 0").is_err());
+    // Llama ignores the field, as transformers does; Qwen2 only windows with
+    // use_sliding_window, which is refused by name (some layers only: not implemented).
+    let llama = with("\"mistral\"", "\"llama\"").unwrap();
+    assert_eq!(llama.sliding_window, None);
+    let qwen = with("\"mistral\"", "\"qwen2\"").unwrap();
+    assert_eq!(qwen.sliding_window, None);
+    let e = with(
+        "\"model_type\": \"mistral\"",
+        "\"model_type\": \"qwen2\", \"use_sliding_window\": true",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("use_sliding_window"), "{e}");
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Tiny random models of the Llama-shaped families other than Llama, made by transformers, with
+their reference numbers, for crates/burn-peft-models/tests/families.rs:
+
+    tests/fixtures/families/<name>/   config.json, model.safetensors, tokenizer.json
+    tests/fixtures/families/expected.json
+
+* mistral-window: Mistral with a sliding window of 8 (shorter than the texts), which must
+  change the loss against the same weights without a window;
+* qwen2-bias: Qwen2 with its q/k/v biases (random, not zero).
+
+Each family gets: the loss on the 48 token ids of expected.json, the loss with the
+window off (Mistral), and 16 greedy tokens after a 12-token prompt (the decoder's cache
+path, past the window). The tokenizer is the tiny Llama's. Run (offline, CPU, float32):
+
+    python3 scripts/make_family_fixtures.py [--out tests/fixtures]
+"""
+
+import argparse
+import json
+import os
+import shutil
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import (  # noqa: E402
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+TOKENS = 48  # the token ids expected.json keeps
+PROMPT = 12
+NEW = 16
+SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    hidden_act="silu",
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    tie_word_embeddings=False,
+    bos_token_id=None,
+    eos_token_id=0,
+    pad_token_id=None,
+)
+
+
+@torch.no_grad()
+def randomize(model, seed):
+    """Every parameter from one seeded generator in sorted-name order: matrices and biases
+    N(0, 0.2²), norm weights 1 + N(0, 0.1²)."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        if name.endswith("norm.weight"):
+            p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+        else:
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+@torch.no_grad()
+def reference(model, ids):
+    x = torch.tensor([ids[:TOKENS]])
+    loss = float(model(input_ids=x, labels=x).loss)
+    prompt = torch.tensor([ids[:PROMPT]])
+    out = model.generate(
+        prompt,
+        max_new_tokens=NEW,
+        min_new_tokens=NEW,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+    return loss, out[0, PROMPT:].tolist()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="tests/fixtures")
+    args = parser.parse_args()
+    root = os.path.join(args.out, "families")
+    ids = json.load(open(os.path.join(args.out, "expected.json")))["input_ids"]
+    vocab = json.load(open(os.path.join(args.out, "tiny-llama", "config.json")))["vocab_size"]
+    expected = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
+                "tokens": TOKENS, "prompt": PROMPT, "new_tokens": NEW, "models": {}}
+    families = {
+        "mistral-window": (MistralForCausalLM, MistralConfig(vocab_size=vocab, sliding_window=8, **SHAPE)),
+        "qwen2-bias": (Qwen2ForCausalLM, Qwen2Config(vocab_size=vocab, use_sliding_window=False, **SHAPE)),
+    }
+    for seed, (name, (cls, config)) in enumerate(families.items(), start=11):
+        torch.manual_seed(seed)
+        model = cls(config).to(torch.float32)
+        randomize(model, seed)
+        model.eval()
+        model.config._attn_implementation = "eager"
+        out_dir = os.path.join(root, name)
+        os.makedirs(out_dir, exist_ok=True)
+        model.save_pretrained(out_dir)
+        gc = os.path.join(out_dir, "generation_config.json")
+        if os.path.exists(gc):
+            os.remove(gc)
+        shutil.copy(os.path.join(args.out, "tiny-llama", "tokenizer.json"), out_dir)
+        loss, greedy = reference(model, ids)
+        entry = {"loss": loss, "greedy": greedy}
+        if name.startswith("mistral"):
+            # The same weights without the window: the window must matter on these texts.
+            model.config.sliding_window = None
+            entry["loss_without_window"], _ = reference(model, ids)
+        expected["models"][name] = entry
+        print(name, entry)
+    with open(os.path.join(root, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
