@@ -7,7 +7,10 @@ their reference numbers, for crates/burn-peft-models/tests/families.rs:
 
 * mistral-window: Mistral with a sliding window of 8 (shorter than the texts), which must
   change the loss against the same weights without a window;
-* qwen2-bias: Qwen2 with its q/k/v biases (random, not zero).
+* qwen2-bias: Qwen2 with its q/k/v biases (random, not zero);
+* llama3-rope, llama-linear-rope: Llama with RoPE scaling `llama3` (an original context of 16,
+  so that the 8 frequencies of a 16-wide head fall on both sides of the band and in it) and
+  `linear` (factor 4).
 
 Each family gets: the loss on the 48 token ids of expected.json, the loss with the
 window off (Mistral), and 16 greedy tokens after a 12-token prompt (the decoder's cache
@@ -27,6 +30,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import (  # noqa: E402
+    LlamaConfig,
+    LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
     Qwen2Config,
@@ -91,9 +96,17 @@ def main():
     vocab = json.load(open(os.path.join(args.out, "tiny-llama", "config.json")))["vocab_size"]
     expected = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
                 "tokens": TOKENS, "prompt": PROMPT, "new_tokens": NEW, "models": {}}
+    def rope(parameters):
+        shape = {k: v for k, v in SHAPE.items() if k != "rope_theta"}
+        return LlamaConfig(vocab_size=vocab, rope_parameters={"rope_theta": 10000.0, **parameters}, **shape)
+
     families = {
         "mistral-window": (MistralForCausalLM, MistralConfig(vocab_size=vocab, sliding_window=8, **SHAPE)),
         "qwen2-bias": (Qwen2ForCausalLM, Qwen2Config(vocab_size=vocab, use_sliding_window=False, **SHAPE)),
+        "llama3-rope": (LlamaForCausalLM, rope({
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16})),
+        "llama-linear-rope": (LlamaForCausalLM, rope({"rope_type": "linear", "factor": 4.0})),
     }
     for seed, (name, (cls, config)) in enumerate(families.items(), start=11):
         torch.manual_seed(seed)

@@ -115,3 +115,65 @@ fn sliding_window_is_read_as_transformers_reads_it() {
     .to_string();
     assert!(e.contains("use_sliding_window"), "{e}");
 }
+
+/// RoPE scaling `llama3` and `linear`: transformers' loss and greedy tokens, and a loss that
+/// moves when the scaling is taken away (it is not a no-op on these shapes).
+#[test]
+fn rope_scaling_llama3_and_linear_match_transformers() {
+    let device = Device::flex();
+    let ids: Vec<u32> = json(&fixtures().join("expected.json"))["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    for name in ["llama3-rope", "llama-linear-rope"] {
+        let model = check(name);
+        assert_ne!(
+            model.config.rope_scaling,
+            burn_peft_models::RopeScaling::None
+        );
+        let scaled = model.sequence_loss(&ids, &device).unwrap();
+        let mut plain = model.clone();
+        plain.config.rope_scaling = burn_peft_models::RopeScaling::None;
+        let unscaled = plain.sequence_loss(&ids, &device).unwrap();
+        assert!(
+            (scaled - unscaled).abs() > 1e-3,
+            "{name}: {scaled} vs {unscaled}"
+        );
+    }
+}
+
+#[test]
+fn rope_scalings_that_are_not_implemented_are_refused_by_name() {
+    let text =
+        std::fs::read_to_string(fixtures().join("families/llama3-rope/config.json")).unwrap();
+    for (from, to, needle) in [
+        ("\"llama3\"", "\"yarn\"", "rope type 'yarn'"),
+        ("\"llama3\"", "\"dynamic\"", "rope type 'dynamic'"),
+        ("\"llama3\"", "\"longrope\"", "rope type 'longrope'"),
+        (
+            "\"high_freq_factor\": 4.0",
+            "\"high_freq_factor\": 1.0",
+            "high_freq_factor",
+        ),
+        ("\"factor\": 8.0,", "", "needs a positive 'factor'"),
+        (
+            "\"rope_type\": \"llama3\"",
+            "\"rope_type\": \"llama3\", \"partial_rotary_factor\": 0.5",
+            "partial_rotary_factor",
+        ),
+    ] {
+        let e = LlamaConfig::from_json_str(&text.replace(from, to))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{to}: {e}");
+    }
+    // The legacy spelling beside the new one: read too, and refused when they disagree.
+    let legacy = text.replace(
+        "\"tie_word_embeddings\"",
+        "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}, \"tie_word_embeddings\"",
+    );
+    let e = LlamaConfig::from_json_str(&legacy).unwrap_err().to_string();
+    assert!(e.contains("different RoPE scalings"), "{e}");
+}

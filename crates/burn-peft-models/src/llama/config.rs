@@ -93,6 +93,9 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f64,
     /// RoPE base frequency.
     pub rope_theta: f64,
+    /// How RoPE's frequencies are scaled (`rope_type` in `rope_parameters`/`rope_scaling`).
+    #[serde(default)]
+    pub rope_scaling: RopeScaling,
     /// Longest sequence the model was trained for.
     pub max_position_embeddings: usize,
     /// Whether the output layer reuses the token embedding.
@@ -103,6 +106,7 @@ pub struct LlamaConfig {
     pub mlp_bias: bool,
     /// Mistral's sliding window: a query attends to the `sliding_window` most recent positions,
     /// itself included (transformers' `kv_idx > q_idx - sliding_window`); `None`: to all.
+    #[serde(default)]
     pub sliding_window: Option<usize>,
     /// Beginning-of-sequence token.
     pub bos_token_id: Option<u32>,
@@ -124,6 +128,7 @@ struct RawConfig {
     rope_theta: Option<f64>,
     rope_parameters: Option<RopeParameters>,
     rope_scaling: Option<RopeParameters>,
+    partial_rotary_factor: Option<f64>,
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
@@ -151,6 +156,132 @@ struct RopeParameters {
     rope_type: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
+    factor: Option<f64>,
+    low_freq_factor: Option<f64>,
+    high_freq_factor: Option<f64>,
+    original_max_position_embeddings: Option<f64>,
+    partial_rotary_factor: Option<f64>,
+}
+
+impl RopeParameters {
+    fn kind(&self) -> &str {
+        self.rope_type
+            .as_deref()
+            .or(self.kind.as_deref())
+            .unwrap_or("default")
+    }
+
+    /// The scaling these parameters describe, or why it is refused.
+    fn scaling(&self) -> std::result::Result<RopeScaling, String> {
+        let need = |v: Option<f64>, name: &str| {
+            v.filter(|v| v.is_finite() && *v > 0.0)
+                .ok_or_else(|| format!("rope type '{}' needs a positive '{name}'", self.kind()))
+        };
+        Ok(match self.kind() {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear {
+                factor: need(self.factor, "factor")?,
+            },
+            "llama3" => {
+                let scaling = RopeScaling::Llama3 {
+                    factor: need(self.factor, "factor")?,
+                    low_freq_factor: need(self.low_freq_factor, "low_freq_factor")?,
+                    high_freq_factor: need(self.high_freq_factor, "high_freq_factor")?,
+                    original_max_position_embeddings: need(
+                        self.original_max_position_embeddings,
+                        "original_max_position_embeddings",
+                    )?,
+                };
+                if let RopeScaling::Llama3 {
+                    low_freq_factor,
+                    high_freq_factor,
+                    ..
+                } = scaling
+                    && high_freq_factor <= low_freq_factor
+                {
+                    return Err(format!(
+                        "rope type 'llama3' needs high_freq_factor {high_freq_factor} above \
+                         low_freq_factor {low_freq_factor}"
+                    ));
+                }
+                scaling
+            }
+            other => {
+                return Err(format!(
+                    "rope type '{other}' is not supported yet (supported: default, linear, llama3)"
+                ));
+            }
+        })
+    }
+}
+
+/// How RoPE's inverse frequencies are scaled, as transformers' `ROPE_INIT_FUNCTIONS` compute
+/// them (the attention factor is 1 for each of these).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "rope_type", rename_all = "lowercase")]
+pub enum RopeScaling {
+    /// `default`: `θ^(−2i/d)`.
+    #[default]
+    #[serde(rename = "default")]
+    None,
+    /// `linear`: every frequency divided by `factor` (positions interpolated).
+    Linear {
+        /// The divisor.
+        factor: f64,
+    },
+    /// `llama3` (Llama 3.1 and later): frequencies whose wavelength passes
+    /// `original_max_position_embeddings / low_freq_factor` divided by `factor`, those below
+    /// `original_max_position_embeddings / high_freq_factor` kept, the band between
+    /// interpolated.
+    Llama3 {
+        /// The divisor of the low frequencies.
+        factor: f64,
+        /// Sets the long-wavelength edge of the band.
+        low_freq_factor: f64,
+        /// Sets the short-wavelength edge of the band.
+        high_freq_factor: f64,
+        /// The context the model was pre-trained with.
+        original_max_position_embeddings: f64,
+    },
+}
+
+impl RopeScaling {
+    /// The `head_dim / 2` inverse frequencies for base `theta`.
+    ///
+    /// ```
+    /// use burn_peft_models::RopeScaling;
+    /// let plain = RopeScaling::None.inv_freq(10000.0, 4);
+    /// assert_eq!(plain, vec![1.0, 0.01]);
+    /// let linear = RopeScaling::Linear { factor: 2.0 }.inv_freq(10000.0, 4);
+    /// assert_eq!(linear, vec![0.5, 0.005]);
+    /// ```
+    pub fn inv_freq(&self, theta: f64, head_dim: usize) -> Vec<f64> {
+        let d = head_dim as f64;
+        let plain = (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f64 / d));
+        match *self {
+            RopeScaling::None => plain.collect(),
+            RopeScaling::Linear { factor } => plain.map(|f| f / factor).collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: context,
+            } => plain
+                .map(|f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < context / high_freq_factor {
+                        f
+                    } else if wavelen > context / low_freq_factor {
+                        f / factor
+                    } else {
+                        let smooth = (context / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -201,16 +332,36 @@ impl LlamaConfig {
             v.filter(|&v| v > 0)
                 .ok_or_else(|| bad(format!("missing or zero '{name}'")))
         };
-        // Both spellings are checked: a config can carry the new `rope_parameters` and a
-        // legacy `rope_scaling` side by side, and a scaling in either changes the positions.
-        for rope in [&raw.rope_parameters, &raw.rope_scaling]
+        // Both spellings are read: a config can carry the new `rope_parameters` and a legacy
+        // `rope_scaling` side by side, and a scaling in either changes the positions.
+        let scaled: Vec<&RopeParameters> = [&raw.rope_parameters, &raw.rope_scaling]
             .into_iter()
             .flatten()
-        {
-            let kind = rope.rope_type.as_deref().or(rope.kind.as_deref());
-            if let Some(kind) = kind.filter(|k| *k != "default") {
-                return Err(bad(format!("rope type '{kind}' is not supported yet")));
+            .filter(|r| r.kind() != "default")
+            .collect();
+        let rope_scaling = match scaled[..] {
+            [] => RopeScaling::None,
+            [one] => one.scaling().map_err(&bad)?,
+            [a, b] => {
+                let (a, b) = (a.scaling().map_err(&bad)?, b.scaling().map_err(&bad)?);
+                if a != b {
+                    return Err(bad(
+                        "rope_parameters and rope_scaling set different RoPE scalings".into(),
+                    ));
+                }
+                a
             }
+            _ => unreachable!("two sources at most"),
+        };
+        let partial = [&raw.rope_parameters, &raw.rope_scaling]
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.partial_rotary_factor)
+            .chain(raw.partial_rotary_factor);
+        if let Some(factor) = partial.into_iter().find(|&f| f != 1.0) {
+            return Err(bad(format!(
+                "partial_rotary_factor {factor} (RoPE on part of each head) is not supported yet"
+            )));
         }
         let rope = raw.rope_parameters.or(raw.rope_scaling);
         let rope_theta = raw
@@ -244,6 +395,7 @@ impl LlamaConfig {
             head_dim: raw.head_dim,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
+            rope_scaling,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             attention_bias: raw

@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor};
 use burn_peft_core::format::{NamedTensor, check_shape};
 
-use super::config::{LlamaConfig, ModelType};
+use super::config::{LlamaConfig, ModelType, RopeScaling};
 use super::model::{Llama, WeightSource};
 use crate::error::{ModelError, Result};
 use crate::gguf::{Gguf, GgufValue};
@@ -36,6 +36,22 @@ impl LlamaConfig {
                 .and_then(GgufValue::as_f64)
                 .unwrap_or(default)
         };
+        // llama.cpp keeps Llama 3.1's frequency factors as a tensor, and other scalings in the
+        // metadata: neither is read, so both are refused rather than ignored.
+        if file.info("rope_freqs.weight").is_ok() {
+            return Err(bad(
+                "rope_freqs.weight (Llama 3.1's RoPE frequency factors) is not supported yet"
+                    .into(),
+            ));
+        }
+        if let Some(kind) = file
+            .metadata_str("llama.rope.scaling.type")
+            .filter(|k| *k != "none")
+        {
+            return Err(bad(format!(
+                "llama.rope.scaling.type '{kind}' is not supported yet"
+            )));
+        }
         let heads = uint("llama.attention.head_count")?;
         let vocab = match file
             .metadata
@@ -77,6 +93,7 @@ impl LlamaConfig {
             head_dim,
             rms_norm_eps: float("llama.attention.layer_norm_rms_epsilon", 1e-5),
             rope_theta: float("llama.rope.freq_base", 10000.0),
+            rope_scaling: RopeScaling::None,
             max_position_embeddings: uint("llama.context_length").unwrap_or(2048),
             tie_word_embeddings: file.info("output.weight").is_err(),
             attention_bias: false,

@@ -8,7 +8,7 @@ mod model;
 mod prompt;
 mod save;
 
-pub use config::{LlamaConfig, ModelType};
+pub use config::{LlamaConfig, ModelType, RopeScaling};
 pub use load::weight_files;
 pub(crate) use model::contiguous_transpose;
 pub use model::{

@@ -8,7 +8,7 @@ use burn_peft_adapters::{Adapter, PrefixTuning, PromptSlot};
 use burn_peft_core::limits::MemoryBudget;
 use burn_peft_core::{AdaptedLinear, AdapterHost, Precision, TargetModules, cast_if_frozen};
 
-use super::config::{LlamaConfig, ModelType};
+use super::config::{LlamaConfig, ModelType, RopeScaling};
 use crate::attention::scaled_dot_attention;
 use crate::error::{ModelError, Result};
 use crate::layerwise::prefix_table;
@@ -207,6 +207,7 @@ impl LlamaConfig {
             head_dim: None,
             rms_norm_eps: 1e-5,
             rope_theta: 10000.0,
+            rope_scaling: RopeScaling::None,
             max_position_embeddings: 256,
             tie_word_embeddings: false,
             attention_bias: false,
@@ -825,14 +826,12 @@ pub fn rope_tables(
     device: &Device,
 ) -> (Tensor<2>, Tensor<2>) {
     let d = config.head_dim();
-    let half = d / 2;
+    let inv_freq = config.rope_scaling.inv_freq(config.rope_theta, d);
     let mut angles = Vec::with_capacity(seq * d);
     for pos in start..start + seq {
-        let row: Vec<f32> = (0..half)
-            .map(|i| {
-                let inv = 1.0 / config.rope_theta.powf(2.0 * i as f64 / d as f64);
-                (pos as f64 * inv) as f32
-            })
+        let row: Vec<f32> = inv_freq
+            .iter()
+            .map(|inv| (pos as f64 * inv) as f32)
             .collect();
         angles.extend_from_slice(&row);
         angles.extend_from_slice(&row);

@@ -8,7 +8,7 @@ use burn_peft_core::format::{NamedTensor, write_atomic, write_safetensors};
 use burn_peft_core::{PeftError, PeftModel};
 use serde_json::json;
 
-use super::config::{LlamaConfig, ModelType};
+use super::config::{LlamaConfig, ModelType, RopeScaling};
 use super::model::Llama;
 use crate::error::{ModelError, Result};
 use crate::tokenizer::TextTokenizer;
@@ -38,6 +38,9 @@ impl LlamaConfig {
             "eos_token_id": self.eos_token_id,
             "torch_dtype": "float32",
         });
+        if self.rope_scaling != RopeScaling::None {
+            config["rope_scaling"] = json!(self.rope_scaling);
+        }
         if self.model_type == ModelType::Mistral {
             config["sliding_window"] = json!(self.sliding_window);
         }
