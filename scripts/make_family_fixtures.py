@@ -8,6 +8,8 @@ their reference numbers, for crates/burn-peft-models/tests/families.rs:
 * mistral-window: Mistral with a sliding window of 8 (shorter than the texts), which must
   change the loss against the same weights without a window;
 * qwen2-bias: Qwen2 with its q/k/v biases (random, not zero);
+* qwen3-qknorm: Qwen3 with its per-head q/k RMSNorm and a head_dim of 32 (4 heads of 32 on a
+  width of 64: the projections are wider than the model);
 * llama3-rope, llama-linear-rope: Llama with RoPE scaling `llama3` (an original context of 16,
   so that the 8 frequencies of a 16-wide head fall on both sides of the band and in it) and
   `linear` (factor 4).
@@ -36,6 +38,8 @@ from transformers import (  # noqa: E402
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 TOKENS = 48  # the token ids expected.json keeps
@@ -103,6 +107,8 @@ def main():
     families = {
         "mistral-window": (MistralForCausalLM, MistralConfig(vocab_size=vocab, sliding_window=8, **SHAPE)),
         "qwen2-bias": (Qwen2ForCausalLM, Qwen2Config(vocab_size=vocab, use_sliding_window=False, **SHAPE)),
+        "qwen3-qknorm": (Qwen3ForCausalLM, Qwen3Config(
+            vocab_size=vocab, use_sliding_window=False, **{**SHAPE, "head_dim": 32})),
         "llama3-rope": (LlamaForCausalLM, rope({
             "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": 16})),

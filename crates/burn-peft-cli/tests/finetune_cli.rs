@@ -1502,36 +1502,51 @@ fn resuming_with_another_adapter_config_is_refused() {
     ok(finetune(&out, &[&quick[..], &["--resume"]].concat()));
 }
 
-/// On Mistral with a sliding window of 8 (shorter than the 128 evaluated tokens), adapters of
-/// each kind that sit in the attention (LoRA, a prefix counted as positions, virtual tokens)
-/// give PEFT's loss on transformers' Mistral.
+/// The other Llama-shaped families (`scripts/make_family_fixtures.py`): adapters of each kind
+/// that sit in the attention (LoRA, a prefix counted as positions, virtual tokens) trained here
+/// give PEFT's loss on transformers' model (Mistral with a window of 8, shorter than the 128
+/// evaluated tokens; Qwen3 with its q/k norms; Qwen2's biases; Llama 3's RoPE scaling), and a
+/// full fine-tune of Qwen3 (its q/k norms saved) loads in transformers with our loss.
 #[test]
-fn adapters_on_a_windowed_mistral_evaluate_the_same_in_peft() {
+fn adapters_on_other_families_evaluate_the_same_in_peft() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = "families/mistral-window";
-    for method in ["lora", "prefix", "prompt"] {
-        let out = tmp.path().join(method);
-        let extra = [
-            "--model",
-            model,
-            "--method",
-            method,
-            "--num-virtual-tokens",
-            "4",
-            "--steps",
-            "3",
-            "--seq-len",
-            "64",
-            "--lr",
-            "3e-2",
-        ];
-        ok(finetune(&out, &extra));
-        let ours = eval_loss(&["--model", model, "--adapter", out.to_str().unwrap()]);
-        if let Some(peft) = python_loss(&fixtures().join(model), Some(&out)) {
-            assert!(
-                (ours - peft).abs() < 1e-4,
-                "{method}: {ours} vs PEFT {peft}"
-            );
+    for (family, methods) in [
+        ("mistral-window", &["lora", "prefix", "prompt", "full"][..]),
+        ("qwen3-qknorm", &["lora", "prefix", "full"][..]),
+        ("qwen2-bias", &["lora"][..]),
+        ("llama3-rope", &["lora"][..]),
+    ] {
+        let model = format!("families/{family}");
+        for method in methods {
+            let out = tmp.path().join(format!("{family}-{method}"));
+            let extra = [
+                "--model",
+                &model,
+                "--method",
+                method,
+                "--num-virtual-tokens",
+                "4",
+                "--steps",
+                "3",
+                "--seq-len",
+                "64",
+                "--lr",
+                if *method == "full" { "1e-3" } else { "3e-2" },
+            ];
+            ok(finetune(&out, &extra));
+            let (ours, peft) = if *method == "full" {
+                let ours = eval_loss(&["--model", out.to_str().unwrap()]);
+                (ours, python_loss(&out, None))
+            } else {
+                let ours = eval_loss(&["--model", &model, "--adapter", out.to_str().unwrap()]);
+                (ours, python_loss(&fixtures().join(&model), Some(&out)))
+            };
+            if let Some(peft) = peft {
+                assert!(
+                    (ours - peft).abs() < 1e-4,
+                    "{family} {method}: {ours} vs PEFT {peft}"
+                );
+            }
         }
     }
 }

@@ -177,3 +177,27 @@ fn rope_scalings_that_are_not_implemented_are_refused_by_name() {
     let e = LlamaConfig::from_json_str(&legacy).unwrap_err().to_string();
     assert!(e.contains("different RoPE scalings"), "{e}");
 }
+
+#[test]
+fn qwen3_normalizes_each_query_and_key_head_as_transformers_does() {
+    let model = check("qwen3-qknorm");
+    assert_eq!(model.config.head_dim(), 32);
+    let attention = &model.layers[0].self_attn;
+    assert!(attention.q_norm.is_some() && attention.k_norm.is_some());
+    // Without the norms the numbers move: they are not a no-op here.
+    let mut plain = model.clone();
+    for layer in &mut plain.layers {
+        layer.self_attn.q_norm = None;
+        layer.self_attn.k_norm = None;
+    }
+    let ids: Vec<u32> = json(&fixtures().join("expected.json"))["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let device = Device::flex();
+    let with = model.sequence_loss(&ids, &device).unwrap();
+    let without = plain.sequence_loss(&ids, &device).unwrap();
+    assert!((with - without).abs() > 1e-3, "{with} vs {without}");
+}

@@ -16,11 +16,19 @@ pub enum ModelType {
     Mistral,
     /// `qwen2`: biases on the query, key and value projections (not the output projection).
     Qwen2,
+    /// `qwen3`: an RMSNorm over each query and key head before RoPE (`q_norm`, `k_norm`), a
+    /// `head_dim` of its own (128 unless the config says).
+    Qwen3,
 }
 
 impl ModelType {
     /// Every supported type, in the order errors list them.
-    pub const ALL: [ModelType; 3] = [ModelType::Llama, ModelType::Mistral, ModelType::Qwen2];
+    pub const ALL: [ModelType; 4] = [
+        ModelType::Llama,
+        ModelType::Mistral,
+        ModelType::Qwen2,
+        ModelType::Qwen3,
+    ];
 
     /// The type `config.json` names, if it is supported.
     pub fn parse(name: &str) -> Option<Self> {
@@ -33,6 +41,7 @@ impl ModelType {
             ModelType::Llama => "llama",
             ModelType::Mistral => "mistral",
             ModelType::Qwen2 => "qwen2",
+            ModelType::Qwen3 => "qwen3",
         }
     }
 
@@ -42,6 +51,7 @@ impl ModelType {
             ModelType::Llama => "LlamaForCausalLM",
             ModelType::Mistral => "MistralForCausalLM",
             ModelType::Qwen2 => "Qwen2ForCausalLM",
+            ModelType::Qwen3 => "Qwen3ForCausalLM",
         }
     }
 
@@ -53,6 +63,11 @@ impl ModelType {
     /// Whether the output projection has a bias, given `attention_bias` (Qwen2 has none there).
     pub fn output_projection_bias(self, attention_bias: bool) -> bool {
         attention_bias && self != ModelType::Qwen2
+    }
+
+    /// Whether each query and key head is RMS-normalized before RoPE (Qwen3).
+    pub fn has_qk_norm(self) -> bool {
+        self == ModelType::Qwen3
     }
 }
 
@@ -373,11 +388,11 @@ impl LlamaConfig {
         // layers from `max_window_layers` on, which is not implemented; Llama never.
         let sliding_window = match model_type {
             ModelType::Mistral => raw.sliding_window.unwrap_or(Some(4096)),
-            ModelType::Qwen2 if raw.use_sliding_window == Some(true) => {
-                return Err(bad(
-                    "use_sliding_window (a window on some of Qwen2's layers) is not supported yet"
-                        .into(),
-                ));
+            ModelType::Qwen2 | ModelType::Qwen3 if raw.use_sliding_window == Some(true) => {
+                return Err(bad(format!(
+                    "use_sliding_window (a window on some of {model_type}'s layers) is not \
+                     supported yet"
+                )));
             }
             _ => None,
         };
@@ -392,7 +407,10 @@ impl LlamaConfig {
             num_hidden_layers: need(raw.num_hidden_layers, "num_hidden_layers")?,
             num_attention_heads: heads,
             num_key_value_heads: raw.num_key_value_heads.unwrap_or(heads),
-            head_dim: raw.head_dim,
+            // transformers' Qwen3 default, not hidden / heads.
+            head_dim: raw
+                .head_dim
+                .or((model_type == ModelType::Qwen3).then_some(128)),
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
@@ -494,7 +512,12 @@ impl LlamaConfig {
             .checked_add(attention_bias)?
             .checked_add(mlp)?
             .checked_add(mlp_bias)?
-            .checked_add(2 * h)?;
+            .checked_add(2 * h)?
+            .checked_add(if self.model_type.has_qk_norm() {
+                2 * hd
+            } else {
+                0
+            })?;
         let embeddings = n(self.vocab_size)?
             .checked_mul(h)?
             .checked_mul(if self.tie_word_embeddings { 1 } else { 2 })?;

@@ -52,6 +52,10 @@ pub struct Attention {
     pub v_proj: PeftLinear,
     /// Output projection.
     pub o_proj: PeftLinear,
+    /// Qwen3's RMSNorm over each query head, before RoPE.
+    pub q_norm: Option<RmsNorm>,
+    /// Qwen3's RMSNorm over each key head, before RoPE.
+    pub k_norm: Option<RmsNorm>,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads.
@@ -337,6 +341,9 @@ impl Llama {
                     h,
                     config.model_type.output_projection_bias(ab),
                 )?,
+                // Read with the other norms below.
+                q_norm: None,
+                k_norm: None,
                 num_heads: config.num_attention_heads,
                 num_kv_heads: config.num_key_value_heads,
                 head_dim: hd,
@@ -348,26 +355,31 @@ impl Llama {
             };
             layers.push((self_attn, mlp, p));
         }
-        let mut norm = |key: &str| -> Result<RmsNorm> {
+        let mut norm_of = |key: &str, len: usize| -> Result<RmsNorm> {
             Ok(RmsNorm {
-                weight: Param::from_tensor(src.vector(key, h, device)?),
+                weight: Param::from_tensor(src.vector(key, len, device)?),
                 eps: config.rms_norm_eps,
             })
         };
         let layers = layers
             .into_iter()
-            .map(|(self_attn, mlp, p)| {
+            .map(|(mut self_attn, mlp, p)| {
+                if config.model_type.has_qk_norm() {
+                    self_attn.q_norm = Some(norm_of(&format!("{p}.self_attn.q_norm.weight"), hd)?);
+                    self_attn.k_norm = Some(norm_of(&format!("{p}.self_attn.k_norm.weight"), hd)?);
+                }
                 Ok(DecoderLayer {
                     self_attn,
                     mlp,
-                    input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
-                    post_attention_layernorm: norm(&format!(
-                        "{p}.post_attention_layernorm.weight"
-                    ))?,
+                    input_layernorm: norm_of(&format!("{p}.input_layernorm.weight"), h)?,
+                    post_attention_layernorm: norm_of(
+                        &format!("{p}.post_attention_layernorm.weight"),
+                        h,
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let final_norm = norm("model.norm.weight")?;
+        let final_norm = norm_of("model.norm.weight", h)?;
         let embed = src.matrix("model.embed_tokens.weight", [config.vocab_size, h], device)?;
         let lm_head = if config.tie_word_embeddings && !src.has("lm_head.weight") {
             None
@@ -773,8 +785,14 @@ impl Attention {
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split = |y: Tensor<2>, heads: usize| y.reshape([b, t, heads, d]).swap_dims(1, 2);
         let (cos, sin) = (&context.cos, &context.sin);
-        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), cos, sin);
-        let k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), cos, sin);
+        let norm = |y: Tensor<4>, n: &Option<RmsNorm>| match n {
+            Some(n) => n.forward(y),
+            None => y,
+        };
+        let q = norm(split(self.q_proj.forward(x.clone()), h), &self.q_norm);
+        let k = norm(split(self.k_proj.forward(x.clone()), kvh), &self.k_norm);
+        let q = apply_rope(q, cos, sin);
+        let k = apply_rope(k, cos, sin);
         let v = split(self.v_proj.forward(x), kvh);
         // Past keys are cached already rotated; a prefix carries no rotation of its own.
         let (k, v) = match past {

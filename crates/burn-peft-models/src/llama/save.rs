@@ -106,6 +106,15 @@ impl Llama {
                 format!("{p}.post_attention_layernorm.weight"),
                 NamedTensor::from_tensor(layer.post_attention_layernorm.weight.val()),
             );
+            let a = &layer.self_attn;
+            for (name, n) in [("q_norm", &a.q_norm), ("k_norm", &a.k_norm)] {
+                if let Some(n) = n {
+                    tensors.insert(
+                        format!("{p}.self_attn.{name}.weight"),
+                        NamedTensor::from_tensor(n.weight.val()),
+                    );
+                }
+            }
         }
         tensors.insert(
             "model.norm.weight".into(),
