@@ -14,7 +14,9 @@ their reference numbers, for crates/burn-peft-models/tests/families.rs:
   so that the 8 frequencies of a 16-wide head fall on both sides of the band and in it) and
   `linear` (factor 4).
 
-Each family gets: the loss on the 48 token ids of expected.json, the loss with the
+Each family also gets a LoRA adapter made by PEFT (`<name>-lora/`: r 4 on every linear
+layer, random B so that it changes the output) and its loss. Each family gets: the loss on
+the 48 token ids of expected.json, the loss with the
 window off (Mistral), and 16 greedy tokens after a 12-token prompt (the decoder's cache
 path, past the window). The tokenizer is the tiny Llama's. Run (offline, CPU, float32):
 
@@ -29,6 +31,7 @@ import shutil
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import peft  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import (  # noqa: E402
@@ -91,6 +94,31 @@ def reference(model, ids):
     return loss, out[0, PROMPT:].tolist()
 
 
+@torch.no_grad()
+def make_lora(model, out_dir, ids, seed):
+    config = peft.LoraConfig(
+        r=4, lora_alpha=8, init_lora_weights=False, task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+    torch.manual_seed(seed)
+    pm = peft.get_peft_model(model, config)
+    g = torch.Generator().manual_seed(seed)
+    for name, p in sorted(pm.named_parameters(), key=lambda kv: kv[0]):
+        if "lora_" in name:
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    pm.eval()
+    pm.save_pretrained(out_dir)
+    x = torch.tensor([ids[:TOKENS]])
+    loss = float(pm(input_ids=x, labels=x).loss)
+    pm.unload()
+    for fn in os.listdir(out_dir):
+        if fn == "README.md":
+            os.remove(os.path.join(out_dir, fn))
+        else:
+            os.chmod(os.path.join(out_dir, fn), 0o644)
+    return loss
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="tests/fixtures")
@@ -99,6 +127,7 @@ def main():
     ids = json.load(open(os.path.join(args.out, "expected.json")))["input_ids"]
     vocab = json.load(open(os.path.join(args.out, "tiny-llama", "config.json")))["vocab_size"]
     expected = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
+                "peft_version": peft.__version__,
                 "tokens": TOKENS, "prompt": PROMPT, "new_tokens": NEW, "models": {}}
     def rope(parameters):
         shape = {k: v for k, v in SHAPE.items() if k != "rope_theta"}
@@ -129,6 +158,7 @@ def main():
         shutil.copy(os.path.join(args.out, "tiny-llama", "tokenizer.json"), out_dir)
         loss, greedy = reference(model, ids)
         entry = {"loss": loss, "greedy": greedy}
+        entry["lora_loss"] = make_lora(model, os.path.join(root, f"{name}-lora"), ids, seed)
         if name.startswith("mistral"):
             # The same weights without the window: the window must matter on these texts.
             model.config.sliding_window = None
