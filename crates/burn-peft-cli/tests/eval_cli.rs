@@ -275,3 +275,79 @@ fn half_precision_eval_matches_peft_in_half_precision() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("expected f32, bf16 or f16"), "{err}");
 }
+
+/// `hf:<org>/<name>[@revision]` reads a model from a Hugging Face cache laid out as
+/// huggingface_hub lays it out (`models--org--name/{blobs,refs,snapshots}`, snapshot files
+/// linked to blobs), offline, from `HF_HOME` or `HF_HUB_CACHE`; a model that is not there is
+/// an error that says where it looked.
+#[cfg(unix)]
+#[test]
+fn hf_specs_read_the_hugging_face_cache() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--test-org--tiny-llama");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    for (i, file) in ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .enumerate()
+    {
+        let blob = repo.join("blobs").join(format!("blob{i}"));
+        std::fs::copy(fixtures().join("tiny-llama").join(file), &blob).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/blob{i}"), snapshot.join(file)).unwrap();
+    }
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let run = |spec: &str, var: &str, dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_burn-peft"))
+            .args([
+                "eval",
+                "--model",
+                spec,
+                "--text",
+                "text.txt",
+                "--max-tokens",
+                "48",
+            ])
+            .arg("--json")
+            .env_remove("HF_HOME")
+            .env_remove("HF_HUB_CACHE")
+            .env(var, dir)
+            .current_dir(fixtures())
+            .output()
+            .unwrap()
+    };
+    let (want, _) = json_loss(&eval_reference(&[]));
+    for (spec, var, dir) in [
+        (
+            "hf:test-org/tiny-llama",
+            "HF_HOME",
+            home.path().to_path_buf(),
+        ),
+        (
+            "hf:test-org/tiny-llama@main",
+            "HF_HUB_CACHE",
+            home.path().join("hub"),
+        ),
+        (
+            &format!("hf:test-org/tiny-llama@{commit}"),
+            "HF_HOME",
+            home.path().to_path_buf(),
+        ),
+    ] {
+        let out = run(spec, var, &dir);
+        let (loss, _) = json_loss(&out);
+        assert_eq!(loss, want, "{spec}");
+    }
+    let out = run("hf:test-org/other", "HF_HOME", home.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not in the Hugging Face cache")
+            && stderr.contains("models--test-org--other"),
+        "{stderr}"
+    );
+    let out = run("hf:../etc", "HF_HOME", home.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not hf:<org>/<name>"));
+}
