@@ -36,6 +36,7 @@ pub use burn_peft_core as core;
 pub use burn_peft_forget as forget;
 pub use burn_peft_models as models;
 pub use burn_peft_optim as optim;
+pub use burn_peft_retrieval as retrieval;
 pub use burn_peft_train as train;
 
 /// The names most programs need.
