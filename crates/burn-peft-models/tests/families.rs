@@ -17,15 +17,20 @@ fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-fn check(name: &str) -> Llama {
-    let device = Device::flex();
-    let expected = json(&fixtures().join("families/expected.json"));
-    let ids: Vec<u32> = json(&fixtures().join("expected.json"))["input_ids"]
+/// The 48 token ids of the fixture text that `expected.json` keeps.
+fn reference_ids() -> Vec<u32> {
+    json(&fixtures().join("expected.json"))["input_ids"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+        .collect()
+}
+
+fn check(name: &str) -> Llama {
+    let device = Device::flex();
+    let expected = json(&fixtures().join("families/expected.json"));
+    let ids = reference_ids();
     let tokens = expected["tokens"].as_u64().unwrap() as usize;
     let prompt = expected["prompt"].as_u64().unwrap() as usize;
     let reference = &expected["models"][name];
@@ -62,13 +67,7 @@ fn mistral_applies_its_sliding_window_as_transformers_does() {
     open.config.sliding_window = None;
     let device = Device::flex();
     let expected = json(&fixtures().join("families/expected.json"));
-    let ids: Vec<u32> = json(&fixtures().join("expected.json"))["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(48)
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let ids = reference_ids();
     let loss = open.sequence_loss(&ids, &device).unwrap() as f64;
     let want = expected["models"]["mistral-window"]["loss_without_window"]
         .as_f64()
@@ -121,12 +120,7 @@ fn sliding_window_is_read_as_transformers_reads_it() {
 #[test]
 fn rope_scaling_llama3_and_linear_match_transformers() {
     let device = Device::flex();
-    let ids: Vec<u32> = json(&fixtures().join("expected.json"))["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let ids = reference_ids();
     for name in ["llama3-rope", "llama-linear-rope"] {
         let model = check(name);
         assert_ne!(
@@ -190,12 +184,7 @@ fn qwen3_normalizes_each_query_and_key_head_as_transformers_does() {
         layer.self_attn.q_norm = None;
         layer.self_attn.k_norm = None;
     }
-    let ids: Vec<u32> = json(&fixtures().join("expected.json"))["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let ids = reference_ids();
     let device = Device::flex();
     let with = model.sequence_loss(&ids, &device).unwrap();
     let without = plain.sequence_loss(&ids, &device).unwrap();
@@ -210,12 +199,7 @@ fn peft_made_lora_adapters_load_merge_and_unmerge_on_every_family() {
     use burn_peft_core::PeftModel;
     let device = Device::flex();
     let expected = json(&fixtures().join("families/expected.json"));
-    let ids: Vec<u32> = json(&fixtures().join("expected.json"))["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let ids = reference_ids();
     let families = expected["models"].as_object().unwrap();
     assert_eq!(families.len(), 5);
     for (name, reference) in families {
