@@ -360,24 +360,6 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
     // Built now so that a bad setting is refused before any work.
     let optim = optimizer(data.tasks[0].3).map_err(err)?;
     let train_config = setup.train_config(args, data.tasks[0].3)?;
-    for (name, train, eval, steps) in &data.tasks {
-        eprintln!(
-            "{}{}: {} training / {} evaluation samples ({} shortened to {} tokens), {} steps; {}",
-            args.method_name(),
-            if data.tasks.len() > 1 {
-                format!(" on {name}")
-            } else {
-                String::new()
-            },
-            train.samples.len(),
-            eval.samples.len(),
-            train.truncated,
-            args.seq_len,
-            steps,
-            TrainableParameters::of(&model),
-        );
-    }
-
     let full = args.method == Method::Full;
     let weights = if full {
         WeightsIo::full_model(tokenizer, template, setup.train_device.clone(), args.dtype)
@@ -396,6 +378,29 @@ pub fn run(args: &FinetuneArgs) -> Result<(), String> {
         .map_err(err)?
     {
         trainer = trainer.with_regularizer(r);
+    }
+    // A resume that cannot go on is refused before anything is printed.
+    if args.resume && data.tasks.len() == 1 {
+        trainer
+            .check_resume(&model, &data.tasks[0].1)
+            .map_err(err)?;
+    }
+    for (name, train, eval, steps) in &data.tasks {
+        eprintln!(
+            "{}{}: {} training / {} evaluation samples ({} shortened to {} tokens), {} steps; {}",
+            args.method_name(),
+            if data.tasks.len() > 1 {
+                format!(" on {name}")
+            } else {
+                String::new()
+            },
+            train.samples.len(),
+            eval.samples.len(),
+            train.truncated,
+            args.seq_len,
+            steps,
+            TrainableParameters::of(&model),
+        );
     }
     let what = if full { "model" } else { "adapter" };
     if data.tasks.len() > 1 {

@@ -105,6 +105,15 @@ impl Catalogue {
             Some(errors[0]),
             "{kind}: the error is not the last line:\n{stderr}"
         );
+        // Refused before any work: nothing else on stderr (a run that fails while training,
+        // such as a divergence, has printed its banner and progress before).
+        if kind.starts_with("--resume") {
+            assert_eq!(
+                stderr.lines().count(),
+                1,
+                "{kind}: more than the error:\n{stderr}"
+            );
+        }
         assert!(
             errors[0].contains(needle),
             "{kind}: '{}' does not say '{needle}'",

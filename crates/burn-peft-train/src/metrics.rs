@@ -23,17 +23,21 @@ impl MetricsLog {
         })
     }
 
+    /// The log's text: a missing log is empty; one that cannot be read is an error, never
+    /// taken as empty (that would drop every record).
+    pub(crate) fn read_log(path: &Path) -> Result<String> {
+        match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map_err(|_| TrainError::data(path, 0, "not UTF-8 text: not a metrics log")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(TrainError::io(path, e)),
+        }
+    }
+
     /// A log at `path` that keeps only the records up to `step` (the records of a killed run
     /// after its last checkpoint are dropped, so a resumed run does not repeat them).
     pub fn resume(path: &Path, step: usize) -> Result<Self> {
-        // A missing log starts empty; one that cannot be read is an error, never taken as
-        // empty (that would drop every record).
-        let text = match std::fs::read(path) {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map_err(|_| TrainError::data(path, 0, "not UTF-8 text: not a metrics log"))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(TrainError::io(path, e)),
-        };
+        let text = Self::read_log(path)?;
         let kept: String = text
             .lines()
             .filter(|l| {

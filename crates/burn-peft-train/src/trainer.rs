@@ -461,16 +461,15 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
         ))
     }
 
-    /// The run in `out` from its latest checkpoint: the checkpoint's weights, optimizer state,
-    /// data position and regularizer state, checked against this run's settings.
-    fn resume_run(
-        &mut self,
-        model: M,
-        optim: &mut PeftOptimizer<M>,
-        train: &Dataset,
-        device: &Device,
-    ) -> R<(M, RunState)> {
-        self.remove_leftovers()?;
+    /// Whether the run in `out` can resume with `model` (freshly built, its adapter added) on
+    /// `train`, without loading anything: a complete checkpoint, the same seed, batch size and
+    /// number of samples, weights that fit ([`WeightsIo::check`]) and a readable
+    /// `metrics.jsonl`. Returns the checkpoint.
+    /// [`fit`](Self::fit) asks it too; a program can ask first, to refuse before it prints or
+    /// prepares anything.
+    ///
+    /// [`WeightsIo::check`]: crate::WeightsIo::check
+    pub fn check_resume(&self, model: &M, train: &Dataset) -> R<PathBuf> {
         let cfg = &self.config;
         let dir = Self::latest_checkpoint(&self.out).ok_or_else(|| TrainError::Resume {
             path: self.out.clone(),
@@ -494,6 +493,26 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
                 ),
             });
         }
+        if let Some(check) = &self.weights.check {
+            check(model, &dir)?;
+        }
+        MetricsLog::read_log(&self.out.join(METRICS))?;
+        Ok(dir)
+    }
+
+    /// The run in `out` from its latest checkpoint: the checkpoint's weights, optimizer state,
+    /// data position and regularizer state, checked against this run's settings.
+    fn resume_run(
+        &mut self,
+        model: M,
+        optim: &mut PeftOptimizer<M>,
+        train: &Dataset,
+        device: &Device,
+    ) -> R<(M, RunState)> {
+        self.remove_leftovers()?;
+        let cfg = &self.config;
+        let dir = self.check_resume(&model, train)?;
+        let state: TrainerState = read_json(&dir.join(STATE))?;
         // The regularizer sees the model as this run started it (distillation during full
         // fine-tuning keeps it as the teacher), then the checkpoint's weights go in.
         if let Some(r) = self.regularizer.as_mut() {

@@ -15,6 +15,8 @@ use crate::error::{Result, TrainError};
 pub type SaveWeights<'a, M> = Box<dyn Fn(&M, &Path) -> Result<()> + 'a>;
 /// Loads weights that a [`SaveWeights`] wrote into a freshly built model.
 pub type LoadWeights<'a, M> = Box<dyn Fn(M, &Path) -> Result<M> + 'a>;
+/// Checks, before anything is loaded, that saved weights fit a freshly built model.
+pub type CheckWeights<'a, M> = Box<dyn Fn(&M, &Path) -> Result<()> + 'a>;
 
 /// Saves and loads the trained weights (an adapter directory, or a full model): what the
 /// [`Trainer`](crate::Trainer) writes as the result and into every checkpoint, and reads back
@@ -25,6 +27,12 @@ pub struct WeightsIo<'a, M> {
     pub save: SaveWeights<'a, M>,
     /// Loads weights that `save` wrote into a freshly built model.
     pub load: LoadWeights<'a, M>,
+    /// Checks that weights `save` wrote fit a freshly built model (an adapter's method, rank
+    /// and targets), without loading them: what [`Trainer::check_resume`] asks before a run
+    /// resumes. `None` checks nothing.
+    ///
+    /// [`Trainer::check_resume`]: crate::Trainer::check_resume
+    pub check: Option<CheckWeights<'a, M>>,
 }
 
 impl<'a, M: AddAdapter + 'a> WeightsIo<'a, M> {
@@ -54,30 +62,19 @@ impl<'a, M: AddAdapter + 'a> WeightsIo<'a, M> {
     /// ```
     pub fn adapter(name: &str) -> Self {
         let save_name = name.to_string();
+        let check_name = name.to_string();
         let name = name.to_string();
         WeightsIo {
+            check: Some(Box::new(move |m: &M, dir: &Path| {
+                check_adapter_unchanged(m, &check_name, dir)
+            })),
             save: Box::new(move |m: &M, dir: &Path| {
                 m.save_adapter(&save_name, dir)?;
                 m.save_prefix_encoder(dir)?;
                 Ok(())
             }),
             load: Box::new(move |mut m: M, dir: &Path| {
-                // The model holds this run's freshly added adapter, which must be the one the
-                // checkpoint was made with: a changed method, rank or target is refused, not
-                // silently replaced by the checkpoint's.
-                if let Some(current) = m.adapter_config(&name) {
-                    let saved = read_adapter_config(dir)?;
-                    let changed = differences(&saved, &current)?;
-                    if !changed.is_empty() {
-                        return Err(TrainError::Resume {
-                            path: dir.to_path_buf(),
-                            message: format!(
-                                "the checkpoint's adapter differs from this run's in {}",
-                                changed.join(", ")
-                            ),
-                        });
-                    }
-                }
+                check_adapter_unchanged(&m, &name, dir)?;
                 // The encoder goes into the freshly added adapter.
                 if m.load_prefix_encoder(dir)? {
                     return Ok(m);
@@ -105,6 +102,27 @@ impl<'a, M: AddAdapter + 'a> WeightsIo<'a, M> {
             }),
         }
     }
+}
+
+/// The model holds this run's freshly added adapter `name`, which must be the one the
+/// checkpoint in `dir` was made with: a changed method, rank or target is refused, not silently
+/// replaced by the checkpoint's.
+fn check_adapter_unchanged<M: AddAdapter>(m: &M, name: &str, dir: &Path) -> Result<()> {
+    let Some(current) = m.adapter_config(name) else {
+        return Ok(());
+    };
+    let saved = read_adapter_config(dir)?;
+    let changed = differences(&saved, &current)?;
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Resume {
+        path: dir.to_path_buf(),
+        message: format!(
+            "the checkpoint's adapter differs from this run's in {}",
+            changed.join(", ")
+        ),
+    })
 }
 
 /// The fields of PEFT's config that differ between a checkpoint's adapter and this run's, as
@@ -146,6 +164,7 @@ impl<'a, M: PretrainedWeights + burn::module::Module + 'a> WeightsIo<'a, M> {
         precision: Precision,
     ) -> Self {
         WeightsIo {
+            check: None,
             save: Box::new(move |m: &M, dir: &Path| {
                 Ok(m.save_pretrained(dir, Some(&tokenizer), chat_template.as_deref())?)
             }),
