@@ -94,18 +94,8 @@ impl HnswIndex {
 
 impl Retriever for HnswIndex {
     fn retrieve(&self, embedder: &dyn Embedder, query: &str, k: usize) -> Result<Vec<Hit>> {
-        let count = self.exact.len();
-        if k > count {
-            return Err(RetrievalError::TooMany { k, count });
-        }
         let q = embedder.embed(&[query.to_string()])?;
-        let found = q.dims()[1];
-        if found != self.exact.dim() {
-            return Err(RetrievalError::Dimension {
-                expected: self.exact.dim(),
-                found,
-            });
-        }
+        self.exact.check_request(k, q.dims()[1])?;
         let q: Vec<f32> = q
             .into_data()
             .convert::<f32>()

@@ -277,15 +277,8 @@ impl ExactIndex {
     /// The `k` nearest documents to each query vector (`[queries, dim]`, normalized), best
     /// first.
     pub fn search(&self, queries: Tensor<2>, k: usize) -> Result<Vec<Vec<Hit>>> {
-        let [n, d] = self.vectors.dims();
-        if k > n {
-            return Err(RetrievalError::TooMany { k, count: n });
-        }
-        let found = queries.dims()[1];
-        if found != d {
-            return Err(RetrievalError::Dimension { expected: d, found });
-        }
-        let q = queries.dims()[0];
+        let [q, found] = queries.dims();
+        self.check_request(k, found)?;
         if k == 0 || q == 0 {
             return Ok(vec![Vec::new(); q]);
         }
@@ -312,6 +305,19 @@ impl ExactIndex {
                     .collect()
             })
             .collect())
+    }
+
+    /// Refuses `k` past the documents held, and query vectors of `found` values that are not
+    /// the index's width.
+    pub(crate) fn check_request(&self, k: usize, found: usize) -> Result<()> {
+        let [count, expected] = self.vectors.dims();
+        if k > count {
+            return Err(RetrievalError::TooMany { k, count });
+        }
+        if found != expected {
+            return Err(RetrievalError::Dimension { expected, found });
+        }
+        Ok(())
     }
 
     /// Writes the index into `dir` (which must not exist): into a temporary folder beside it,

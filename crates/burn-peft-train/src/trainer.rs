@@ -470,6 +470,11 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
     ///
     /// [`WeightsIo::check`]: crate::WeightsIo::check
     pub fn check_resume(&self, model: &M, train: &Dataset) -> R<PathBuf> {
+        self.resumable(model, train).map(|(dir, _)| dir)
+    }
+
+    /// [`check_resume`](Self::check_resume), with the checkpoint's state it read.
+    fn resumable(&self, model: &M, train: &Dataset) -> R<(PathBuf, TrainerState)> {
         let cfg = &self.config;
         let dir = Self::latest_checkpoint(&self.out).ok_or_else(|| TrainError::Resume {
             path: self.out.clone(),
@@ -497,7 +502,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
             check(model, &dir)?;
         }
         MetricsLog::read_log(&self.out.join(METRICS))?;
-        Ok(dir)
+        Ok((dir, state))
     }
 
     /// The run in `out` from its latest checkpoint: the checkpoint's weights, optimizer state,
@@ -511,8 +516,7 @@ impl<'a, M: CausalLm> Trainer<'a, M> {
     ) -> R<(M, RunState)> {
         self.remove_leftovers()?;
         let cfg = &self.config;
-        let dir = self.check_resume(&model, train)?;
-        let state: TrainerState = read_json(&dir.join(STATE))?;
+        let (dir, state) = self.resumable(&model, train)?;
         // The regularizer sees the model as this run started it (distillation during full
         // fine-tuning keeps it as the teacher), then the checkpoint's weights go in.
         if let Some(r) = self.regularizer.as_mut() {

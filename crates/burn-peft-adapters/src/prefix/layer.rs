@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_peft_core::limits::MemoryBudget;
+use burn_peft_core::limits::{MemoryBudget, elements};
 use burn_peft_core::{PeftError, Result, SplitMix64, host_random, seeded_random};
 
 use super::config::PrefixTuningConfig;
@@ -39,9 +39,8 @@ impl PrefixTuning {
             ));
         };
         let p = config.num_virtual_tokens;
-        let width = [2, l, d]
-            .iter()
-            .try_fold(1usize, |n, &v| n.checked_mul(v))
+        let width = elements(&[2, l, d])
+            .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| {
                 PeftError::InvalidConfig("prefix width 2 · layers · token_dim overflows".into())
             })?;

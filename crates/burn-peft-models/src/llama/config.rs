@@ -198,28 +198,23 @@ impl RopeParameters {
                 factor: need(self.factor, "factor")?,
             },
             "llama3" => {
-                let scaling = RopeScaling::Llama3 {
-                    factor: need(self.factor, "factor")?,
-                    low_freq_factor: need(self.low_freq_factor, "low_freq_factor")?,
-                    high_freq_factor: need(self.high_freq_factor, "high_freq_factor")?,
-                    original_max_position_embeddings: need(
-                        self.original_max_position_embeddings,
-                        "original_max_position_embeddings",
-                    )?,
-                };
-                if let RopeScaling::Llama3 {
-                    low_freq_factor,
-                    high_freq_factor,
-                    ..
-                } = scaling
-                    && high_freq_factor <= low_freq_factor
-                {
+                let low_freq_factor = need(self.low_freq_factor, "low_freq_factor")?;
+                let high_freq_factor = need(self.high_freq_factor, "high_freq_factor")?;
+                if high_freq_factor <= low_freq_factor {
                     return Err(format!(
                         "rope type 'llama3' needs high_freq_factor {high_freq_factor} above \
                          low_freq_factor {low_freq_factor}"
                     ));
                 }
-                scaling
+                RopeScaling::Llama3 {
+                    factor: need(self.factor, "factor")?,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_position_embeddings: need(
+                        self.original_max_position_embeddings,
+                        "original_max_position_embeddings",
+                    )?,
+                }
             }
             other => {
                 return Err(format!(
