@@ -9,6 +9,14 @@
 //! made the way burn-flex 0.22.1 makes every new tensor: a zeroed `Vec<u8>`, then copied into a
 //! 16-byte-aligned allocation (`FlexTensor::empty`, `Bytes::from_bytes_vec`).
 //!
+//! It also times `x · W` and `g · Wᵀ` through burn with the weight as a training step holds it:
+//! `burn_peft_core::layout_for_products` stores a weight with more outputs than inputs
+//! column-major (variant "burn, laid out", printed only where it changes the weight).
+//!
+//! The process first sets glibc's malloc up as the `burn-peft` tool does for a training step
+//! (`burn_peft_core::allocator::tune_for_training`; `BURN_PEFT_MALLOC=off` keeps glibc's
+//! defaults, which cost burn's products much more in a loop that does nothing else).
+//!
 //! One JSON object per line: `shape`, `op`, `variant`, `ms`, `gflops`. `scripts/bench_matmul.py`
 //! runs it beside PyTorch on the same shapes and prints the table.
 //!
@@ -44,6 +52,8 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let tuning = burn_peft_core::allocator::tune_for_training();
+    eprintln!("malloc: {tuning:?}");
     let device = Device::flex();
     for (k, n) in SHAPES {
         let shape = format!("{ROWS}x{k}x{n}");
@@ -66,6 +76,22 @@ fn main() {
         ];
         for (op, product) in burn_ops {
             report(op, "burn", time(reps, || drop(black_box(product()))));
+        }
+        if n > k {
+            let laid_out = burn_peft_core::layout_for_products(w.clone());
+            let laid_out_ops: [(&str, &dyn Fn() -> Tensor<2>); 2] = [
+                ("x·W", &|| x.clone().matmul(laid_out.clone())),
+                ("g·Wᵀ", &|| {
+                    g.clone().matmul(laid_out.clone().transpose())
+                }),
+            ];
+            for (op, product) in laid_out_ops {
+                report(
+                    op,
+                    "burn, laid out",
+                    time(reps, || drop(black_box(product()))),
+                );
+            }
         }
 
         let xs = host(&x);

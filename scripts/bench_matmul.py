@@ -91,22 +91,24 @@ def main():
         return statistics.median(vals) if vals else None
 
     copied = "gemm, zeroed and copied output"
+    laid = "burn, laid out"
     print(f"{args.threads} threads, {args.rounds} rounds, median GFLOP/s\n")
     print(f"Machine: {machine.describe()}, {args.threads} threads\n")
-    print("| shape m×k×n | product | burn (flex) | gemm | gemm, zeroed + copied output | PyTorch "
-          "| burn / gemm | burn / PyTorch | gemm / PyTorch |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| shape m×k×n | product | burn (flex) | burn, weight laid out | gemm "
+          "| gemm, zeroed + copied output | PyTorch | burn / gemm | laid out / gemm "
+          "| burn / PyTorch | gemm / PyTorch |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     seen = []
     for r in records:
         key = (r["shape"], r["op"])
         if key in seen:
             continue
         seen.append(key)
-        b, g, c, t = (median(*key, v) for v in ("burn", "gemm", copied, "torch"))
+        b, l, g, c, t = (median(*key, v) for v in ("burn", laid, "gemm", copied, "torch"))
         cell = lambda v: "" if v is None else f"{v:.0f}"
         ratio = lambda a, z: "" if a is None or z is None else f"{a / z:.2f}"
-        print(f"| {key[0]} | {key[1]} | {cell(b)} | {cell(g)} | {cell(c)} | {cell(t)} "
-              f"| {ratio(b, g)} | {ratio(b, t)} | {ratio(g, t)} |")
+        print(f"| {key[0]} | {key[1]} | {cell(b)} | {cell(l)} | {cell(g)} | {cell(c)} "
+              f"| {cell(t)} | {ratio(b, g)} | {ratio(l, g)} | {ratio(b, t)} | {ratio(g, t)} |")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::module::linear;
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Tensor};
 
 use crate::error::{PeftError, Result};
 
@@ -101,8 +101,10 @@ pub struct AdaptedLinear<A: LinearAdapter> {
 }
 
 impl<A: LinearAdapter> AdaptedLinear<A> {
-    /// Wraps `base` and freezes it.
-    pub fn new(base: Linear) -> Self {
+    /// Wraps `base` and freezes it. On flex, a wide weight is laid out for the CPU's products
+    /// (see [`layout_for_products`]).
+    pub fn new(mut base: Linear) -> Self {
+        base.weight = base.weight.map(layout_for_products);
         Self {
             base: base.no_grad(),
             adapters: Vec::new(),
@@ -351,6 +353,77 @@ pub fn cast_if_frozen<const D: usize>(
     param.map(|t| t.cast(dtype)).set_require_grad(false)
 }
 
+/// Lays out a linear layer's `[in, out]` weight for the matrix products of a training step on
+/// flex; the values and the shape do not change, and neither does anything on other backends.
+///
+/// A layer computes `x · W` forward and `g · Wᵀ` for its input's gradient. burn-flex hands both
+/// to the `gemm` crate as strided views, and gemm runs a product whose right operand is
+/// transposed well below its usual speed once the inner dimension grows past a thousand or so
+/// (figures in `docs/benchmarks.md`, "Weight layout on flex"). With
+/// `W` stored row-major that slow product is the gradient's, over `out`; stored column-major
+/// (the `[out, in]` layout PyTorch keeps) it is the forward's, over `in`. So a weight with more
+/// outputs than inputs (a feed-forward layer's gate and up projections, an untied output
+/// layer) is stored column-major, and the others stay row-major: the slow orientation then
+/// always has the smaller inner dimension, where it runs at full speed.
+///
+/// Applied to f32 weights on flex only; a weight of another type or on another device is
+/// returned as it is. [`AdaptedLinear::new`] applies it to its base; a model's untied output
+/// layer calls it itself.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use burn_peft_core::layout_for_products;
+///
+/// let device = Device::flex();
+/// let w = Tensor::<2>::from_floats([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &device);
+/// let laid_out = layout_for_products(w.clone());
+/// // The same matrix, only stored differently.
+/// assert_eq!(laid_out.to_data(), w.to_data());
+/// ```
+pub fn layout_for_products(weight: Tensor<2>) -> Tensor<2> {
+    let [d_in, d_out] = weight.dims();
+    let device = weight.device();
+    if d_out <= d_in || weight.dtype() != DType::F32 || !is_flex(&device) {
+        return weight;
+    }
+    // A dense [out, in] copy, seen through a transposed view as [in, out].
+    Tensor::<2>::from_data(weight.transpose().into_data(), &device).transpose()
+}
+
+/// Undoes [`layout_for_products`] for a weight about to train: a trainable weight is stored
+/// row-major again, since burn-flex's element-wise operations (the optimizer's update among
+/// them) keep a column-major weight's layout and walk its row-major gradient across the
+/// grain. Returns other weights as they are.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use burn_peft_core::{layout_for_products, layout_for_training};
+///
+/// let device = Device::flex();
+/// let w = Tensor::<2>::from_floats([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &device);
+/// let back = layout_for_training(layout_for_products(w.clone()));
+/// assert_eq!(back.to_data(), w.to_data());
+/// ```
+pub fn layout_for_training(weight: Tensor<2>) -> Tensor<2> {
+    let [d_in, d_out] = weight.dims();
+    let device = weight.device();
+    if d_out <= d_in || weight.dtype() != DType::F32 || !is_flex(&device) {
+        return weight;
+    }
+    Tensor::from_data(weight.into_data(), &device)
+}
+
+/// Whether `device` is burn's flex CPU backend, with or without autodiff.
+fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    return device.clone().without_autodiff() == Device::flex();
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// An adapter type with no adapters, for models that only need the host's plumbing (and for
 /// doc examples). Its methods are never called: an `AdaptedLinear<NoAdapter>` cannot hold one.
 #[derive(Module, Debug)]
@@ -377,5 +450,63 @@ impl LinearAdapter for NoAdapter {
 
     fn unmerge(&mut self, weight: Tensor<2>) -> Result<Tensor<2>> {
         Ok(weight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+    use burn::tensor::{Distribution, TensorData, Tolerance};
+
+    fn close(ours: Tensor<2>, reference: Tensor<2>) {
+        ours.into_data()
+            .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::rel_abs(1e-5, 1e-6));
+    }
+
+    /// A wide layer (more outputs than inputs) laid out column-major gives the dense weight's
+    /// values and gradients: the output, the input's gradient, and the weight's own gradient
+    /// when it trains (full fine-tuning). A narrow one is left as it is.
+    #[test]
+    fn laid_out_weights_compute_as_dense_ones() {
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        for [d_in, d_out] in [[24, 96], [96, 24]] {
+            let layer = LinearConfig::new(d_in, d_out).init(&device);
+            let dense: Tensor<2> = Tensor::from_data(layer.weight.val().into_data(), &device);
+            let host = AdaptedLinear::<NoAdapter>::new(layer.clone());
+            assert_eq!(
+                host.base.weight.val().into_data(),
+                dense.clone().into_data()
+            );
+            let x = Tensor::<2>::random([10, d_in], Distribution::Normal(0.0, 1.0), &device);
+            let bias = host.base.bias.as_ref().map(|b| b.val());
+            // Input gradient through the host, against a plain product on the dense weight.
+            let xg = x.clone().require_grad();
+            let out = host.forward(xg.clone());
+            let grads = (out.clone() * out.clone()).sum().backward();
+            let ours = xg.grad(&grads).expect("input gradient");
+            let xr = x.clone().require_grad();
+            let reference = linear(xr.clone(), dense.clone(), bias.clone());
+            let ref_grads = (reference.clone() * reference.clone()).sum().backward();
+            close(out.detach(), reference.detach());
+            close(ours, xr.grad(&ref_grads).expect("input gradient"));
+            // The weight's gradient when it trains.
+            let w = layout_for_products(dense.clone()).require_grad();
+            let out = x.clone().matmul(w.clone());
+            let grads = (out.clone() * out).sum().backward();
+            let wr = dense.require_grad();
+            let out = x.matmul(wr.clone());
+            let ref_grads = (out.clone() * out).sum().backward();
+            close(
+                w.grad(&grads).expect("weight gradient"),
+                wr.grad(&ref_grads).expect("weight gradient"),
+            );
+        }
+        // Other element types are returned as they are.
+        let half =
+            Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 6], [1, 6]), &Device::flex())
+                .cast(FloatDType::BF16);
+        assert_eq!(layout_for_products(half.clone()).dtype(), half.dtype());
     }
 }

@@ -25,7 +25,10 @@ mod target;
 
 pub use device::{DeviceSpec, parse_device};
 pub use error::{PeftError, Result};
-pub use host::{AdaptedLinear, LinearAdapter, NoAdapter, cast_if_frozen};
+pub use host::{
+    AdaptedLinear, LinearAdapter, NoAdapter, cast_if_frozen, layout_for_products,
+    layout_for_training,
+};
 pub use peft_model::{AdapterHost, PeftModel};
 pub use precision::Precision;
 pub use report::TrainableParameters;

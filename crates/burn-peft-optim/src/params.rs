@@ -196,7 +196,17 @@ struct Unfreeze;
 
 impl ModuleMapper for Unfreeze {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        param.set_require_grad(true)
+        if D != 2 || param.is_require_grad() {
+            return param.set_require_grad(true);
+        }
+        // A frozen weight laid out for its products goes back to the layout training wants.
+        param
+            .map(|t| {
+                let dims = t.dims();
+                let t = burn_peft_core::layout_for_training(t.reshape([dims[0], dims[1]]));
+                t.reshape(dims)
+            })
+            .set_require_grad(true)
     }
 }
 

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_peft_core::format::{NamedTensor, read_safetensors, write_safetensors};
 use burn_peft_models::{Bert, TextTokenizer};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 /// What can go wrong while embedding, indexing or searching.
@@ -110,6 +111,9 @@ pub struct BertEmbedder {
     device: Device,
     /// Texts per forward pass.
     pub batch_size: usize,
+    /// Shows a progress bar on stderr while embedding (texts done, rate, time left); drawn
+    /// only when stderr is a terminal. Off by default.
+    pub progress: bool,
 }
 
 impl BertEmbedder {
@@ -120,6 +124,7 @@ impl BertEmbedder {
             tokenizer,
             device: device.clone(),
             batch_size: 32,
+            progress: false,
         }
     }
 
@@ -141,6 +146,7 @@ impl Embedder for BertEmbedder {
 
     fn embed(&self, texts: &[String]) -> Result<Tensor<2>> {
         let limit = self.bert.config.max_position_embeddings;
+        let bar = progress_bar(self.progress, texts.len());
         let mut parts = Vec::new();
         for batch in texts.chunks(self.batch_size.max(1)) {
             let mut rows: Vec<Vec<u32>> = Vec::with_capacity(batch.len());
@@ -165,12 +171,30 @@ impl Embedder for BertEmbedder {
             let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, shape), &self.device);
             let mask = Tensor::<2, Int>::from_data(TensorData::new(mask, shape), &self.device);
             parts.push(self.bert.sentence_embeddings(ids, mask));
+            bar.inc(rows.len() as u64);
         }
+        bar.finish_and_clear();
         if parts.is_empty() {
             return Ok(Tensor::zeros([0, self.dim()], &self.device));
         }
         Ok(Tensor::cat(parts, 0))
     }
+}
+
+/// A bar counting embedded texts on stderr, or a hidden one.
+fn progress_bar(show: bool, texts: usize) -> ProgressBar {
+    let target = if show {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(texts as u64), target);
+    if let Ok(style) = ProgressStyle::with_template(
+        "embedding {bar:30} {pos}/{len} texts  {per_sec}  [{elapsed_precise}, ETA {eta}]",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// One search result: a document's position in the index and its cosine similarity.

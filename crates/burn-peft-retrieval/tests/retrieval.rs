@@ -156,6 +156,7 @@ fn minilm_finds_the_paraphrase() {
     let device = Device::flex();
     let mut embedder = BertEmbedder::from_pretrained(&dir, &device).unwrap();
     embedder.batch_size = 2; // several batches, with padding
+    embedder.progress = true; // drawn only on a terminal; the vectors are the same
     let docs: Vec<String> = [
         "The stock market fell sharply on Monday.",
         "A small cat is sleeping on the sofa.",

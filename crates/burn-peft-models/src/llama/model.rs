@@ -6,7 +6,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Distribution, FloatDType, Int, Tensor, TensorData};
 use burn_peft_adapters::{Adapter, PrefixTuning, PromptSlot};
 use burn_peft_core::limits::MemoryBudget;
-use burn_peft_core::{AdaptedLinear, AdapterHost, Precision, TargetModules, cast_if_frozen};
+use burn_peft_core::{
+    AdaptedLinear, AdapterHost, Precision, TargetModules, cast_if_frozen, layout_for_products,
+};
 
 use super::config::{LlamaConfig, ModelType, RopeScaling};
 use crate::attention::scaled_dot_attention;
@@ -386,7 +388,7 @@ impl Llama {
         } else {
             let w = src.matrix("lm_head.weight", [config.vocab_size, h], device)?;
             Some(Linear {
-                weight: Param::from_tensor(contiguous_transpose(w)),
+                weight: Param::from_tensor(layout_for_products(contiguous_transpose(w))),
                 bias: None,
             })
         };
