@@ -12,7 +12,10 @@ their reference numbers, for crates/burn-peft-models/tests/families.rs:
   width of 64: the projections are wider than the model);
 * llama3-rope, llama-linear-rope: Llama with RoPE scaling `llama3` (an original context of 16,
   so that the 8 frequencies of a 16-wide head fall on both sides of the band and in it) and
-  `linear` (factor 4).
+  `linear` (factor 4);
+* llama-dynamic-rope: Llama with RoPE scaling `dynamic` (factor 2) and a context of 16
+  positions, so that the text and the generation run past it (and the loss with plain RoPE on
+  the same weights, which must differ).
 
 Each family also gets a LoRA adapter made by PEFT (`<name>-lora/`: r 4 on every linear
 layer, random B so that it changes the output) and its loss. Each family gets: the loss on
@@ -142,6 +145,12 @@ def main():
             "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": 16})),
         "llama-linear-rope": (LlamaForCausalLM, rope({"rope_type": "linear", "factor": 4.0})),
+        # A context of 16 positions: the 48-token text and the generation past position 16
+        # run on frequencies grown for their length.
+        "llama-dynamic-rope": (LlamaForCausalLM, LlamaConfig(
+            vocab_size=vocab, rope_parameters={"rope_theta": 10000.0, "rope_type": "dynamic",
+                                               "factor": 2.0},
+            **{k: v for k, v in SHAPE.items() if k != "rope_theta"} | {"max_position_embeddings": 16})),
     }
     for seed, (name, (cls, config)) in enumerate(families.items(), start=11):
         torch.manual_seed(seed)
@@ -159,6 +168,14 @@ def main():
         loss, greedy = reference(model, ids)
         entry = {"loss": loss, "greedy": greedy}
         entry["lora_loss"] = make_lora(model, os.path.join(root, f"{name}-lora"), ids, seed)
+        if name == "llama-dynamic-rope":
+            # The same weights with plain RoPE: the scaling must matter on this text.
+            plain = LlamaForCausalLM(LlamaConfig(
+                vocab_size=vocab, **{**SHAPE, "max_position_embeddings": 16})).to(torch.float32)
+            plain.load_state_dict(model.state_dict())
+            plain.eval()
+            plain.config._attn_implementation = "eager"
+            entry["loss_plain_rope"], _ = reference(plain, ids)
         if name.startswith("mistral"):
             # The same weights without the window: the window must matter on these texts.
             model.config.sliding_window = None

@@ -66,7 +66,7 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     // Merged in f32 first, so the half weights are rounded once.
     let model = for_inference(model, args.dtype);
     let mut ids = tokenizer.encode(&text).map_err(|e| e.to_string())?;
-    let limit = model.config.max_position_embeddings;
+    let limit = model.config.context_length();
     ids.truncate(args.max_tokens.unwrap_or(limit.min(1024)));
     if ids.len() > limit {
         return Err(format!(

@@ -98,7 +98,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), String> {
         Some(first) if rest > 0 && total > first => rest as f64 / (total - first),
         _ => 0.0,
     };
-    let context = p.model.config.max_position_embeddings;
+    let context = p.model.config.context_length();
     if out.len() < args.max_new_tokens && ids.len() + out.len() >= context {
         eprintln!("[stopped: the model's context of {context} tokens is full]");
     }

@@ -1515,6 +1515,7 @@ fn adapters_on_other_families_evaluate_the_same_in_peft() {
         ("qwen3-qknorm", &["lora", "prefix", "full"][..]),
         ("qwen2-bias", &["lora"][..]),
         ("llama3-rope", &["lora"][..]),
+        ("llama-dynamic-rope", &["lora"][..]),
     ] {
         let model = format!("families/{family}");
         for method in methods {

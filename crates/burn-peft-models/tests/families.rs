@@ -144,7 +144,6 @@ fn rope_scalings_that_are_not_implemented_are_refused_by_name() {
         std::fs::read_to_string(fixtures().join("families/llama3-rope/config.json")).unwrap();
     for (from, to, needle) in [
         ("\"llama3\"", "\"yarn\"", "rope type 'yarn'"),
-        ("\"llama3\"", "\"dynamic\"", "rope type 'dynamic'"),
         ("\"llama3\"", "\"longrope\"", "rope type 'longrope'"),
         (
             "\"high_freq_factor\": 4.0",
@@ -191,6 +190,40 @@ fn qwen3_normalizes_each_query_and_key_head_as_transformers_does() {
     assert!((with - without).abs() > 1e-3, "{with} vs {without}");
 }
 
+/// RoPE scaling `dynamic` in a model of 16 positions: the 48-token text and the generation
+/// past position 16 use frequencies grown for their length, as transformers computes them;
+/// with plain RoPE the loss is transformers' plain one. Generation is not held to the 16
+/// positions.
+#[test]
+fn rope_scaling_dynamic_matches_transformers_past_the_context() {
+    let device = Device::flex();
+    let model = check("llama-dynamic-rope");
+    assert_eq!(model.config.max_position_embeddings, 16);
+    assert_eq!(
+        model.config.rope_scaling,
+        burn_peft_models::RopeScaling::Dynamic { factor: 2.0 }
+    );
+    let mut plain = model.clone();
+    plain.config.rope_scaling = burn_peft_models::RopeScaling::None;
+    let ids = reference_ids();
+    let expected = json(&fixtures().join("families/expected.json"));
+    let want = expected["models"]["llama-dynamic-rope"]["loss_plain_rope"]
+        .as_f64()
+        .unwrap();
+    let loss = plain.sequence_loss(&ids, &device).unwrap() as f64;
+    assert!((loss - want).abs() < 1e-4, "{loss} vs {want}");
+    let scaled = expected["models"]["llama-dynamic-rope"]["loss"]
+        .as_f64()
+        .unwrap();
+    assert!((scaled - want).abs() > 1e-2, "{scaled} vs {want}");
+    // A config whose head is too narrow for the formula is refused by name.
+    let text = std::fs::read_to_string(fixtures().join("families/llama-dynamic-rope/config.json"))
+        .unwrap();
+    let narrow = text.replace("\"head_dim\": 16", "\"head_dim\": 2");
+    let e = LlamaConfig::from_json_str(&narrow).unwrap_err().to_string();
+    assert!(e.contains("dynamic"), "{e}");
+}
+
 /// A LoRA adapter that PEFT made on each family (r 4 on every linear layer): PEFT's loss
 /// within 1e-4, merged into the weights and unmerged again.
 #[test]
@@ -201,7 +234,7 @@ fn peft_made_lora_adapters_load_merge_and_unmerge_on_every_family() {
     let expected = json(&fixtures().join("families/expected.json"));
     let ids = reference_ids();
     let families = expected["models"].as_object().unwrap();
-    assert_eq!(families.len(), 5);
+    assert_eq!(families.len(), 6);
     for (name, reference) in families {
         let dir = fixtures().join("families");
         let mut model = Llama::from_pretrained(&dir.join(name), &device).unwrap();

@@ -197,6 +197,9 @@ impl RopeParameters {
             "linear" => RopeScaling::Linear {
                 factor: need(self.factor, "factor")?,
             },
+            "dynamic" => RopeScaling::Dynamic {
+                factor: need(self.factor, "factor")?,
+            },
             "llama3" => {
                 let low_freq_factor = need(self.low_freq_factor, "low_freq_factor")?;
                 let high_freq_factor = need(self.high_freq_factor, "high_freq_factor")?;
@@ -218,7 +221,8 @@ impl RopeParameters {
             }
             other => {
                 return Err(format!(
-                    "rope type '{other}' is not supported yet (supported: default, linear, llama3)"
+                    "rope type '{other}' is not supported yet (supported: default, linear, \
+                     dynamic, llama3)"
                 ));
             }
         })
@@ -237,6 +241,14 @@ pub enum RopeScaling {
     /// `linear`: every frequency divided by `factor` (positions interpolated).
     Linear {
         /// The divisor.
+        factor: f64,
+    },
+    /// `dynamic` (dynamic NTK): up to `max_position_embeddings` positions the plain
+    /// frequencies; for a longer sequence of `n` positions the base becomes
+    /// `θ · (factor · n / max_position_embeddings − (factor − 1))^(d / (d − 2))`, recomputed
+    /// for each forward pass from its own length (see [`RopeScaling::inv_freq_for`]).
+    Dynamic {
+        /// How fast the base grows with the length.
         factor: f64,
     },
     /// `llama3` (Llama 3.1 and later): frequencies whose wavelength passes
@@ -269,7 +281,7 @@ impl RopeScaling {
         let d = head_dim as f64;
         let plain = (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f64 / d));
         match *self {
-            RopeScaling::None => plain.collect(),
+            RopeScaling::None | RopeScaling::Dynamic { .. } => plain.collect(),
             RopeScaling::Linear { factor } => plain.map(|f| f / factor).collect(),
             RopeScaling::Llama3 {
                 factor,
@@ -290,6 +302,46 @@ impl RopeScaling {
                     }
                 })
                 .collect(),
+        }
+    }
+
+    /// The inverse frequencies for a forward pass whose positions end at `length` (cached
+    /// ones included), in a model of `max_position_embeddings`: [`inv_freq`](Self::inv_freq)
+    /// except for `dynamic` past `max_position_embeddings`, where the base grows with the
+    /// length as transformers' `dynamic` RoPE computes it for that length.
+    ///
+    /// transformers also keeps, between calls, the frequencies of the longest sequence it has
+    /// seen above `max_position_embeddings` and uses them for a shorter one that is still
+    /// above it; here each pass uses its own length. A fresh transformers model and this give
+    /// the same numbers, as does one generation after another from a prompt within the
+    /// context.
+    ///
+    /// ```
+    /// use burn_peft_models::RopeScaling;
+    /// let dynamic = RopeScaling::Dynamic { factor: 2.0 };
+    /// assert_eq!(dynamic.inv_freq_for(10000.0, 4, 16, 16), vec![1.0, 0.01]);
+    /// // 32 positions in a 16-position model: base 10000 · 3² = 90000.
+    /// let long = dynamic.inv_freq_for(10000.0, 4, 32, 16);
+    /// assert!((long[1] - 1.0 / 300.0).abs() < 1e-12);
+    /// ```
+    pub fn inv_freq_for(
+        &self,
+        theta: f64,
+        head_dim: usize,
+        length: usize,
+        max_position_embeddings: usize,
+    ) -> Vec<f64> {
+        match *self {
+            RopeScaling::Dynamic { factor } if length > max_position_embeddings => {
+                let d = head_dim as f64;
+                let grown =
+                    factor * length as f64 / max_position_embeddings as f64 - (factor - 1.0);
+                let base = theta * grown.powf(d / (d - 2.0));
+                (0..head_dim / 2)
+                    .map(|i| 1.0 / base.powf(2.0 * i as f64 / d))
+                    .collect()
+            }
+            _ => self.inv_freq(theta, head_dim),
         }
     }
 }
@@ -473,7 +525,31 @@ impl LlamaConfig {
                 self.head_dim()
             ));
         }
+        if matches!(self.rope_scaling, RopeScaling::Dynamic { .. }) && self.head_dim() <= 2 {
+            return Err(format!(
+                "rope type 'dynamic' needs head_dim above 2 (got {})",
+                self.head_dim()
+            ));
+        }
         Ok(())
+    }
+
+    /// The longest sequence the model takes: `max_position_embeddings`, except under `dynamic`
+    /// RoPE scaling, whose frequencies stretch to any length (then `usize::MAX`). Prompts,
+    /// evaluated texts and generation are held to it.
+    ///
+    /// ```
+    /// use burn_peft_models::{LlamaConfig, RopeScaling};
+    /// let mut config = LlamaConfig::tiny(32);
+    /// assert_eq!(config.context_length(), config.max_position_embeddings);
+    /// config.rope_scaling = RopeScaling::Dynamic { factor: 2.0 };
+    /// assert_eq!(config.context_length(), usize::MAX);
+    /// ```
+    pub fn context_length(&self) -> usize {
+        match self.rope_scaling {
+            RopeScaling::Dynamic { .. } => usize::MAX,
+            _ => self.max_position_embeddings,
+        }
     }
 
     /// The number of parameters of a model of this shape (weights, biases, norms; the output

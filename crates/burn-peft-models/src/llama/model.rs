@@ -846,7 +846,12 @@ pub fn rope_tables(
     device: &Device,
 ) -> (Tensor<2>, Tensor<2>) {
     let d = config.head_dim();
-    let inv_freq = config.rope_scaling.inv_freq(config.rope_theta, d);
+    let inv_freq = config.rope_scaling.inv_freq_for(
+        config.rope_theta,
+        d,
+        start + seq,
+        config.max_position_embeddings,
+    );
     let mut angles = Vec::with_capacity(seq * d);
     for pos in start..start + seq {
         let row: Vec<f32> = inv_freq
