@@ -141,10 +141,8 @@ impl Llama {
                 TensorData::new(next.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]),
                 device,
             );
-            let logits = self.forward_cached(ids, &mut cache);
-            let [_, t, v] = logits.dims();
-            let last: Vec<f32> = logits
-                .slice([0..1, t - 1..t, 0..v])
+            let last: Vec<f32> = self
+                .next_token_logits(ids, &mut cache)
                 .into_data()
                 .convert::<f32>()
                 .try_to_vec()

@@ -493,6 +493,31 @@ impl Llama {
         self.logits(hidden.slice([0..b, virtual_tokens..s, 0..h]))
     }
 
+    /// Logits `[batch, vocab]` of the last position only, for `input_ids` that continue the
+    /// positions in `cache` (extended with them, as [`forward_cached`](Self::forward_cached)
+    /// does): what choosing the next token needs. A prompt's other positions skip the output
+    /// layer, the largest product of a short prompt.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Int, Tensor};
+    /// use burn_peft_models::{KvCache, Llama, LlamaConfig};
+    ///
+    /// let device = Device::flex();
+    /// let model = Llama::init(&LlamaConfig::tiny(32), &device);
+    /// let ids = Tensor::<2, Int>::from_ints([[3, 7, 1]], &device);
+    /// let last = model.next_token_logits(ids.clone(), &mut KvCache::new());
+    /// let all = model.forward_cached(ids, &mut KvCache::new());
+    /// let want = all.slice([0..1, 2..3, 0..32]).reshape([1, 32]);
+    /// last.into_data().assert_approx_eq::<f32>(&want.into_data(), Default::default());
+    /// ```
+    pub fn next_token_logits(&self, input_ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<2> {
+        let (hidden, _) = self.decode_with(input_ids, None, cache);
+        let [b, s, h] = hidden.dims();
+        let logits = self.logits(hidden.slice([0..b, s - 1..s, 0..h]));
+        let [_, _, v] = logits.dims();
+        logits.reshape([b, v])
+    }
+
     /// Final hidden states over the virtual prompt tokens (if any) and the input, and the
     /// number of virtual prompt tokens in front.
     fn decode(
