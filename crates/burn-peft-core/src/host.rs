@@ -104,7 +104,10 @@ impl<A: LinearAdapter> AdaptedLinear<A> {
     /// Wraps `base` and freezes it. On flex, a wide weight is laid out for the CPU's products
     /// (see [`layout_for_products`]).
     pub fn new(mut base: Linear) -> Self {
-        base.weight = base.weight.map(layout_for_products);
+        // Not under a reparameterization (burn's own LoRA): mapping the parameter drops it.
+        if base.weight.adapter().is_none() {
+            base.weight = base.weight.map(layout_for_products);
+        }
         Self {
             base: base.no_grad(),
             adapters: Vec::new(),
@@ -366,8 +369,9 @@ pub fn cast_if_frozen<const D: usize>(
 /// layer) is stored column-major, and the others stay row-major: the slow orientation then
 /// always has the smaller inner dimension, where it runs at full speed.
 ///
-/// Applied to f32 weights on flex only; a weight of another type or on another device is
-/// returned as it is. [`AdaptedLinear::new`] applies it to its base; a model's untied output
+/// Applied to f32 weights on flex only, when this crate's `flex` feature is on (its default,
+/// which the `burn-peft` facade and CLI keep); a weight of another type or on another device
+/// is returned as it is. [`AdaptedLinear::new`] applies it to its base; a model's untied output
 /// layer calls it itself.
 ///
 /// ```
