@@ -385,12 +385,11 @@ pub fn cast_if_frozen<const D: usize>(
 /// assert_eq!(laid_out.to_data(), w.to_data());
 /// ```
 pub fn layout_for_products(weight: Tensor<2>) -> Tensor<2> {
-    let [d_in, d_out] = weight.dims();
-    let device = weight.device();
-    if d_out <= d_in || weight.dtype() != DType::F32 || !is_flex(&device) {
+    if !column_major_pays(&weight) {
         return weight;
     }
     // A dense [out, in] copy, seen through a transposed view as [in, out].
+    let device = weight.device();
     Tensor::<2>::from_data(weight.transpose().into_data(), &device).transpose()
 }
 
@@ -409,12 +408,18 @@ pub fn layout_for_products(weight: Tensor<2>) -> Tensor<2> {
 /// assert_eq!(back.to_data(), w.to_data());
 /// ```
 pub fn layout_for_training(weight: Tensor<2>) -> Tensor<2> {
-    let [d_in, d_out] = weight.dims();
-    let device = weight.device();
-    if d_out <= d_in || weight.dtype() != DType::F32 || !is_flex(&device) {
+    if !column_major_pays(&weight) {
         return weight;
     }
+    let device = weight.device();
     Tensor::from_data(weight.into_data(), &device)
+}
+
+/// The weights [`layout_for_products`] stores column-major: f32 on flex, more outputs than
+/// inputs.
+fn column_major_pays(weight: &Tensor<2>) -> bool {
+    let [d_in, d_out] = weight.dims();
+    d_out > d_in && weight.dtype() == DType::F32 && is_flex(&weight.device())
 }
 
 /// Whether `device` is burn's flex CPU backend, with or without autodiff.

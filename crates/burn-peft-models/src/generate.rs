@@ -97,8 +97,9 @@ fn pick(logits: &[f32], config: &GenerationConfig, rng: &mut SplitMix) -> u32 {
 impl Llama {
     /// Generates up to `config.max_new_tokens` tokens after `prompt`, calling `on_token` with
     /// each new token as soon as it is chosen (stop tokens end generation and are not passed).
-    /// Generation also stops when the context ([`LlamaConfig::context_length`](crate::LlamaConfig::context_length)) is full; a
-    /// prompt longer than the context is an error. Returns the generated ids.
+    /// Generation also stops when the context
+    /// ([`LlamaConfig::context_length`](crate::LlamaConfig::context_length)) is full; a prompt
+    /// longer than the context is an error. Returns the generated ids.
     pub fn generate(
         &self,
         prompt: &[u32],

@@ -336,10 +336,7 @@ impl RopeScaling {
                 let d = head_dim as f64;
                 let grown =
                     factor * length as f64 / max_position_embeddings as f64 - (factor - 1.0);
-                let base = theta * grown.powf(d / (d - 2.0));
-                (0..head_dim / 2)
-                    .map(|i| 1.0 / base.powf(2.0 * i as f64 / d))
-                    .collect()
+                RopeScaling::None.inv_freq(theta * grown.powf(d / (d - 2.0)), head_dim)
             }
             _ => self.inv_freq(theta, head_dim),
         }
