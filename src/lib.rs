@@ -32,6 +32,7 @@
 
 pub use burn_peft_adapters as adapters;
 pub use burn_peft_assets as assets;
+pub use burn_peft_compare as compare;
 pub use burn_peft_core as core;
 pub use burn_peft_forget as forget;
 pub use burn_peft_models as models;

@@ -155,14 +155,6 @@ fn shape(name: &str) -> Result<LlamaConfig, String> {
     }
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`), in bytes.
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Runs the command; the error is the one-line message to print.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     if args.steps == 0 || args.batch_size == 0 || args.seq_len < 2 {
@@ -315,7 +307,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let tokens_per_s = (b * s) as f64 / median;
-    let peak = peak_rss();
+    let peak = burn_peft_core::limits::peak_rss();
     let phases = (!phases.is_empty()).then(|| phases_json(&phases));
     if args.json {
         let mut out = serde_json::json!({

@@ -11,6 +11,8 @@
 //!                --out <dir> [--r N --lora-alpha A --target-modules a,b ...]
 //!                [--steps N | --epochs E] [--lr LR --batch-size B --seq-len S ...] [--resume]
 //!                [--device D] [--dtype f32|bf16|f16] [--gradient-checkpointing]
+//! burn-peft compare --model <spec> --task rotten-tomatoes|news-facts|<.csv|.jsonl> --out <dir>
+//!                [--arms zero-shot,icl,rag,lora,full] [--seeds N] [--k K] [--steps N] [--lr LR]
 //! burn-peft merge --model <spec> --adapter <dir>... --out <dir>
 //! burn-peft bench-step --shape smollm2-135m|llama-1b|<config.json> --method lora|dora|ia3|prefix|full
 //!                [--r N] [--batch-size B] [--seq-len S] [--steps N] [--device D]
@@ -21,6 +23,7 @@
 
 mod bench;
 mod common;
+mod compare;
 mod embed;
 mod eval;
 mod finetune;
@@ -53,6 +56,8 @@ enum Command {
     Finetune(Box<finetune::FinetuneArgs>),
     /// Time training steps on a random-init model of a given shape.
     BenchStep(bench::BenchArgs),
+    /// Zero-shot, in-context learning, retrieval, PEFT and full fine-tuning on one task.
+    Compare(Box<compare::CompareArgs>),
     /// Merge adapters into the base weights and write an HF model directory.
     Merge(merge::MergeArgs),
     /// Print a sentence embedding (BERT encoder, mean pooling, L2 norm) as JSON.
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed::run(&args),
         Command::Finetune(args) => finetune::run(&args),
         Command::Merge(args) => merge::run(&args),
+        Command::Compare(args) => compare::run(&args),
         Command::BenchStep(args) => bench::run(&args),
     };
     #[cfg(feature = "heap-profile")]

@@ -471,6 +471,78 @@ fn every_malformed_input_is_a_one_line_error_and_changes_nothing() {
         generate(&["--prompt", &long]),
         "more than the model's context of 256",
     );
+    // `compare`: a task it cannot run on.
+    std::fs::write(
+        c.path("reviews.csv"),
+        "review,label\ngood,pos\nbad,neg\nfine,pos\nawful,neg\n",
+    )
+    .unwrap();
+    let reviews = p("reviews.csv");
+    let compare = |extra: &[&str]| -> Vec<String> {
+        let out = root.join("compare-out").to_string_lossy().into_owned();
+        [
+            "compare",
+            "--no-progress",
+            "--model",
+            "tiny-llama",
+            "--out",
+            &out,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    for (kind, flags, needle) in [
+        (
+            "compare on an unknown task",
+            vec!["--task", "bogus"],
+            "unknown task 'bogus'",
+        ),
+        (
+            "compare with an unknown arm",
+            vec!["--task", &reviews, "--arms", "icl,bogus"],
+            "unknown arm 'bogus'",
+        ),
+        (
+            "compare on a CSV without the text column",
+            vec!["--task", &reviews],
+            "no column 'text'",
+        ),
+        (
+            "compare with more demonstrations than items",
+            vec![
+                "--task",
+                &reviews,
+                "--text-column",
+                "review",
+                "--test-samples",
+                "1",
+                "--k",
+                "9",
+            ],
+            "k 9 is larger than the 3 training items",
+        ),
+        (
+            "compare with no seeds",
+            vec!["--task", &reviews, "--seeds", "0"],
+            "--seeds must be at least 1",
+        ),
+        (
+            "compare holding out every item",
+            vec![
+                "--task",
+                &reviews,
+                "--text-column",
+                "review",
+                "--test-samples",
+                "4",
+            ],
+            "at least one to learn from",
+        ),
+    ] {
+        refuse(&mut c, kind, compare(&flags), needle);
+    }
     eprintln!("{} malformed inputs refused cleanly", c.tried);
     assert!(c.tried >= 30);
 }

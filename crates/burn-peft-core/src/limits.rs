@@ -120,6 +120,28 @@ fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
+/// Peak resident memory of this process since it started or since the last
+/// [`reset_peak_rss`] (Linux `VmHWM`), in bytes; `None` where the system does not say.
+///
+/// ```
+/// let peak = burn_peft_core::limits::peak_rss();
+/// # #[cfg(target_os = "linux")]
+/// assert!(peak.unwrap() > 0);
+/// ```
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Starts [`peak_rss`] over from the memory in use now (Linux: `5` into
+/// `/proc/self/clear_refs`), so that one phase of a process gets its own peak. Returns whether
+/// the system allowed it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -233,6 +233,55 @@ impl<'a> Encoder<'a> {
         }))
     }
 
+    /// A question after worked examples: `demos` as earlier user/assistant turns (plain format:
+    /// `prompt answer` paragraphs), then `prompt` and its `answer`, laid out as [`pair`](Self::pair)
+    /// lays it out. Only the last answer (and its end token) is a target: the
+    /// demonstrations are context, as in-context learning shows them. Returns the sample and
+    /// whether it had to be shortened (drop demonstrations until it is not).
+    ///
+    /// ```
+    /// # use burn_peft_models::TextTokenizer;
+    /// # use burn_peft_train::{Encoder, PromptFormat};
+    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-llama/tokenizer.json");
+    /// let tokenizer = TextTokenizer::from_file(path.as_ref())?;
+    /// let encoder = Encoder::new(&tokenizer, PromptFormat::Plain, 256, Some(0))?;
+    /// let (sample, shortened) =
+    ///     encoder.few_shot(&[("2 + 2 =", "4"), ("3 + 3 =", "6")], "4 + 4 =", "8")?;
+    /// let (alone, _) = encoder.pair("4 + 4 =", "8")?;
+    /// assert!(!shortened);
+    /// assert_eq!(sample.target_count(), alone.target_count());
+    /// # Ok::<(), burn_peft_train::TrainError>(())
+    /// ```
+    pub fn few_shot(
+        &self,
+        demos: &[(&str, &str)],
+        prompt: &str,
+        answer: &str,
+    ) -> Result<(Sample, bool)> {
+        if self.format == PromptFormat::Plain {
+            // As `pair` lays out one question, so that the answer's tokens are the same.
+            let context: String = demos.iter().map(|(p, a)| format!("{p} {a}\n\n")).collect();
+            return self.pair(&format!("{context}{prompt}"), answer);
+        }
+        let mut turns: Vec<(&str, &str)> = Vec::with_capacity(2 * demos.len() + 2);
+        for (p, a) in demos {
+            turns.push(("user", p));
+            turns.push(("assistant", a));
+        }
+        turns.push(("user", prompt));
+        turns.push(("assistant", answer));
+        let (mut sample, cut) = self.turns(&turns)?;
+        // Keep the last run of targets (the final answer) only.
+        if let Some(end) = sample.targets.iter().rposition(|&t| t) {
+            let start = sample.targets[..end]
+                .iter()
+                .rposition(|&t| !t)
+                .map_or(0, |i| i + 1);
+            sample.targets[..start].iter_mut().for_each(|t| *t = false);
+        }
+        Ok((sample, cut))
+    }
+
     /// The tokens of `answer` exactly as they appear as a target after a prompt.
     pub fn answer_ids(&self, answer: &str) -> Result<Vec<u32>> {
         let (sample, _) = self.pair("", answer)?;

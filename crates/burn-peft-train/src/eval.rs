@@ -137,6 +137,41 @@ pub fn evaluate<M: CausalLm>(
     })
 }
 
+/// How well a model predicts one sample's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SampleScore {
+    /// Sum of the targets' log-probabilities (natural log).
+    pub logprob: f64,
+    /// Target tokens counted (the first token never is: nothing predicts it).
+    pub tokens: usize,
+    /// Every target token is the model's top choice (what greedy decoding would produce).
+    pub exact: bool,
+}
+
+/// Scores each sample on its own (in batches of `batch_size`, padded with `pad_id`): the
+/// building block for answers ranked among candidates, where [`evaluate`] reports only
+/// averages. Put the model in inference mode first.
+pub fn score_samples<M: CausalLm>(
+    model: &M,
+    samples: &[Sample],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Vec<SampleScore> {
+    samples
+        .chunks(batch_size.max(1))
+        .flat_map(|chunk| {
+            let refs: Vec<&Sample> = chunk.iter().collect();
+            score(model, &refs, pad_id, &[], device)
+        })
+        .map(|s| SampleScore {
+            logprob: s.logprob,
+            tokens: s.count,
+            exact: s.exact,
+        })
+        .collect()
+}
+
 fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
@@ -198,47 +233,81 @@ fn score<M: CausalLm>(
             })
             .collect();
     }
-    let logits = model.token_logits(batch.input_ids.clone(), Some(batch.attention_mask));
-    let [b, s, v] = logits.dims();
-    let logp = log_softmax(logits.slice([0..b, 0..s - 1, 0..v]), 2);
-    let next = batch.input_ids.slice([0..b, 1..s]);
-    let picked = logp
-        .clone()
-        .gather(2, next.clone().unsqueeze_dim::<3>(2))
-        .reshape([b, s - 1]);
-    let best = logp.clone().argmax(2).reshape([b, s - 1]);
-    let picked: Vec<f32> = picked
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec()
-        .unwrap_or_default();
-    let best: Vec<i64> = best
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec()
-        .unwrap_or_default();
-    let first: Vec<f32> = if first_tokens.is_empty() {
-        Vec::new()
+    // The output layer on the rows that predict a target (and each answer position for the
+    // label probe) only: a classification prompt's other positions would cost a full
+    // vocabulary of logits each.
+    let mut rows: Vec<i64> = Vec::new();
+    let mut row_of = vec![Vec::new(); samples.len()];
+    let mut probe_row = vec![0usize; samples.len()];
+    for (r, sample) in samples.iter().enumerate() {
+        let probe_at = sample.first_target().unwrap_or(1).clamp(1, longest - 1) - 1;
+        for t in 1..sample.ids.len() {
+            if sample.targets[t] || (!first_tokens.is_empty() && t - 1 == probe_at) {
+                if t - 1 == probe_at {
+                    probe_row[r] = rows.len();
+                }
+                row_of[r].push((t, rows.len()));
+                rows.push((r * longest + t - 1) as i64);
+            }
+        }
+        if !first_tokens.is_empty() && !row_of[r].iter().any(|&(t, _)| t - 1 == probe_at) {
+            probe_row[r] = rows.len();
+            rows.push((r * longest + probe_at) as i64);
+        }
+    }
+    let n = rows.len();
+    let (picked, best, first) = if n == 0 {
+        (Vec::new(), Vec::new(), Vec::new())
     } else {
-        // Log-probabilities of the label tokens at each sample's answer position.
-        let positions: Vec<i64> = samples
+        let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask));
+        let [b, s, h] = hidden.dims();
+        debug_assert_eq!((b, s), (samples.len(), longest));
+        let index = Tensor::<1, Int>::from_ints(rows.as_slice(), device);
+        let logp = log_softmax(
+            model.row_logits(hidden.reshape([b * s, h]).select(0, index)),
+            1,
+        );
+        let next: Vec<i64> = rows
             .iter()
-            .map(|x| x.first_target().unwrap_or(1).clamp(1, s - 1) as i64 - 1)
+            .map(|&i| {
+                let (r, p) = (i as usize / longest, i as usize % longest);
+                samples[r].ids.get(p + 1).map_or(0, |&t| t as i64)
+            })
             .collect();
-        let pos = Tensor::<1, Int>::from_ints(positions.as_slice(), device)
-            .reshape([b, 1, 1])
-            .expand([b, 1, v]);
-        let at = logp.gather(1, pos).reshape([b, v]);
-        let ids: Vec<i64> = first_tokens.iter().map(|&t| t as i64).collect();
-        let k = ids.len();
-        let idx = Tensor::<1, Int>::from_ints(ids.as_slice(), device)
-            .reshape([1, k])
-            .expand([b, k]);
-        at.gather(1, idx)
+        let next = Tensor::<1, Int>::from_ints(next.as_slice(), device).reshape([n, 1]);
+        let picked: Vec<f32> = logp
+            .clone()
+            .gather(1, next)
             .into_data()
             .convert::<f32>()
             .try_to_vec()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let best: Vec<i64> = logp
+            .clone()
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec()
+            .unwrap_or_default();
+        let first: Vec<f32> = if first_tokens.is_empty() {
+            Vec::new()
+        } else {
+            // Log-probabilities of the label tokens at each sample's answer position.
+            let at: Vec<i64> = probe_row.iter().map(|&r| r as i64).collect();
+            let at = Tensor::<1, Int>::from_ints(at.as_slice(), device);
+            let ids: Vec<i64> = first_tokens.iter().map(|&t| t as i64).collect();
+            let k = ids.len();
+            let idx = Tensor::<1, Int>::from_ints(ids.as_slice(), device)
+                .reshape([1, k])
+                .expand([samples.len(), k]);
+            logp.select(0, at)
+                .gather(1, idx)
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec()
+                .unwrap_or_default()
+        };
+        (picked, best, first)
     };
     samples
         .iter()
@@ -247,9 +316,8 @@ fn score<M: CausalLm>(
             let mut logprob = 0.0;
             let mut count = 0;
             let mut exact = true;
-            for t in 1..sample.ids.len() {
+            for &(t, i) in &row_of[r] {
                 if sample.targets[t] {
-                    let i = r * (s - 1) + t - 1;
                     logprob += picked[i] as f64;
                     count += 1;
                     exact &= best[i] == sample.ids[t] as i64;

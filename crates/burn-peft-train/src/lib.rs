@@ -34,7 +34,7 @@ pub use burn_peft_core::SplitMix64;
 pub use burn_peft_models::CausalLm;
 pub use data::{CsvTask, Dataset, Encoder, PromptFormat, Sample, Task, read_text};
 pub use error::{Result, TrainError};
-pub use eval::{EvalMetrics, evaluate};
+pub use eval::{EvalMetrics, SampleScore, evaluate, score_samples};
 pub use metrics::{MetricsLog, plot_metrics, read_metrics};
 pub use model::{batch_loss, loss_of_hidden, loss_of_hidden_with};
 pub use regularizer::Regularizer;
