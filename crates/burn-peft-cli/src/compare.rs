@@ -9,7 +9,7 @@ use burn_peft_compare::{Arm, CompareConfig, CompareTask, Inputs, compare};
 use burn_peft_core::{DeviceSpec, TargetModules};
 use burn_peft_retrieval::BertEmbedder;
 use burn_peft_train::{CsvTask, PromptFormat, check_fresh_output};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::common::{err, load_model, train_device};
 use crate::finetune::{Format, Method};
@@ -54,7 +54,7 @@ pub struct CompareArgs {
     /// Where compare.json, compare.md, compare.svg and the training runs go.
     #[arg(long)]
     pub out: PathBuf,
-    /// The PEFT arm's method.
+    /// The PEFT arm's method (an arm named `dora`, `ia3`, `prefix` or `prompt` sets it too).
     #[arg(long, value_enum, default_value_t = Method::Lora)]
     pub method: Method,
     /// LoRA rank.
@@ -72,9 +72,12 @@ pub struct CompareArgs {
     /// Optimizer steps of each training arm.
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
-    /// Learning rate of both training arms [default: 2e-4 for PEFT, 2e-5 for full].
+    /// The PEFT arm's learning rate [default: 2e-4].
     #[arg(long)]
     pub lr: Option<f64>,
+    /// The full arm's learning rate [default: 2e-5].
+    #[arg(long)]
+    pub full_lr: Option<f64>,
     /// Samples per training batch.
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
@@ -130,15 +133,45 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     if args.seeds == 0 {
         return Err("--seeds must be at least 1".into());
     }
-    let adapter = adapter(args)?;
+    // An arm named after a method other than LoRA (`dora`, `ia3`, ...) trains that method;
+    // `lora` (and `peft`) is the PEFT arm of whatever --method says.
+    let named: Vec<Method> = args
+        .arms
+        .iter()
+        .filter_map(|a| Method::from_str(a.trim(), false).ok())
+        .filter(|m| !matches!(m, Method::Full | Method::Lora))
+        .collect();
+    let method = match named.as_slice() {
+        [] => args.method,
+        [m] if args.method == Method::Lora || args.method == *m => *m,
+        [m] => {
+            return Err(format!(
+                "--arms names {} but --method is {}: name one method",
+                method_name(*m),
+                method_name(args.method)
+            ));
+        }
+        _ => return Err("--arms names more than one PEFT method: compare one at a time".into()),
+    };
+    if args.passages.is_some()
+        && !(args.task.ends_with(".jsonl") || args.task.ends_with(".jsonl.bz2"))
+    {
+        return Err("--passages is for a .jsonl task (the built-in tasks bring their own)".into());
+    }
+    let adapter = adapter(args, method)?;
     let config = CompareConfig::new(adapter)
         .with_arms(arms.clone())
-        .with_seeds((0..args.seeds as u64).map(|i| args.seed + i).collect())
+        .with_seeds(
+            (0..args.seeds as u64)
+                .map(|i| args.seed.wrapping_add(i))
+                .collect(),
+        )
         .with_k(args.k)
         .with_seq_len(args.seq_len)
         .with_steps(args.steps)
         .with_batch_size(args.batch_size)
         .with_lr(args.lr)
+        .with_full_lr(args.full_lr)
         .with_progress(!args.no_progress);
     let config = CompareConfig {
         general_samples: args.general_samples,
@@ -254,7 +287,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
 }
 
 /// The PEFT arm's adapter.
-fn adapter(args: &CompareArgs) -> Result<AdapterConfig, String> {
+fn adapter(args: &CompareArgs, method: Method) -> Result<AdapterConfig, String> {
     let targets = (!args.target_modules.is_empty()).then(|| {
         if args.target_modules == ["all-linear"] {
             TargetModules::all_linear()
@@ -262,11 +295,11 @@ fn adapter(args: &CompareArgs) -> Result<AdapterConfig, String> {
             TargetModules::names(args.target_modules.iter().map(String::as_str))
         }
     });
-    Ok(match args.method {
+    Ok(match method {
         Method::Lora | Method::Dora => {
             let mut c = LoraConfig::new(args.r)
                 .with_lora_alpha(args.lora_alpha.unwrap_or(2.0 * args.r as f64))
-                .with_use_dora(args.method == Method::Dora);
+                .with_use_dora(method == Method::Dora);
             if let Some(t) = targets {
                 c = c.with_target_modules(t);
             }
@@ -285,6 +318,13 @@ fn adapter(args: &CompareArgs) -> Result<AdapterConfig, String> {
             return Err("--method full: the full arm is its own (--arms ...,full)".into());
         }
     })
+}
+
+/// A method's flag name.
+fn method_name(m: Method) -> String {
+    m.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// A task file's name without folders and extensions.

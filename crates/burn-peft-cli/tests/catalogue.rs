@@ -524,6 +524,16 @@ fn every_malformed_input_is_a_one_line_error_and_changes_nothing() {
             "k 9 is larger than the 3 training items",
         ),
         (
+            "compare with an arm and --method naming two methods",
+            vec!["--task", &reviews, "--arms", "ia3", "--method", "dora"],
+            "--arms names ia3 but --method is dora",
+        ),
+        (
+            "compare with passages for a CSV task",
+            vec!["--task", &reviews, "--passages", &reviews],
+            "--passages is for a .jsonl task",
+        ),
+        (
             "compare with no seeds",
             vec!["--task", &reviews, "--seeds", "0"],
             "--seeds must be at least 1",

@@ -191,9 +191,12 @@ pub struct CompareConfig {
     pub steps: usize,
     /// Training batch size.
     pub batch_size: usize,
-    /// Learning rate of both training arms; `None`: each method's default
+    /// The PEFT arm's learning rate; `None`: PEFT's usual 2e-4
     /// ([`PeftOptimizerConfig::default_learning_rate`]).
     pub lr: Option<f64>,
+    /// The full arm's learning rate; `None`: 2e-5, full fine-tuning's usual rate (a rate that
+    /// suits an adapter wrecks a full model).
+    pub full_lr: Option<f64>,
     /// Samples per scoring batch.
     pub eval_batch_size: usize,
     /// General-text samples (of `seq_len` tokens) that measure forgetting.
@@ -214,6 +217,7 @@ impl CompareConfig {
             steps: 100,
             batch_size: 4,
             lr: None,
+            full_lr: None,
             eval_batch_size: 8,
             general_samples: 16,
             progress: false,
@@ -262,6 +266,12 @@ impl CompareConfig {
         self
     }
 
+    /// Sets [`full_lr`](Self::full_lr).
+    pub fn with_full_lr(mut self, lr: Option<f64>) -> Self {
+        self.full_lr = lr;
+        self
+    }
+
     /// Sets [`progress`](Self::progress).
     pub fn with_progress(mut self, progress: bool) -> Self {
         self.progress = progress;
@@ -278,6 +288,9 @@ impl CompareConfig {
         }
         if self.seeds.is_empty() {
             return bad("at least one seed is needed".into());
+        }
+        if let Some(i) = (1..self.seeds.len()).find(|&i| self.seeds[..i].contains(&self.seeds[i])) {
+            return bad(format!("seed {} is given twice", self.seeds[i]));
         }
         if self.seq_len < 8 || self.steps == 0 || self.batch_size == 0 || self.eval_batch_size == 0
         {
@@ -414,62 +427,84 @@ pub fn compare<M: CausalLm + AddAdapter>(
         pad,
         general: general.as_ref(),
     };
-    let mut runs = Vec::new();
+    // Every prompt of the arms that train nothing, and the index, before any arm runs: a
+    // prompt that cannot hold one demonstration is refused before any work is done.
+    let index = if config.arms.contains(&Arm::Rag) {
+        let start = Instant::now();
+        let docs = if task.passages.is_empty() {
+            task.train.iter().map(|i| i.prompt.clone()).collect()
+        } else {
+            task.passages.clone()
+        };
+        let embedder = inputs
+            .embedder
+            .ok_or_else(|| CompareError::Config("the rag arm needs an embedder".into()))?;
+        Some((
+            ExactIndex::build(embedder, docs)?,
+            start.elapsed().as_secs_f64(),
+        ))
+    } else {
+        None
+    };
     let mut warnings = Vec::new();
+    let mut prepared = Vec::new();
+    for &arm in &config.arms {
+        let seeds: Vec<Option<u64>> = match arm {
+            Arm::Icl => config.seeds.iter().copied().map(Some).collect(),
+            Arm::ZeroShot | Arm::Rag => vec![None],
+            Arm::Peft | Arm::Full => continue,
+        };
+        for seed in seeds {
+            let (prompts, dropped) = run.prompts(arm, seed, index.as_ref().map(|i| &i.0))?;
+            if dropped > 0 {
+                warnings.push(format!(
+                    "{}{}: {dropped} of {} prompts hold fewer than {} {} to fit {} tokens",
+                    arm.name(),
+                    seed.map_or(String::new(), |s| format!(" (seed {s})")),
+                    task.test.len(),
+                    config.k,
+                    if arm == Arm::Rag && !task.passages.is_empty() {
+                        "passages"
+                    } else {
+                        "demonstrations"
+                    },
+                    config.seq_len
+                ));
+            }
+            prepared.push((arm, seed, prompts));
+        }
+    }
+    let (zero_shot, _) = run.prompts(Arm::ZeroShot, None, None)?;
+    let mut runs = Vec::new();
     for &arm in &config.arms {
         let seeds: Vec<Option<u64>> = if arm.seeded() {
             config.seeds.iter().copied().map(Some).collect()
         } else {
             vec![None]
         };
-        // Built once for every seed of the arm.
-        let index = if arm == Arm::Rag {
-            let start = Instant::now();
-            let docs = if task.passages.is_empty() {
-                task.train.iter().map(|i| i.prompt.clone()).collect()
-            } else {
-                task.passages.clone()
-            };
-            let embedder = inputs
-                .embedder
-                .ok_or_else(|| CompareError::Config("the rag arm needs an embedder".into()))?;
-            Some((
-                ExactIndex::build(embedder, docs)?,
-                start.elapsed().as_secs_f64(),
-            ))
-        } else {
-            None
-        };
         for seed in seeds {
-            reset_peak_rss();
+            let measured = reset_peak_rss();
             let result = match arm {
                 Arm::ZeroShot | Arm::Icl | Arm::Rag => {
-                    let (prompts, dropped) =
-                        run.prompts(arm, seed, index.as_ref().map(|i| &i.0))?;
-                    if dropped > 0 {
-                        warnings.push(format!(
-                            "{}: {dropped} of {} prompts hold fewer than {} {} to fit {} tokens",
-                            arm.name(),
-                            task.test.len(),
-                            config.k,
-                            if arm == Arm::Rag && !task.passages.is_empty() {
-                                "passages"
-                            } else {
-                                "demonstrations"
-                            },
-                            config.seq_len
-                        ));
-                    }
-                    let mut r = run.score(&inputs.model.valid(), &prompts)?;
-                    r.setup_seconds = index.as_ref().map_or(0.0, |i| i.1);
+                    let prompts = prepared
+                        .iter()
+                        .find(|(a, s, _)| *a == arm && *s == seed)
+                        .map(|(_, _, p)| p)
+                        .ok_or_else(|| CompareError::Config("prompts not prepared".into()))?;
+                    let mut r = run.score(&inputs.model.valid(), prompts)?;
+                    r.setup_seconds = if arm == Arm::Rag {
+                        index.as_ref().map_or(0.0, |i| i.1)
+                    } else {
+                        0.0
+                    };
                     r
                 }
-                Arm::Peft | Arm::Full => run.train(arm, seed.unwrap_or(0), out)?,
+                Arm::Peft | Arm::Full => run.train(arm, seed.unwrap_or(0), &zero_shot, out)?,
             };
             runs.push(RunResult {
                 arm: arm.name().into(),
                 seed,
-                peak_rss_bytes: peak_rss(),
+                peak_rss_bytes: if measured { peak_rss() } else { None },
                 ..result
             });
         }
@@ -641,7 +676,7 @@ impl<M: CausalLm + AddAdapter> RunContext<'_, M> {
             accuracy: (ranked > 0).then(|| right as f64 / ranked as f64),
             exact_match: exact as f64 / n,
             answer_loss: -logprob / tokens.max(1) as f64,
-            general_ppl_change_pct: 0.0,
+            general_ppl_change_pct: Some(0.0),
             setup_seconds: 0.0,
             peak_rss_bytes: None,
             prompt_tokens: spans.iter().map(|s| s.2 as f64).sum::<f64>() / n,
@@ -654,7 +689,13 @@ impl<M: CausalLm + AddAdapter> RunContext<'_, M> {
 
     /// Trains a copy of the model (`Arm::Peft`: an adapter; `Arm::Full`: every weight) on the
     /// training items (and a knowledge task's passages, as text), then scores it zero-shot.
-    fn train(&self, arm: Arm, seed: u64, out: &Path) -> Result<RunResult> {
+    fn train(
+        &self,
+        arm: Arm,
+        seed: u64,
+        prompts: &[(Sample, &Item)],
+        out: &Path,
+    ) -> Result<RunResult> {
         let (task, config) = (self.task, self.config);
         let mut samples = Vec::new();
         for item in &task.train {
@@ -687,8 +728,7 @@ impl<M: CausalLm + AddAdapter> RunContext<'_, M> {
         let params = TrainableParameters::of(&model);
         let optim = PeftOptimizerConfig::new(config.steps)
             .with_learning_rate(
-                config
-                    .lr
+                if full { config.full_lr } else { config.lr }
                     .unwrap_or(PeftOptimizerConfig::default_learning_rate(full)),
             )
             .init::<M>()?;
@@ -702,19 +742,17 @@ impl<M: CausalLm + AddAdapter> RunContext<'_, M> {
         }
         let (trained, summary) =
             trainer.fit(model, optim, &data, None, self.inputs.device, false)?;
-        let (prompts, _) = self.prompts(Arm::ZeroShot, None, None)?;
-        let mut result = self.score(&trained.valid(), &prompts)?;
+        let mut result = self.score(&trained.valid(), prompts)?;
         result.setup_seconds = summary.train_seconds;
-        result.general_ppl_change_pct =
-            match (summary.general_loss_before, summary.general_loss_after) {
-                (Some(b), Some(a)) => 100.0 * ((a - b).exp() - 1.0),
-                _ => f64::NAN,
-            };
+        result.general_ppl_change_pct = summary
+            .general_loss_before
+            .zip(summary.general_loss_after)
+            .map(|(b, a)| 100.0 * ((a - b).exp() - 1.0));
         result.trainable_params = params.trainable as u64;
         result.weights_bytes = if full {
             4 * params.trainable as u64
         } else {
-            dir_size(&dir)
+            adapter_size(&dir)
         };
         result.final_train_loss = Some(summary.final_loss);
         Ok(result)
@@ -731,12 +769,14 @@ fn no_weights<'a, M: 'a>() -> WeightsIo<'a, M> {
     }
 }
 
-/// Bytes of the files directly in `dir` (an adapter's files).
-fn dir_size(dir: &Path) -> u64 {
+/// Bytes of PEFT's adapter files in `dir` (`adapter_model.safetensors`,
+/// `adapter_config.json`), not the run's logs.
+fn adapter_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("adapter_"))
                 .filter_map(|e| e.metadata().ok())
                 .filter(|m| m.is_file())
                 .map(|m| m.len())

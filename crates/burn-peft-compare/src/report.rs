@@ -6,6 +6,8 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use burn_peft_optim::PeftOptimizerConfig;
+
 use crate::{CompareConfig, CompareError, CompareTask, Result};
 
 /// One run of one arm.
@@ -22,9 +24,9 @@ pub struct RunResult {
     pub exact_match: f64,
     /// Mean cross-entropy per answer token.
     pub answer_loss: f64,
-    /// General-text perplexity change in percent (0 for the arms that train nothing; NaN
-    /// without general text).
-    pub general_ppl_change_pct: f64,
+    /// General-text perplexity change in percent (0 for the arms that train nothing; `None`
+    /// for a training arm without general text).
+    pub general_ppl_change_pct: Option<f64>,
     /// Training time (training arms) or index building (RAG), in seconds.
     pub setup_seconds: f64,
     /// Peak resident memory of the process during the run.
@@ -80,15 +82,16 @@ impl Estimate {
 
 /// The two-sided 95% quantile of Student's t with `df` degrees of freedom.
 fn t95(df: usize) -> f64 {
-    const T: [f64; 10] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
     ];
     match df {
         0 => f64::NAN,
-        1..=10 => T[df - 1],
-        11..=20 => 2.086,
-        21..=30 => 2.042,
-        _ => 1.96,
+        1..=30 => T[df - 1],
+        // Past 30, df 30's value: a little wide, never too narrow.
+        _ => T[29],
     }
 }
 
@@ -101,8 +104,8 @@ pub struct ArmSummary {
     pub accuracy: Option<Estimate>,
     /// Exact match.
     pub exact_match: Estimate,
-    /// General-text perplexity change in percent.
-    pub general_ppl_change_pct: Estimate,
+    /// General-text perplexity change in percent (`None` without general text).
+    pub general_ppl_change_pct: Option<Estimate>,
     /// Mean training (or index building) time in seconds.
     pub setup_seconds: f64,
     /// Highest peak resident memory over the runs.
@@ -138,6 +141,10 @@ pub struct CompareReport {
     pub seq_len: usize,
     /// The PEFT arm's method (PEFT's `peft_type`).
     pub peft_method: String,
+    /// The PEFT arm's learning rate.
+    pub peft_lr: f64,
+    /// The full arm's learning rate.
+    pub full_lr: f64,
     /// The seeds of the seeded arms.
     pub seeds: Vec<u64>,
     /// Each arm, in the order run.
@@ -166,11 +173,15 @@ impl CompareReport {
                 values(f).iter().sum::<f64>() / own.len().max(1) as f64
             };
             let accuracy: Vec<f64> = own.iter().filter_map(|r| r.accuracy).collect();
+            let forgetting: Option<Vec<f64>> =
+                own.iter().map(|r| r.general_ppl_change_pct).collect();
             arms.push(ArmSummary {
                 arm: arm.name().into(),
                 accuracy: (!accuracy.is_empty()).then(|| Estimate::of(&accuracy)),
                 exact_match: Estimate::of(&values(&|r| r.exact_match)),
-                general_ppl_change_pct: Estimate::of(&values(&|r| r.general_ppl_change_pct)),
+                general_ppl_change_pct: forgetting
+                    .filter(|f| !f.is_empty())
+                    .map(|f| Estimate::of(&f)),
                 setup_seconds: mean(&|r| r.setup_seconds),
                 peak_rss_bytes: own.iter().filter_map(|r| r.peak_rss_bytes).max(),
                 prompt_tokens: mean(&|r| r.prompt_tokens),
@@ -189,6 +200,12 @@ impl CompareReport {
             batch_size: config.batch_size,
             seq_len: config.seq_len,
             peft_method: config.adapter.peft_type().to_string(),
+            peft_lr: config
+                .lr
+                .unwrap_or(PeftOptimizerConfig::default_learning_rate(false)),
+            full_lr: config
+                .full_lr
+                .unwrap_or(PeftOptimizerConfig::default_learning_rate(true)),
             seeds: config.seeds.clone(),
             arms,
             runs,
@@ -218,9 +235,16 @@ impl CompareReport {
             }
         );
         s.push_str(&format!(
-            "k = {}, {} steps of batch {}, {} tokens, PEFT method {}, seeds {:?}; ± is the 95% \
-             interval over seeds (deterministic arms run once).\n\n",
-            self.k, self.steps, self.batch_size, self.seq_len, self.peft_method, self.seeds
+            "k = {}, {} steps of batch {}, {} tokens, PEFT method {} (lr {:e}), full lr {:e}, \
+             seeds {:?}; ± is the 95% interval over seeds (deterministic arms run once).\n\n",
+            self.k,
+            self.steps,
+            self.batch_size,
+            self.seq_len,
+            self.peft_method,
+            self.peft_lr,
+            self.full_lr,
+            self.seeds
         ));
         s.push_str(
             "| arm | accuracy % | exact match % | general ppl change % | train/index s | peak \
@@ -228,13 +252,10 @@ impl CompareReport {
              | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for a in &self.arms {
-            let forgetting = &a.general_ppl_change_pct;
-            let forgetting = if forgetting.mean.is_nan() {
-                "n/a".to_string()
-            } else if forgetting.runs > 1 {
-                format!("{:+.2} ± {:.2}", forgetting.mean, forgetting.half_width)
-            } else {
-                format!("{:+.2}", forgetting.mean)
+            let forgetting = match &a.general_ppl_change_pct {
+                None => "n/a".to_string(),
+                Some(f) if f.runs > 1 => format!("{:+.2} ± {:.2}", f.mean, f.half_width),
+                Some(f) => format!("{:+.2}", f.mean),
             };
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.0} | {} | {:.2} |\n",
@@ -311,7 +332,8 @@ impl CompareReport {
                     let e = score(a);
                     let x = i as f64;
                     let (top, half) = (100.0 * e.mean, 100.0 * e.half_width);
-                    let color = if a.general_ppl_change_pct.mean > 0.0 {
+                    let forgot = a.general_ppl_change_pct.map(|f| f.mean);
+                    let color = if forgot.is_some_and(|f| f > 0.0) {
                         RED.mix(0.6)
                     } else {
                         BLUE.mix(0.6)
@@ -327,11 +349,7 @@ impl CompareReport {
                             BLACK.stroke_width(2),
                         )))?;
                     }
-                    let forgetting = if a.general_ppl_change_pct.mean.is_nan() {
-                        String::new()
-                    } else {
-                        format!(" (ppl {:+.1}%)", a.general_ppl_change_pct.mean)
-                    };
+                    let forgetting = forgot.map_or(String::new(), |f| format!(" (ppl {f:+.1}%)"));
                     chart.draw_series(std::iter::once(Text::new(
                         format!("{}{forgetting}", labels[i]),
                         (x + 0.2, (top + half).min(100.0) + 6.0),

@@ -83,6 +83,14 @@ impl CompareTask {
                 }
             )));
         }
+        if let Some((i, _)) = items.iter().enumerate().find(|(_, it)| {
+            (1..it.candidates.len()).any(|j| it.candidates[..j].contains(&it.candidates[j]))
+        }) {
+            return Err(CompareError::Task(format!(
+                "{name}: item {} lists a candidate twice",
+                i + 1
+            )));
+        }
         if test == 0 || items.len() <= test {
             return Err(CompareError::Task(format!(
                 "{name}: {} items cannot be split into {test} held out and at least one to \
@@ -216,9 +224,9 @@ impl CompareTask {
     ///    lead is the most widely reported), that has a name: a capitalized word of 3 or more
     ///    letters, not the sentence's first word, not a common capitalized word (days, months,
     ///    titles). The sentence's last such name is blanked out (`____`), and the question asks
-    ///    for it.
-    /// 3. The candidates are the answer and 3 other questions' answers, drawn with
-    ///    [`TASK_SEED`] and shuffled, so that a guess scores 25%.
+    ///    for it; a sentence that says that name twice is passed over (it would give it away).
+    /// 3. The candidates are the answer and 3 other questions' answers, drawn with a seed
+    ///    derived from [`TASK_SEED`] and shuffled, so that a guess scores 25%.
     pub fn news_facts(cor_path: &Path, test: usize) -> Result<Self> {
         let text = burn_peft_train::read_text(cor_path)?;
         let articles: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -240,6 +248,10 @@ impl CompareTask {
                 }
                 let at = (1..words.len()).rev().find(|&i| is_name(words[i]))?;
                 let name = strip(words[at]);
+                // A name said twice in the sentence would give itself away.
+                if s.matches(name).count() > 1 {
+                    return None;
+                }
                 let mut blanked: Vec<String> = words.iter().map(|w| w.to_string()).collect();
                 blanked[at] = words[at].replacen(name, "____", 1);
                 Some((blanked.join(" "), name.to_string()))

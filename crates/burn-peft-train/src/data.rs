@@ -173,6 +173,11 @@ impl<'a> Encoder<'a> {
 
     /// Chat turns (`user`, `assistant`, `system`); the assistant turns are targets.
     pub fn turns(&self, turns: &[(&str, &str)]) -> Result<(Sample, bool)> {
+        Ok(self.fit(self.unfitted_turns(turns)?))
+    }
+
+    /// [`turns`](Self::turns) before shortening.
+    fn unfitted_turns(&self, turns: &[(&str, &str)]) -> Result<Sample> {
         let mut pieces: Vec<(String, bool)> = Vec::new();
         match &self.format {
             PromptFormat::ChatMl { system } => {
@@ -226,18 +231,19 @@ impl<'a> Encoder<'a> {
                 targets.push(true);
             }
         }
-        Ok(self.fit(Sample {
+        Ok(Sample {
             ids,
             targets,
             label: None,
-        }))
+        })
     }
 
     /// A question after worked examples: `demos` as earlier user/assistant turns (plain format:
-    /// `prompt answer` paragraphs), then `prompt` and its `answer`, laid out as [`pair`](Self::pair)
-    /// lays it out. Only the last answer (and its end token) is a target: the
-    /// demonstrations are context, as in-context learning shows them. Returns the sample and
-    /// whether it had to be shortened (drop demonstrations until it is not).
+    /// `prompt answer` paragraphs separated by a blank line, without the end token), then
+    /// `prompt` and its `answer`, laid out as [`pair`](Self::pair) lays it out. Only the last
+    /// answer (and its end token) is a target: the demonstrations are context, as in-context
+    /// learning shows them. Returns the sample and whether it had to be shortened (drop
+    /// demonstrations until it is not); a shortened sample keeps its final answer.
     ///
     /// ```
     /// # use burn_peft_models::TextTokenizer;
@@ -270,8 +276,9 @@ impl<'a> Encoder<'a> {
         }
         turns.push(("user", prompt));
         turns.push(("assistant", answer));
-        let (mut sample, cut) = self.turns(&turns)?;
-        // Keep the last run of targets (the final answer) only.
+        let mut sample = self.unfitted_turns(&turns)?;
+        // Keep the last run of targets (the final answer) only, before shortening, so that a
+        // cut keeps the final answer.
         if let Some(end) = sample.targets.iter().rposition(|&t| t) {
             let start = sample.targets[..end]
                 .iter()
@@ -279,7 +286,7 @@ impl<'a> Encoder<'a> {
                 .map_or(0, |i| i + 1);
             sample.targets[..start].iter_mut().for_each(|t| *t = false);
         }
-        Ok((sample, cut))
+        Ok(self.fit(sample))
     }
 
     /// The tokens of `answer` exactly as they appear as a target after a prompt.

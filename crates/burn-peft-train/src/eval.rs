@@ -261,7 +261,13 @@ fn score<M: CausalLm>(
     } else {
         let hidden = model.hidden_states(batch.input_ids.clone(), Some(batch.attention_mask));
         let [b, s, h] = hidden.dims();
-        debug_assert_eq!((b, s), (samples.len(), longest));
+        // The rows index the padded batch: a model whose hidden states have other positions
+        // (virtual tokens left in) would be read at the wrong places.
+        assert_eq!(
+            (b, s),
+            (samples.len(), longest),
+            "hidden states must have one position per input token"
+        );
         let index = Tensor::<1, Int>::from_ints(rows.as_slice(), device);
         let logp = log_softmax(
             model.row_logits(hidden.reshape([b * s, h]).select(0, index)),
