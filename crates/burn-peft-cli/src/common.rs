@@ -8,6 +8,7 @@ use burn_peft_adapters::AddAdapter;
 use burn_peft_assets::AssetCache;
 use burn_peft_core::{DeviceSpec, PeftModel, Precision};
 use burn_peft_models::{Llama, Pretrained};
+use burn_peft_train::{CsvTask, PromptFormat};
 
 /// Resolves a model spec (HF directory, `.gguf` file, or `pypi:...`) and loads it.
 pub fn load_model(
@@ -103,5 +104,69 @@ pub fn batch_threads(
         Some(n) => Ok(n),
         None if full_fine_tuning => Ok(1),
         None => Ok(device.default_batch_threads(batch_size)),
+    }
+}
+
+/// How prompts and answers are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// ChatML when the model has a ChatML chat template, else plain.
+    Auto,
+    /// The model's ChatML chat turns.
+    Chatml,
+    /// Prompt, answer, end-of-sequence token.
+    Plain,
+}
+
+/// How a CSV file is read and how prompts are laid out: the flags `finetune` and `compare`
+/// share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LayoutArgs {
+    /// CSV: the text column.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// CSV: the label column.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// CSV: the labels to keep, in class order [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// CSV: the instruction; {text} and {labels} are replaced.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Prompt layout.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// ChatML: a system message.
+    #[arg(long)]
+    pub system: Option<String>,
+}
+
+impl LayoutArgs {
+    /// The CSV columns, labels and template.
+    pub fn csv_task(&self) -> CsvTask {
+        let mut csv = CsvTask::new(&self.text_column, &self.label_column);
+        if !self.labels.is_empty() {
+            csv = csv.with_labels(self.labels.clone());
+        }
+        if let Some(t) = &self.template {
+            csv = csv.with_template(t);
+        }
+        csv
+    }
+
+    /// The prompt layout for a model with `chat_template` (`--format auto`: ChatML when the
+    /// template is ChatML).
+    pub fn prompt_format(&self, chat_template: Option<&str>) -> PromptFormat {
+        let chatml = chat_template.is_some_and(|t| t.contains("<|im_start|>"));
+        match self.format {
+            Format::Chatml => PromptFormat::ChatMl {
+                system: self.system.clone(),
+            },
+            Format::Auto if chatml => PromptFormat::ChatMl {
+                system: self.system.clone(),
+            },
+            Format::Auto | Format::Plain => PromptFormat::Plain,
+        }
     }
 }

@@ -8,11 +8,11 @@ use burn_peft_assets::{AssetCache, HAMLET_TXT, LEE_BACKGROUND, MINILM_DIR, ROTTE
 use burn_peft_compare::{Arm, CompareConfig, CompareTask, Inputs, compare};
 use burn_peft_core::{DeviceSpec, TargetModules};
 use burn_peft_retrieval::BertEmbedder;
-use burn_peft_train::{CsvTask, PromptFormat, check_fresh_output};
+use burn_peft_train::check_fresh_output;
 use clap::{Args, ValueEnum};
 
-use crate::common::{err, load_model, train_device};
-use crate::finetune::{Format, Method};
+use crate::common::{LayoutArgs, err, load_model, train_device};
+use crate::finetune::Method;
 
 /// Arguments of `burn-peft compare`.
 #[derive(Args, Debug)]
@@ -84,24 +84,9 @@ pub struct CompareArgs {
     /// The longest sample in tokens, demonstrations included.
     #[arg(long, default_value_t = 512)]
     pub seq_len: usize,
-    /// CSV: the column with the text.
-    #[arg(long, default_value = "text")]
-    pub text_column: String,
-    /// CSV: the column with the label.
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
-    /// CSV: the labels to keep, in class order [default: all].
-    #[arg(long, value_delimiter = ',')]
-    pub labels: Vec<String>,
-    /// CSV: the instruction; {text} and {labels} are replaced.
-    #[arg(long)]
-    pub template: Option<String>,
-    /// Prompt layout.
-    #[arg(long, value_enum, default_value_t = Format::Auto)]
-    pub format: Format,
-    /// ChatML: a system message.
-    #[arg(long)]
-    pub system: Option<String>,
+    /// CSV columns, labels, template; the prompt layout (as `finetune` takes them).
+    #[command(flatten)]
+    pub layout: LayoutArgs,
     /// General text whose perplexity change measures forgetting.
     #[arg(long, default_value = HAMLET_TXT)]
     pub general_data: String,
@@ -188,13 +173,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         }
         "news-facts" => CompareTask::news_facts(&resolve(LEE_BACKGROUND)?, args.test_samples),
         spec if spec.ends_with(".csv") || spec.ends_with(".csv.bz2") => {
-            let mut csv = CsvTask::new(&args.text_column, &args.label_column);
-            if !args.labels.is_empty() {
-                csv = csv.with_labels(args.labels.clone());
-            }
-            if let Some(t) = &args.template {
-                csv = csv.with_template(t);
-            }
+            let csv = args.layout.csv_task();
             CompareTask::from_csv(&stem(spec), &resolve(spec)?, &csv, args.test_samples)
         }
         spec if spec.ends_with(".jsonl") || spec.ends_with(".jsonl.bz2") => {
@@ -223,19 +202,9 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     .with_train_limit(args.train_samples);
     let train_device = train_device(&device, None);
     let pretrained = load_model(&args.model, args.cache_dir.clone(), &train_device)?;
-    let chatml = pretrained
-        .chat_template
-        .as_deref()
-        .is_some_and(|t| t.contains("<|im_start|>"));
-    let format = match args.format {
-        Format::Chatml => PromptFormat::ChatMl {
-            system: args.system.clone(),
-        },
-        Format::Auto if chatml => PromptFormat::ChatMl {
-            system: args.system.clone(),
-        },
-        _ => PromptFormat::Plain,
-    };
+    let format = args
+        .layout
+        .prompt_format(pretrained.chat_template.as_deref());
     let general = burn_peft_train::read_text(&resolve(&args.general_data)?).map_err(err)?;
     let eos = pretrained.model.config.eos_token_id;
     let embedder = if arms.contains(&Arm::Rag) {

@@ -15,12 +15,12 @@ use burn_peft_optim::{
     LossScaleConfig, PeftOptimizer, PeftOptimizerConfig, ScheduleKind, make_trainable,
 };
 use burn_peft_train::{
-    CsvTask, Dataset, Encoder, PromptFormat, RunSummary, SequenceSummary, SequenceTask,
-    TrainConfig, Trainer, WeightsIo, check_fresh_output, describe,
+    Dataset, Encoder, PromptFormat, RunSummary, SequenceSummary, SequenceTask, TrainConfig,
+    Trainer, WeightsIo, check_fresh_output, describe,
 };
 use clap::{Args, ValueEnum};
 
-use crate::common::{Checkpointing, batch_threads, err, load_model, train_device};
+use crate::common::{Checkpointing, LayoutArgs, batch_threads, err, load_model, train_device};
 
 /// Fine-tuning methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,17 +57,6 @@ pub enum Forgetting {
     /// O-LoRA: over a sequence of tasks (--data twice or more, --method lora), a new LoRA per
     /// task kept orthogonal to the earlier tasks' ones; the output joins them into one.
     Olora,
-}
-
-/// How prompts and answers are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// ChatML when the model has a ChatML chat template, else plain.
-    Auto,
-    /// The model's ChatML chat turns.
-    Chatml,
-    /// Prompt, answer, end-of-sequence token.
-    Plain,
 }
 
 /// Arguments of `burn-peft finetune`.
@@ -134,24 +123,9 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub prompt_tuning_init_text: Option<String>,
 
-    /// CSV: the text column.
-    #[arg(long, default_value = "text")]
-    pub text_column: String,
-    /// CSV: the label column.
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
-    /// CSV: the labels to keep, in class order [default: all].
-    #[arg(long, value_delimiter = ',')]
-    pub labels: Vec<String>,
-    /// CSV: the instruction; {text} and {labels} are replaced.
-    #[arg(long)]
-    pub template: Option<String>,
-    /// Prompt layout.
-    #[arg(long, value_enum, default_value_t = Format::Auto)]
-    pub format: Format,
-    /// ChatML: a system message.
-    #[arg(long)]
-    pub system: Option<String>,
+    /// CSV columns, labels, template; the prompt layout.
+    #[command(flatten)]
+    pub layout: LayoutArgs,
 
     /// Forgetting mitigation.
     #[arg(long, value_enum, default_value_t = Forgetting::None)]
@@ -583,27 +557,9 @@ impl TaskData {
         chat_template: Option<&str>,
         eos: Option<u32>,
     ) -> Result<Self, String> {
-        let chatml = chat_template.is_some_and(|t| t.contains("<|im_start|>"));
-        let format = match args.format {
-            Format::Plain => PromptFormat::Plain,
-            Format::Chatml => PromptFormat::ChatMl {
-                system: args.system.clone(),
-            },
-            Format::Auto if chatml => PromptFormat::ChatMl {
-                system: args.system.clone(),
-            },
-            Format::Auto => PromptFormat::Plain,
-        };
+        let format = args.layout.prompt_format(chat_template);
         let encoder = Encoder::new(tokenizer, format, args.seq_len, eos).map_err(err)?;
-        let csv = CsvTask {
-            text_column: args.text_column.clone(),
-            label_column: args.label_column.clone(),
-            labels: (!args.labels.is_empty()).then(|| args.labels.clone()),
-            template: args
-                .template
-                .clone()
-                .unwrap_or_else(|| CsvTask::new("", "").template),
-        };
+        let csv = args.layout.csv_task();
         let cache = AssetCache::from_env(args.cache_dir.clone());
         let load = |spec: &str| -> Result<Dataset, String> {
             let path = cache.resolve(spec).map_err(err)?;

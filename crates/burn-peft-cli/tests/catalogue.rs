@@ -478,6 +478,14 @@ fn every_malformed_input_is_a_one_line_error_and_changes_nothing() {
     )
     .unwrap();
     let reviews = p("reviews.csv");
+    std::fs::write(
+        c.path("questions.jsonl"),
+        "{\"prompt\": \"Who?\", \"completion\": \"Ann\"}\n\
+         {\"prompt\": \"Where?\", \"completion\": \"Rome\"}\n",
+    )
+    .unwrap();
+    std::fs::write(c.path("no-passages.txt"), "\n  \n").unwrap();
+    let (questions, no_passages) = (p("questions.jsonl"), p("no-passages.txt"));
     let compare = |extra: &[&str]| -> Vec<String> {
         let out = root.join("compare-out").to_string_lossy().into_owned();
         [
@@ -532,6 +540,11 @@ fn every_malformed_input_is_a_one_line_error_and_changes_nothing() {
             "compare with passages for a CSV task",
             vec!["--task", &reviews, "--passages", &reviews],
             "--passages is for a .jsonl task",
+        ),
+        (
+            "compare on a knowledge task with an empty corpus",
+            vec!["--task", &questions, "--passages", &no_passages],
+            "has no passages",
         ),
         (
             "compare with no seeds",
