@@ -85,6 +85,12 @@ pub fn train_device(device: &Device, checkpointing: Option<Checkpointing>) -> De
     }
 }
 
+/// A data spec's file name without folders and extensions (`data/train.jsonl.bz2` → `train`).
+pub fn file_stem(spec: &str) -> String {
+    let file = spec.rsplit(['/', '#']).next().unwrap_or(spec);
+    file.split('.').next().unwrap_or(file).to_string()
+}
+
 /// An error as the one line a subcommand prints.
 pub fn err(e: impl ToString) -> String {
     e.to_string()

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use burn_peft_adapters::{AdapterConfig, Ia3Config, LoraConfig, PrefixTuningConfig};
 use burn_peft_assets::{AssetCache, HAMLET_TXT, LEE_BACKGROUND, MINILM_DIR, ROTTEN_TOMATOES};
 use burn_peft_compare::{Arm, CompareConfig, CompareTask, Inputs, compare};
-use burn_peft_core::{DeviceSpec, TargetModules};
+use burn_peft_core::DeviceSpec;
 use burn_peft_retrieval::BertEmbedder;
 use burn_peft_train::check_fresh_output;
 use clap::{Args, ValueEnum};
 
-use crate::common::{LayoutArgs, err, load_model, train_device};
-use crate::finetune::Method;
+use crate::common::{LayoutArgs, err, file_stem, load_model, train_device};
+use crate::finetune::{Method, targets};
 
 /// Arguments of `burn-peft compare`.
 #[derive(Args, Debug)]
@@ -174,7 +174,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         "news-facts" => CompareTask::news_facts(&resolve(LEE_BACKGROUND)?, args.test_samples),
         spec if spec.ends_with(".csv") || spec.ends_with(".csv.bz2") => {
             let csv = args.layout.csv_task();
-            CompareTask::from_csv(&stem(spec), &resolve(spec)?, &csv, args.test_samples)
+            CompareTask::from_csv(&file_stem(spec), &resolve(spec)?, &csv, args.test_samples)
         }
         spec if spec.ends_with(".jsonl") || spec.ends_with(".jsonl.bz2") => {
             let passages = match &args.passages {
@@ -190,7 +190,12 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
             if args.passages.is_some() && passages.is_empty() {
                 return Err("--passages: the file has no passages (one per line)".into());
             }
-            CompareTask::from_jsonl(&stem(spec), &resolve(spec)?, args.test_samples, passages)
+            CompareTask::from_jsonl(
+                &file_stem(spec),
+                &resolve(spec)?,
+                args.test_samples,
+                passages,
+            )
         }
         other => {
             return Err(format!(
@@ -257,13 +262,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
 
 /// The PEFT arm's adapter.
 fn adapter(args: &CompareArgs, method: Method) -> Result<AdapterConfig, String> {
-    let targets = (!args.target_modules.is_empty()).then(|| {
-        if args.target_modules == ["all-linear"] {
-            TargetModules::all_linear()
-        } else {
-            TargetModules::names(args.target_modules.iter().map(String::as_str))
-        }
-    });
+    let targets = (!args.target_modules.is_empty()).then(|| targets(&args.target_modules));
     Ok(match method {
         Method::Lora | Method::Dora => {
             let mut c = LoraConfig::new(args.r)
@@ -294,10 +293,4 @@ fn method_name(m: Method) -> String {
     m.to_possible_value()
         .map(|v| v.get_name().to_string())
         .unwrap_or_default()
-}
-
-/// A task file's name without folders and extensions.
-fn stem(spec: &str) -> String {
-    let file = spec.rsplit(['/', '#']).next().unwrap_or(spec);
-    file.split('.').next().unwrap_or(file).to_string()
 }

@@ -20,7 +20,9 @@ use burn_peft_train::{
 };
 use clap::{Args, ValueEnum};
 
-use crate::common::{Checkpointing, LayoutArgs, batch_threads, err, load_model, train_device};
+use crate::common::{
+    Checkpointing, LayoutArgs, batch_threads, err, file_stem, load_model, train_device,
+};
 
 /// Fine-tuning methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -227,7 +229,8 @@ pub struct FinetuneArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-fn targets(list: &[String]) -> TargetModules {
+/// `--target-modules`: names, or `all-linear`.
+pub fn targets(list: &[String]) -> TargetModules {
     if list.len() == 1 && list[0] == "all-linear" {
         TargetModules::all_linear()
     } else {
@@ -636,12 +639,8 @@ fn print_summary(summary: &RunSummary) {
 
 /// A task's name: its file's stem, made unique within the sequence.
 fn task_name(spec: &str, k: usize, all: &[String]) -> String {
-    let stem = |s: &str| {
-        let file = s.rsplit(['/', '#']).next().unwrap_or(s);
-        file.split('.').next().unwrap_or(file).to_string()
-    };
-    let name = stem(spec);
-    if all.iter().filter(|s| stem(s) == name).count() > 1 {
+    let name = file_stem(spec);
+    if all.iter().filter(|s| file_stem(s) == name).count() > 1 {
         format!("{name}-{k}")
     } else {
         name

@@ -429,33 +429,38 @@ pub fn compare<M: CausalLm + AddAdapter>(
     };
     // Every prompt of the arms that train nothing, and the index, before any arm runs: a
     // prompt that cannot hold one demonstration is refused before any work is done.
-    let index = if config.arms.contains(&Arm::Rag) {
-        let start = Instant::now();
-        let docs = if task.passages.is_empty() {
-            task.train.iter().map(|i| i.prompt.clone()).collect()
-        } else {
-            task.passages.clone()
-        };
-        let embedder = inputs
-            .embedder
-            .ok_or_else(|| CompareError::Config("the rag arm needs an embedder".into()))?;
-        Some((
-            ExactIndex::build(embedder, docs)?,
-            start.elapsed().as_secs_f64(),
-        ))
-    } else {
-        None
+    let mut index_seconds = 0.0;
+    let rag = match inputs.embedder {
+        Some(embedder) if config.arms.contains(&Arm::Rag) => {
+            let start = Instant::now();
+            let docs = if task.passages.is_empty() {
+                task.train.iter().map(|i| i.prompt.clone()).collect()
+            } else {
+                task.passages.clone()
+            };
+            let index = ExactIndex::build(embedder, docs)?;
+            index_seconds = start.elapsed().as_secs_f64();
+            Some((index, embedder))
+        }
+        _ => None,
     };
+    let rag = rag.as_ref().map(|(index, embedder)| (index, *embedder));
+    let seeds_of = |arm: Arm| -> Vec<Option<u64>> {
+        if arm.seeded() {
+            config.seeds.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
+        }
+    };
+    let (zero_shot, _) = run.prompts(Arm::ZeroShot, None, None)?;
     let mut warnings = Vec::new();
     let mut prepared = Vec::new();
     for &arm in &config.arms {
-        let seeds: Vec<Option<u64>> = match arm {
-            Arm::Icl => config.seeds.iter().copied().map(Some).collect(),
-            Arm::ZeroShot | Arm::Rag => vec![None],
-            Arm::Peft | Arm::Full => continue,
-        };
-        for seed in seeds {
-            let (prompts, dropped) = run.prompts(arm, seed, index.as_ref().map(|i| &i.0))?;
+        if !matches!(arm, Arm::Icl | Arm::Rag) {
+            continue;
+        }
+        for seed in seeds_of(arm) {
+            let (prompts, dropped) = run.prompts(arm, seed, rag)?;
             if dropped > 0 {
                 warnings.push(format!(
                     "{}{}: {dropped} of {} prompts hold fewer than {} {} to fit {} tokens",
@@ -474,29 +479,22 @@ pub fn compare<M: CausalLm + AddAdapter>(
             prepared.push((arm, seed, prompts));
         }
     }
-    let (zero_shot, _) = run.prompts(Arm::ZeroShot, None, None)?;
     let mut runs = Vec::new();
     for &arm in &config.arms {
-        let seeds: Vec<Option<u64>> = if arm.seeded() {
-            config.seeds.iter().copied().map(Some).collect()
-        } else {
-            vec![None]
-        };
-        for seed in seeds {
+        for seed in seeds_of(arm) {
             let measured = reset_peak_rss();
             let result = match arm {
-                Arm::ZeroShot | Arm::Icl | Arm::Rag => {
+                Arm::ZeroShot => run.score(&inputs.model.valid(), &zero_shot)?,
+                Arm::Icl | Arm::Rag => {
                     let prompts = prepared
                         .iter()
                         .find(|(a, s, _)| *a == arm && *s == seed)
                         .map(|(_, _, p)| p)
                         .ok_or_else(|| CompareError::Config("prompts not prepared".into()))?;
                     let mut r = run.score(&inputs.model.valid(), prompts)?;
-                    r.setup_seconds = if arm == Arm::Rag {
-                        index.as_ref().map_or(0.0, |i| i.1)
-                    } else {
-                        0.0
-                    };
+                    if arm == Arm::Rag {
+                        r.setup_seconds = index_seconds;
+                    }
                     r
                 }
                 Arm::Peft | Arm::Full => run.train(arm, seed.unwrap_or(0), &zero_shot, out)?,
@@ -529,7 +527,7 @@ impl<M: CausalLm + AddAdapter> RunContext<'_, M> {
         &self,
         arm: Arm,
         seed: Option<u64>,
-        index: Option<&ExactIndex>,
+        rag: Option<(&ExactIndex, &dyn Embedder)>,
     ) -> Result<(Vec<(Sample, &Item)>, usize)> {
         let (task, k) = (self.task, self.config.k);
         let icl_demos: Vec<&Item> = match (arm, seed) {
@@ -547,8 +545,7 @@ impl<M: CausalLm + AddAdapter> RunContext<'_, M> {
             let (mut demos, mut passages): (Vec<&Item>, Vec<&str>) = match arm {
                 Arm::Icl => (icl_demos.clone(), Vec::new()),
                 Arm::Rag => {
-                    let index = index.ok_or_else(|| CompareError::Config("no index".into()))?;
-                    let embedder = self.inputs.embedder.ok_or_else(|| {
+                    let (index, embedder) = rag.ok_or_else(|| {
                         CompareError::Config("the rag arm needs an embedder".into())
                     })?;
                     let hits = index.retrieve(embedder, &item.prompt, k)?;
@@ -624,16 +621,7 @@ impl<M: CausalLm + AddAdapter> RunContext<'_, M> {
                 samples.push(sample.clone());
             } else {
                 for c in &item.candidates {
-                    let answer = self.encoder.answer_ids(c)?;
-                    let mut ids = sample.ids[..cut].to_vec();
-                    ids.extend(&answer);
-                    let mut targets = vec![false; cut];
-                    targets.extend(std::iter::repeat_n(true, answer.len()));
-                    samples.push(Sample {
-                        ids,
-                        targets,
-                        label: None,
-                    });
+                    samples.push(sample.with_answer(&self.encoder.answer_ids(c)?));
                 }
             }
             spans.push((from, samples.len(), cut));

@@ -55,6 +55,29 @@ impl Sample {
         self.targets.iter().position(|&t| t)
     }
 
+    /// This sample's prompt (the tokens before its first target) followed by `answer`, the
+    /// answer's tokens the only targets: the same question with another answer.
+    ///
+    /// ```
+    /// use burn_peft_train::Sample;
+    /// let s = Sample { ids: vec![5, 6, 7, 8], targets: vec![false, false, true, true], label: None };
+    /// let other = s.with_answer(&[9]);
+    /// assert_eq!(other.ids, [5, 6, 9]);
+    /// assert_eq!(other.targets, [false, false, true]);
+    /// ```
+    pub fn with_answer(&self, answer: &[u32]) -> Sample {
+        let prompt = self.first_target().unwrap_or(self.ids.len());
+        let mut ids = self.ids[..prompt].to_vec();
+        ids.extend(answer);
+        let mut targets = vec![false; prompt];
+        targets.extend(std::iter::repeat_n(true, answer.len()));
+        Sample {
+            ids,
+            targets,
+            label: None,
+        }
+    }
+
     /// Tokens that count in the loss (the first token never does: nothing predicts it).
     pub fn target_count(&self) -> usize {
         self.targets.iter().skip(1).filter(|&&t| t).count()

@@ -190,21 +190,7 @@ fn label_logprobs<M: CausalLm>(
     pad_id: u32,
     device: &Device,
 ) -> Vec<f32> {
-    let prompt = sample.first_target().unwrap_or(sample.ids.len());
-    let candidates: Vec<Sample> = label_ids
-        .iter()
-        .map(|l| {
-            let mut ids = sample.ids[..prompt].to_vec();
-            ids.extend(l);
-            let mut targets = vec![false; prompt];
-            targets.extend(std::iter::repeat_n(true, l.len()));
-            Sample {
-                ids,
-                targets,
-                label: None,
-            }
-        })
-        .collect();
+    let candidates: Vec<Sample> = label_ids.iter().map(|l| sample.with_answer(l)).collect();
     let refs: Vec<&Sample> = candidates.iter().collect();
     score(model, &refs, pad_id, &[], device)
         .into_iter()
@@ -237,22 +223,27 @@ fn score<M: CausalLm>(
     // label probe) only: a classification prompt's other positions would cost a full
     // vocabulary of logits each.
     let mut rows: Vec<i64> = Vec::new();
+    // The token each row predicts (0 for a probe row past the sample's end).
+    let mut next: Vec<i64> = Vec::new();
+    // Per sample: (target position, row).
     let mut row_of = vec![Vec::new(); samples.len()];
     let mut probe_row = vec![0usize; samples.len()];
     for (r, sample) in samples.iter().enumerate() {
-        let probe_at = sample.first_target().unwrap_or(1).clamp(1, longest - 1) - 1;
-        for t in 1..sample.ids.len() {
-            if sample.targets[t] || (!first_tokens.is_empty() && t - 1 == probe_at) {
-                if t - 1 == probe_at {
-                    probe_row[r] = rows.len();
-                }
-                row_of[r].push((t, rows.len()));
-                rows.push((r * longest + t - 1) as i64);
+        let probe_at = (!first_tokens.is_empty())
+            .then(|| sample.first_target().unwrap_or(1).clamp(1, longest - 1) - 1);
+        for p in 0..longest - 1 {
+            let target = sample.targets.get(p + 1).copied().unwrap_or(false);
+            if !target && probe_at != Some(p) {
+                continue;
             }
-        }
-        if !first_tokens.is_empty() && !row_of[r].iter().any(|&(t, _)| t - 1 == probe_at) {
-            probe_row[r] = rows.len();
-            rows.push((r * longest + probe_at) as i64);
+            if probe_at == Some(p) {
+                probe_row[r] = rows.len();
+            }
+            if target {
+                row_of[r].push((p + 1, rows.len()));
+            }
+            rows.push((r * longest + p) as i64);
+            next.push(sample.ids.get(p + 1).map_or(0, |&t| t as i64));
         }
     }
     let n = rows.len();
@@ -273,13 +264,6 @@ fn score<M: CausalLm>(
             model.row_logits(hidden.reshape([b * s, h]).select(0, index)),
             1,
         );
-        let next: Vec<i64> = rows
-            .iter()
-            .map(|&i| {
-                let (r, p) = (i as usize / longest, i as usize % longest);
-                samples[r].ids.get(p + 1).map_or(0, |&t| t as i64)
-            })
-            .collect();
         let next = Tensor::<1, Int>::from_ints(next.as_slice(), device).reshape([n, 1]);
         let picked: Vec<f32> = logp
             .clone()
@@ -323,11 +307,9 @@ fn score<M: CausalLm>(
             let mut count = 0;
             let mut exact = true;
             for &(t, i) in &row_of[r] {
-                if sample.targets[t] {
-                    logprob += picked[i] as f64;
-                    count += 1;
-                    exact &= best[i] == sample.ids[t] as i64;
-                }
+                logprob += picked[i] as f64;
+                count += 1;
+                exact &= best[i] == sample.ids[t] as i64;
             }
             let k = first_tokens.len();
             Scored {
